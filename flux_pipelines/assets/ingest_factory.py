@@ -1,0 +1,335 @@
+"""The ingest asset factory: one multi-asset per (agency, dataset), built from the contract.
+
+Shape (DESIGN option b): assets are keyed ``<agency>/raw_<dataset>``, ``<agency>/<dataset>``
+and ``<agency>/<dataset>_quarantine``, grouped by agency, with daily partitions. Why:
+a ``pool`` per agency gives one writer per agency DuckDB file while agencies run in
+parallel, single-run backfills over a time window are well trodden (no multi-partition
+backfill bugs), and owners / freshness are per agency for free.
+
+The three assets are produced in one step and one DuckDB transaction, so raw, curated and
+quarantine can never disagree about a partition.
+"""
+
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterator
+
+import dagster as dg
+from dagster import AssetExecutionContext
+import duckdb
+import pandera.errors
+import polars as pl
+
+from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, DUCKDB_TYPES, PARTITION, DatasetTables, quote
+from flux_pipelines.contracts.model import Contract
+from flux_pipelines.contracts.pandera_schema import pandera_schema
+from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.errors import PartitionRejected
+from flux_pipelines.ingest.delivery import PartitionLoader, PartitionResult, delivered_files
+from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
+
+PARTITIONS_START = "2020-01-01"
+DAILY = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1, timezone="UTC")
+CONSERVATION = "conservation"
+CONTRACT_SCHEMA = "contract_schema"
+
+
+def agency_pool(agency: Agency) -> str:
+    """One concurrency pool per agency file: at most one writer at a time."""
+    return f"duckdb_{agency.key}"
+
+
+def asset_keys(agency: Agency, dataset: str) -> tuple[dg.AssetKey, dg.AssetKey, dg.AssetKey]:
+    tables = DatasetTables.for_dataset(dataset)
+    return (
+        dg.AssetKey([agency.key, tables.raw]),
+        dg.AssetKey([agency.key, tables.curated]),
+        dg.AssetKey([agency.key, tables.quarantine]),
+    )
+
+
+def column_schema(contract: Contract) -> dg.TableSchema:
+    """The curated table's columns as the UI shows them, constraints included."""
+    columns = []
+    for c in contract.columns:
+        other = [r.expected for r in contract.rules if r.column == c.name and r.kind not in ("required", "type", "unique")]
+        columns.append(
+            dg.TableColumn(
+                name=c.name,
+                type=DUCKDB_TYPES[c.logical_type],
+                description=c.description or None,
+                constraints=dg.TableColumnConstraints(
+                    nullable=not c.required, unique=c.unique or c.primary_key, other=other
+                ),
+            )
+        )
+    return dg.TableSchema(columns=columns)
+
+
+def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.AssetsDefinition:
+    """The raw / curated / quarantine multi-asset for one agency's dataset."""
+    contract = registry.latest(dataset)
+    raw_key, curated_key, quarantine_key = asset_keys(agency, dataset)
+    tables = DatasetTables.for_dataset(dataset)
+    common = {
+        "group_name": agency.key,
+        "owners": [agency.owner] if agency.owner else [],
+        "tags": {"domain": contract.domain, "agency": agency.key, "dataset": dataset},
+        "partitions_def": DAILY,
+    }
+    specs = [
+        dg.AssetSpec(
+            raw_key,
+            description=f"Every delivered row of {agency.name}'s {contract.title}, as text, "
+            "with file, row number, file sha256 and run id.",
+            kinds={"duckdb", "polars"},
+            metadata={"dagster/table_name": f"{agency.id}.{tables.raw}"},
+            **common,
+        ),
+        dg.AssetSpec(
+            curated_key,
+            deps=[raw_key],
+            description=f"{contract.title} rows of {agency.name} that pass every fatal rule of "
+            f"contract {contract.id}, typed. {contract.description}".strip(),
+            kinds={"duckdb", "pandera"},
+            metadata={
+                "dagster/column_schema": column_schema(contract),
+                "dagster/table_name": f"{agency.id}.{tables.curated}",
+                "contract": dg.MetadataValue.path(contract.source_path),
+                "contract_version": contract.version,
+                "rules": len(contract.rules),
+            },
+            **common,
+        ),
+        dg.AssetSpec(
+            quarantine_key,
+            deps=[raw_key],
+            description=f"Rows of {agency.name}'s {contract.title} that fail a fatal rule (one "
+            "row per violation: rule, field, value, expected, severity, row, file, contract "
+            "version) and files rejected whole.",
+            kinds={"duckdb"},
+            metadata={"dagster/table_name": f"{agency.id}.{tables.quarantine}"},
+            **common,
+        ),
+    ]
+    checks = [
+        dg.AssetCheckSpec(
+            CONSERVATION,
+            asset=curated_key,
+            description="Nothing lost: per file, rows read = rows curated + rows quarantined.",
+            blocking=True,
+        ),
+        dg.AssetCheckSpec(
+            CONTRACT_SCHEMA,
+            asset=curated_key,
+            description=f"The curated partition satisfies the pandera schema generated from "
+            f"contract {contract.id} (fatal rules).",
+        ),
+    ]
+
+    @dg.multi_asset(
+        name=f"{agency.key}__{tables.curated}__ingest",
+        specs=specs,
+        check_specs=checks,
+        can_subset=False,
+        pool=agency_pool(agency),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+    )
+    def _ingest(
+        context: AssetExecutionContext, warehouse: FluxWarehouse
+    ) -> Iterator[dg.MaterializeResult]:
+        results: list[PartitionResult] = []
+        check_rows: list[dict[str, object]] = []
+        for key in context.partition_keys:
+            result, check = _load_one(context, warehouse, registry, agency, dataset, key)
+            results.append(result)
+            check_rows.append(check)
+            context.log.info(_summary_line(result))
+        errors = [e for r in results for e in r.errors]
+        if errors:
+            first = results[[bool(r.errors) for r in results].index(True)]
+            rejection = PartitionRejected(agency.id, dataset, first.day.isoformat(), errors)
+            raise dg.Failure(
+                description=str(rejection),
+                metadata={
+                    "agency": agency.id,
+                    "dataset": dataset,
+                    "files": [e.file for e in errors],
+                    "rules": [e.rule_id for e in errors],
+                },
+                allow_retries=False,
+            )
+        yield from _materializations(results, check_rows, raw_key, curated_key, quarantine_key)
+
+    return _ingest
+
+
+def _load_one(
+    context: AssetExecutionContext,
+    warehouse: FluxWarehouse,
+    registry: Registry,
+    agency: Agency,
+    dataset: str,
+    partition_key: str,
+) -> tuple[PartitionResult, dict[str, object]]:
+    day = dt.date.fromisoformat(partition_key)
+    contract = registry.contract_for(dataset, day)
+    files = delivered_files(warehouse.landing_dir(agency.id, dataset, partition_key))
+    with warehouse.connect(agency.id) as conn:
+        conn.begin()
+        try:
+            result = PartitionLoader(
+                conn, agency=agency.id, contract=contract, day=day, run_id=context.run.run_id
+            ).load(files)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        checks = {
+            "day": partition_key,
+            **conservation(conn, contract, day),
+            **schema_check(conn, contract, day),
+        }
+        publish_partition(
+            conn, warehouse, agency.id, dataset, DatasetTables.for_dataset(dataset).curated, day
+        )
+    return result, checks
+
+
+def conservation(conn: duckdb.DuckDBPyConnection, contract: Contract, day: dt.date) -> dict[str, object]:
+    """Recount from the tables: per file, raw = read = curated + quarantined rows."""
+    t = DatasetTables.for_dataset(contract.dataset)
+    rows = conn.execute(
+        f"""SELECT d.file, d.status, d.rows_read,
+              (SELECT count(*) FROM {quote(t.raw)} r WHERE r.{PARTITION} = d.{PARTITION} AND r._file = d.file),
+              (SELECT count(*) FROM {quote(t.curated)} c WHERE c.{PARTITION} = d.{PARTITION} AND c._file = d.file),
+              (SELECT count(DISTINCT _row_number) FROM {quote(t.quarantine)} q
+                 WHERE q.{PARTITION} = d.{PARTITION} AND q._file = d.file AND q._row_number IS NOT NULL)
+            FROM {DELIVERIES_TABLE} d WHERE d.dataset = ? AND d.{PARTITION} = ?""",
+        [contract.dataset, day],
+    ).fetchall()
+    broken = []
+    for file, status, read, raw_n, cur_n, quar_n in rows:
+        if status == "loaded":
+            ok = read == raw_n == cur_n + quar_n
+        else:
+            ok = cur_n == 0 and raw_n == (read or 0)
+        if not ok:
+            broken.append(f"{file}: read={read} raw={raw_n} curated={cur_n} quarantined={quar_n}")
+    return {"conservation_ok": not broken, "conservation_broken": broken, "files": len(rows)}
+
+
+def schema_check(conn: duckdb.DuckDBPyConnection, contract: Contract, day: dt.date) -> dict[str, object]:
+    """Validate the curated partition, read back from DuckDB, with the pandera schema."""
+    table = quote(DatasetTables.for_dataset(contract.dataset).curated)
+    cols = ", ".join(quote(c) for c in contract.column_names)
+    frame = conn.sql(f"SELECT {cols} FROM {table} WHERE {PARTITION} = ?", params=[day]).pl()
+    try:
+        pandera_schema(contract).validate(frame, lazy=True)
+    except pandera.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        summary = (
+            cases.group_by("column", "check").len().sort("len", descending=True).head(10).rows()
+            if isinstance(cases, pl.DataFrame)
+            else str(cases)[:500]
+        )
+        return {"schema_ok": False, "schema_failures": [str(s) for s in summary]}
+    return {"schema_ok": True, "schema_failures": []}
+
+
+def _materializations(
+    results: list[PartitionResult],
+    checks: list[dict[str, object]],
+    raw_key: dg.AssetKey,
+    curated_key: dg.AssetKey,
+    quarantine_key: dg.AssetKey,
+) -> Iterator[dg.MaterializeResult]:
+    rows_in = sum(r.rows_in for r in results)
+    curated = sum(r.rows_curated for r in results)
+    quarantined = sum(r.rows_quarantined for r in results)
+    rules: Counter[str] = Counter()
+    for r in results:
+        rules.update(r.rule_counts)
+    files = [f for r in results for f in r.files]
+    drift = sorted({c for f in files for c in f.unmapped})
+    versions = sorted({r.contract.version for r in results})
+    yield dg.MaterializeResult(
+        asset_key=raw_key,
+        metadata={
+            "dagster/row_count": rows_in,
+            "files": dg.MetadataValue.md(_files_table(results)),
+            "unmapped_columns": ", ".join(drift) or "none",
+        },
+    )
+    conservation_ok = all(bool(c["conservation_ok"]) for c in checks)
+    schema_ok = all(bool(c["schema_ok"]) for c in checks)
+    yield dg.MaterializeResult(
+        asset_key=curated_key,
+        metadata={
+            "dagster/row_count": curated,
+            "rows_in": rows_in,
+            "rows_quarantined": quarantined,
+            "rows_with_warnings": sum(r.rows_with_warnings for r in results),
+            "reject_rate": quarantined / rows_in if rows_in else 0.0,
+            "contract_version": ", ".join(versions),
+            "partitions": len(results),
+            "deliveries_missing": sum(1 for r in results if not r.files),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=CONSERVATION,
+                passed=conservation_ok,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "rows_in": rows_in,
+                    "rows_curated": curated,
+                    "rows_quarantined": quarantined,
+                    "broken": "; ".join(str(b) for c in checks for b in c["conservation_broken"]) or "none",  # type: ignore[attr-defined]
+                },
+            ),
+            dg.AssetCheckResult(
+                check_name=CONTRACT_SCHEMA,
+                passed=schema_ok,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "failures": "; ".join(str(f) for c in checks for f in c["schema_failures"]) or "none",  # type: ignore[attr-defined]
+                },
+            ),
+        ],
+    )
+    yield dg.MaterializeResult(
+        asset_key=quarantine_key,
+        metadata={
+            "dagster/row_count": quarantined,
+            "rows_quarantined": quarantined,
+            "reject_rate": quarantined / rows_in if rows_in else 0.0,
+            "top_rules": dg.MetadataValue.md(_rules_table(rules)),
+        },
+    )
+
+
+def _summary_line(r: PartitionResult) -> str:
+    top = ", ".join(f"{k}={v}" for k, v in r.rule_counts.most_common(3)) or "none"
+    return (
+        f"{r.agency}/{r.dataset} {r.day}: {len(r.files)} file(s), {r.rows_in} rows in, "
+        f"{r.rows_curated} curated, {r.rows_quarantined} quarantined "
+        f"(contract {r.contract.version}); top rules: {top}"
+    )
+
+
+def _files_table(results: list[PartitionResult]) -> str:
+    lines = ["| day | file | status | rows | sha256 |", "|---|---|---|---|---|"]
+    for r in results:
+        for f in r.files:
+            lines.append(f"| {r.day} | {f.file} | {f.status} | {f.rows_read} | {(f.sha256 or '')[:12]} |")
+    return "\n".join(lines) if len(lines) > 2 else "no delivery"
+
+
+def _rules_table(rules: Counter[str]) -> str:
+    if not rules:
+        return "no violations"
+    lines = ["| rule | violations |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in rules.most_common(15)]
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""DuckDB DDL generated from a contract: the curated, raw, quarantine and warnings tables.
+
+Tables are created if missing and widened (ADD COLUMN) when a newer contract version adds
+columns, so a dataset's history stays in one table across versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flux_pipelines.contracts.model import Contract
+from flux_pipelines.contracts.slugs import dagster_name
+
+DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "integer": "BIGINT",
+    "number": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+}
+
+PARTITION = "_partition_date"
+LINEAGE_COLUMNS: tuple[tuple[str, str], ...] = (
+    (PARTITION, "DATE NOT NULL"),
+    ("_file", "VARCHAR NOT NULL"),
+    ("_row_number", "BIGINT"),
+    ("_file_sha256", "VARCHAR NOT NULL"),
+    ("_contract_version", "VARCHAR NOT NULL"),
+    ("_run_id", "VARCHAR NOT NULL"),
+    ("_loaded_at", "TIMESTAMP NOT NULL"),
+)
+VIOLATION_COLUMNS: tuple[tuple[str, str], ...] = (
+    (PARTITION, "DATE NOT NULL"),
+    ("_file", "VARCHAR NOT NULL"),
+    ("_row_number", "BIGINT"),
+    ("rule_id", "VARCHAR NOT NULL"),
+    ("field", "VARCHAR"),
+    ("value_provided", "VARCHAR"),
+    ("expected", "VARCHAR"),
+    ("severity", "VARCHAR NOT NULL"),
+    ("category", "VARCHAR"),
+    ("message", "VARCHAR NOT NULL"),
+    ("unique_id", "VARCHAR"),
+    ("original_row", "JSON"),
+    ("_file_sha256", "VARCHAR NOT NULL"),
+    ("_contract_id", "VARCHAR NOT NULL"),
+    ("_contract_version", "VARCHAR NOT NULL"),
+    ("_run_id", "VARCHAR NOT NULL"),
+    ("_loaded_at", "TIMESTAMP NOT NULL"),
+)
+DELIVERY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("dataset", "VARCHAR NOT NULL"),
+    (PARTITION, "DATE NOT NULL"),
+    ("file", "VARCHAR NOT NULL"),
+    ("file_sha256", "VARCHAR"),
+    ("size_bytes", "BIGINT"),
+    ("format", "VARCHAR"),
+    ("status", "VARCHAR NOT NULL"),
+    ("rule_id", "VARCHAR"),
+    ("reason", "VARCHAR"),
+    ("rows_read", "BIGINT"),
+    ("rows_curated", "BIGINT NOT NULL"),
+    ("rows_quarantined", "BIGINT NOT NULL"),
+    ("rows_with_warnings", "BIGINT NOT NULL"),
+    ("unmapped_columns", "VARCHAR[]"),
+    ("missing_columns", "VARCHAR[]"),
+    ("contract_version", "VARCHAR NOT NULL"),
+    ("run_id", "VARCHAR NOT NULL"),
+    ("loaded_at", "TIMESTAMP NOT NULL"),
+)
+DELIVERIES_TABLE = "_flux_deliveries"
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class DatasetTables:
+    """The table names of one dataset in an agency file."""
+
+    curated: str
+    raw: str
+    quarantine: str
+    warnings: str
+
+    @classmethod
+    def for_dataset(cls, dataset: str) -> DatasetTables:
+        base = dagster_name(dataset)
+        return cls(
+            curated=base,
+            raw=f"raw_{base}",
+            quarantine=f"{base}_quarantine",
+            warnings=f"{base}_warnings",
+        )
+
+
+def curated_columns(contract: Contract) -> list[tuple[str, str]]:
+    return [(c.name, DUCKDB_TYPES[c.logical_type]) for c in contract.columns] + list(
+        LINEAGE_COLUMNS
+    )
+
+
+def raw_columns(contract: Contract) -> list[tuple[str, str]]:
+    return (
+        [(c.name, "VARCHAR") for c in contract.columns]
+        + [("_unmapped", "JSON")]
+        + [c for c in LINEAGE_COLUMNS if c[0] != "_contract_version"]
+    )
+
+
+def create_table_sql(table: str, columns: list[tuple[str, str]]) -> str:
+    body = ",\n  ".join(f"{quote(name)} {sql_type}" for name, sql_type in columns)
+    return f"CREATE TABLE IF NOT EXISTS {quote(table)} (\n  {body}\n)"
+
+
+def contract_ddl(contract: Contract) -> dict[str, list[tuple[str, str]]]:
+    """Every table a dataset needs, with its columns (name, DuckDB type)."""
+    tables = DatasetTables.for_dataset(contract.dataset)
+    return {
+        tables.curated: curated_columns(contract),
+        tables.raw: raw_columns(contract),
+        tables.quarantine: list(VIOLATION_COLUMNS),
+        tables.warnings: list(VIOLATION_COLUMNS),
+        DELIVERIES_TABLE: list(DELIVERY_COLUMNS),
+    }
+
+
+def ddl_script(contract: Contract) -> str:
+    """The CREATE statements as one script (shown on the contract page)."""
+    return ";\n\n".join(create_table_sql(t, cols) for t, cols in contract_ddl(contract).items())

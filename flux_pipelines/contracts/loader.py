@@ -1,0 +1,355 @@
+"""Parse an ODCS v3 contract file and compile it into Flux's ``Contract``.
+
+ODCS fields used (see contracts/README.md for the full convention):
+- top level: ``id``, ``name`` (the dataset id), ``version``, ``status``, ``domain``,
+  ``description.purpose``; customProperties ``effectiveFrom`` and ``nullValues``.
+- one ``schema`` object whose ``properties`` are the columns: ``logicalType``, ``required``,
+  ``unique``, ``primaryKey``, ``enum``, ``examples``, ``logicalTypeOptions`` (minimum,
+  maximum, exclusiveMinimum, exclusiveMaximum, pattern, minLength, maxLength, format);
+  customProperties ``sourceNames``, ``severity`` (rule kind -> fatal|warning), ``unit``,
+  ``caseInsensitive``.
+- ``quality`` on the schema or a property: ``type: custom, engine: flux`` with a SQL boolean
+  ``implementation`` that a valid row satisfies; ``type: library`` with ``metric:
+  nullValues`` (completeness) or ``duplicateValues`` (uniqueness).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, cast
+
+import polars as pl
+import yaml
+from open_data_contract_standard.model import (
+    CustomProperty,
+    DataQuality,
+    OpenDataContractStandard,
+    SchemaProperty,
+)
+from pydantic import ValidationError
+
+from flux_pipelines.contracts.model import (
+    RULE_CATEGORY,
+    AllowedValue,
+    ColumnSpec,
+    Contract,
+    LogicalType,
+    Rule,
+    RuleKind,
+    Severity,
+)
+from flux_pipelines.contracts.slugs import check_column, check_slug
+from flux_pipelines.errors import ConfigurationError, ContractError
+
+_LOGICAL_TYPES: dict[str, LogicalType] = {
+    "string": "string",
+    "integer": "integer",
+    "number": "number",
+    "boolean": "boolean",
+    "date": "date",
+    "timestamp": "timestamp",
+}
+_SEVERITIES: dict[str, Severity] = {
+    "fatal": "fatal",
+    "error": "fatal",
+    "critical": "fatal",
+    "warning": "warning",
+    "warn": "warning",
+    "info": "warning",
+}
+_TYPE_WORDS: dict[LogicalType, str] = {
+    "string": "text",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "date": "a date",
+    "timestamp": "a date and time",
+}
+MAX_EXPECTED_CHARS = 300
+
+
+def load_contract(path: Path) -> Contract:
+    """Read, validate and compile one contract file; any problem is a ContractError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ContractError(str(path), f"cannot be read as YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ContractError(str(path), "is not a YAML mapping")
+    try:
+        odcs = OpenDataContractStandard.model_validate(raw)
+    except ValidationError as exc:
+        raise ContractError(str(path), f"is not valid ODCS v3: {exc}") from exc
+    try:
+        return compile_contract(odcs, str(path))
+    except ConfigurationError as exc:
+        if isinstance(exc, ContractError):
+            raise
+        raise ContractError(str(path), str(exc)) from exc
+
+
+def compile_contract(odcs: OpenDataContractStandard, source: str) -> Contract:
+    """Turn a validated ODCS document into Flux's compiled contract."""
+    if odcs.kind != "DataContract":
+        raise ConfigurationError(f"kind must be DataContract, got {odcs.kind!r}")
+    dataset = check_slug(odcs.name, "dataset id (name)")
+    if not odcs.schema_ or len(odcs.schema_) != 1:
+        raise ConfigurationError("must declare exactly one schema object (the dataset table)")
+    table = odcs.schema_[0]
+    if not table.properties:
+        raise ConfigurationError(f"schema {table.name!r} has no properties (columns)")
+    top = _custom(odcs.customProperties)
+    columns = tuple(_column(p) for p in table.properties)
+    names = [c.name for c in columns]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigurationError(f"duplicate column names: {dupes}")
+    rules: list[Rule] = []
+    for prop, col in zip(table.properties, columns, strict=True):
+        rules.extend(_column_rules(col, _custom(prop.customProperties)))
+        rules.extend(_quality_rules(prop.quality or [], names, default_column=col.name))
+    rules.extend(_quality_rules(table.quality or [], names, default_column=None))
+    ids = [r.id for r in rules]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise ConfigurationError(f"duplicate rule ids: {dupes}")
+    description = odcs.description.purpose if odcs.description else None
+    return Contract(
+        id=check_slug(odcs.id, "contract id"),
+        dataset=dataset,
+        version=odcs.version,
+        domain=check_slug(odcs.domain or "", "domain"),
+        title=table.businessName or dataset.replace("_", " "),
+        description=(description or table.description or "").strip(),
+        status=odcs.status,
+        effective_from=_date(top.get("effectiveFrom", "2000-01-01")),
+        null_values=tuple(str(v) for v in top.get("nullValues", ["", "NA"])),
+        columns=columns,
+        rules=tuple(rules),
+        source_path=source,
+        extra={k: str(v) for k, v in top.items() if k not in {"effectiveFrom", "nullValues"}},
+    )
+
+
+def _custom(props: list[CustomProperty] | None) -> dict[str, Any]:
+    return {p.property: p.value for p in (props or []) if p.property}
+
+
+def _date(value: object) -> dt.date:
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ConfigurationError(f"effectiveFrom {value!r} is not a YYYY-MM-DD date") from exc
+
+
+def _column(prop: SchemaProperty) -> ColumnSpec:
+    name = check_column(prop.name, "column")
+    logical = _LOGICAL_TYPES.get((prop.logicalType or "").lower())
+    if logical is None:
+        raise ConfigurationError(
+            f"column {name}: logicalType {prop.logicalType!r} is not one of "
+            f"{sorted(_LOGICAL_TYPES)}"
+        )
+    opts = prop.logicalTypeOptions or {}
+    custom = _custom(prop.customProperties)
+    known = {
+        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern",
+        "minLength", "maxLength", "format",
+    }  # fmt: skip
+    unknown = set(opts) - known
+    if unknown:
+        raise ConfigurationError(f"column {name}: unsupported logicalTypeOptions {sorted(unknown)}")
+    minimum, exclusive_min = _bound(opts, "minimum", "exclusiveMinimum")
+    maximum, exclusive_max = _bound(opts, "maximum", "exclusiveMaximum")
+    pattern = opts.get("pattern")
+    if pattern is not None:
+        try:
+            pl.select(pl.lit("x").str.contains(str(pattern)))
+        except pl.exceptions.PolarsError as exc:
+            raise ConfigurationError(f"column {name}: pattern {pattern!r} is invalid") from exc
+    sources = custom.get("sourceNames", [])
+    if isinstance(sources, str):
+        sources = [sources]
+    return ColumnSpec(
+        name=name,
+        logical_type=logical,
+        description=(prop.description or "").strip(),
+        required=bool(prop.required),
+        unique=bool(prop.unique),
+        primary_key=bool(prop.primaryKey),
+        source_names=tuple(str(s) for s in sources),
+        allowed_values=tuple(
+            AllowedValue(value=str(e.value), description=e.description) for e in prop.enum or []
+        ),
+        case_insensitive_values=bool(custom.get("caseInsensitive", False)),
+        minimum=minimum,
+        maximum=maximum,
+        exclusive_minimum=exclusive_min,
+        exclusive_maximum=exclusive_max,
+        pattern=str(pattern) if pattern is not None else None,
+        min_length=opts.get("minLength"),
+        max_length=opts.get("maxLength"),
+        date_format=opts.get("format"),
+        unit=custom.get("unit"),
+        examples=tuple(str(e) for e in prop.examples or []),
+    )
+
+
+def _bound(opts: dict[str, Any], key: str, exclusive_key: str) -> tuple[float | None, bool]:
+    """ODCS follows JSON Schema: exclusiveMinimum may be a number or a flag on minimum."""
+    exclusive = opts.get(exclusive_key)
+    if isinstance(exclusive, bool) or exclusive is None:
+        value = opts.get(key)
+        return (float(value) if value is not None else None), bool(exclusive)
+    return float(exclusive), True
+
+
+def _severity(value: object, where: str) -> Severity:
+    sev = _SEVERITIES.get(str(value or "fatal").lower())
+    if sev is None:
+        raise ConfigurationError(f"{where}: severity {value!r} must be fatal or warning")
+    return sev
+
+
+def _column_rules(col: ColumnSpec, custom: dict[str, Any]) -> list[Rule]:
+    overrides = custom.get("severity", {}) or {}
+    if not isinstance(overrides, dict):
+        raise ConfigurationError(f"column {col.name}: severity must map rule kinds to levels")
+
+    def rule(kind: RuleKind, message: str, expected: str) -> Rule:
+        sev = _severity(overrides.get(kind, "fatal"), f"column {col.name} rule {kind}")
+        return Rule(
+            id=f"{col.name}.{kind}",
+            kind=kind,
+            column=col.name,
+            columns=(col.name,),
+            severity=sev,
+            category=RULE_CATEGORY[kind],
+            message=message,
+            expected=expected[:MAX_EXPECTED_CHARS],
+        )
+
+    rules: list[Rule] = []
+    if col.required:
+        rules.append(rule("required", f"{col.name} is required but was empty", "a value"))
+    if col.logical_type != "string":
+        word = _TYPE_WORDS[col.logical_type]
+        fmt = f" ({col.date_format})" if col.date_format else ""
+        rules.append(rule("type", f"{col.name} must be {word}{fmt}", f"{word}{fmt}"))
+    if col.allowed_values:
+        listed = ", ".join(v.value for v in col.allowed_values)
+        rules.append(
+            rule(
+                "allowed_values",
+                f"{col.name} is not one of the {len(col.allowed_values)} allowed values",
+                f"one of: {listed}",
+            )
+        )
+    if col.minimum is not None:
+        op = ">" if col.exclusive_minimum else ">="
+        rules.append(
+            rule("minimum", f"{col.name} must be {op} {col.minimum:g}", f"{op} {col.minimum:g}")
+        )
+    if col.maximum is not None:
+        op = "<" if col.exclusive_maximum else "<="
+        rules.append(
+            rule("maximum", f"{col.name} must be {op} {col.maximum:g}", f"{op} {col.maximum:g}")
+        )
+    if col.pattern:
+        rules.append(
+            rule("pattern", f"{col.name} does not match {col.pattern}", f"matches {col.pattern}")
+        )
+    if col.min_length is not None:
+        rules.append(
+            rule(
+                "min_length",
+                f"{col.name} is shorter than {col.min_length} characters",
+                f"at least {col.min_length} characters",
+            )
+        )
+    if col.max_length is not None:
+        rules.append(
+            rule(
+                "max_length",
+                f"{col.name} is longer than {col.max_length} characters",
+                f"at most {col.max_length} characters",
+            )
+        )
+    if col.unique or col.primary_key:
+        rules.append(
+            rule("unique", f"{col.name} must be unique within a delivery", "a value not repeated")
+        )
+    return rules
+
+
+def _quality_rules(
+    quality: list[DataQuality], columns: list[str], default_column: str | None
+) -> list[Rule]:
+    return [_quality_rule(q, columns, default_column) for q in quality]
+
+
+def _quality_rule(q: DataQuality, columns: list[str], default_column: str | None) -> Rule:
+    where = f"quality rule {q.id or q.name or '?'}"
+    rule_id = q.id
+    if not rule_id:
+        raise ConfigurationError(f"{where}: every quality rule needs a stable id")
+    check_slug(rule_id.replace(".", "_"), f"{where} id")
+    severity = _severity(q.severity, where)
+    message = (q.description or q.name or rule_id).strip()
+    if q.type == "custom" and (q.engine or "").lower() == "flux":
+        expression = str(q.implementation or "").strip()
+        referenced = _expression_columns(expression, columns, where)
+        return Rule(
+            id=rule_id,
+            kind="expression",
+            column=default_column or (referenced[0] if len(referenced) == 1 else None),
+            columns=tuple(referenced),
+            severity=severity,
+            category=cast(Any, (q.dimension or "accuracy").lower())
+            if (q.dimension or "").lower() in {"accuracy", "completeness", "existence"}
+            else "accuracy",
+            message=message,
+            expected=expression[:MAX_EXPECTED_CHARS],
+            expression=expression,
+        )
+    if q.type == "library" and default_column is not None:
+        metric = (q.metric or q.rule or "").lower()
+        kinds: dict[str, tuple[RuleKind, str]] = {
+            "nullvalues": ("required", "a value"),
+            "duplicatevalues": ("unique", "a value not repeated"),
+        }
+        if metric in kinds:
+            kind, expected = kinds[metric]
+            return Rule(
+                id=rule_id,
+                kind=kind,
+                column=default_column,
+                columns=(default_column,),
+                severity=severity,
+                category="completeness" if kind == "required" else "accuracy",
+                message=message,
+                expected=expected,
+            )
+    raise ConfigurationError(
+        f"{where}: unsupported quality rule (type={q.type!r}, engine={q.engine!r}, "
+        f"metric={q.metric!r}); use type custom + engine flux, or library nullValues / "
+        "duplicateValues on a property"
+    )
+
+
+def _expression_columns(expression: str, columns: list[str], where: str) -> list[str]:
+    """Compile the SQL expression once at load so a typo fails definitions, not a run."""
+    if not expression:
+        raise ConfigurationError(f"{where}: implementation (a SQL boolean expression) is empty")
+    try:
+        roots = pl.sql_expr(expression).meta.root_names()
+    except (pl.exceptions.PolarsError, ValueError) as exc:
+        raise ConfigurationError(f"{where}: cannot parse {expression!r}: {exc}") from exc
+    unknown = sorted(set(roots) - set(columns))
+    if unknown:
+        raise ConfigurationError(f"{where}: {expression!r} names unknown columns {unknown}")
+    return sorted(set(roots), key=roots.index)

@@ -1,0 +1,73 @@
+"""The pandera (polars backend) schema of a curated table, generated from the contract.
+
+Only fatal rules belong here: a curated row may legitimately carry warnings. Uniqueness is
+per delivery, so it is checked on one partition's rows. The check runs on an eager polars
+DataFrame (STACK_NOTES: pandera skips data checks on LazyFrames unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import pandera.polars as pa
+import polars as pl
+
+from flux_pipelines.contracts.model import ColumnSpec, Contract, Rule
+from flux_pipelines.contracts.validator import polars_type
+
+
+def pandera_schema(contract: Contract) -> pa.DataFrameSchema:
+    fatal = [r for r in contract.rules if r.severity == "fatal"]
+    columns = {
+        c.name: pa.Column(
+            polars_type(c),
+            checks=_column_checks(c, [r for r in fatal if r.column == c.name]),
+            nullable=not any(r.kind == "required" and r.column == c.name for r in fatal),
+            unique=any(r.kind == "unique" and r.column == c.name for r in fatal),
+            description=c.description or None,
+            title=c.name,
+        )
+        for c in contract.columns
+    }
+    row_checks = [_row_check(r) for r in fatal if r.kind == "expression"]
+    return pa.DataFrameSchema(
+        columns, checks=row_checks, strict=False, name=f"{contract.dataset} {contract.version}"
+    )
+
+
+def _column_checks(column: ColumnSpec, rules: list[Rule]) -> list[pa.Check]:
+    checks: list[pa.Check] = []
+    for rule in rules:
+        match rule.kind:
+            case "allowed_values" if not column.case_insensitive_values:
+                checks.append(pa.Check.isin([v.value for v in column.allowed_values]))
+            case "minimum":
+                assert column.minimum is not None
+                checks.append(
+                    pa.Check.gt(column.minimum)
+                    if column.exclusive_minimum
+                    else pa.Check.ge(column.minimum)
+                )
+            case "maximum":
+                assert column.maximum is not None
+                checks.append(
+                    pa.Check.lt(column.maximum)
+                    if column.exclusive_maximum
+                    else pa.Check.le(column.maximum)
+                )
+            case "pattern" if column.logical_type == "string":
+                assert column.pattern is not None
+                checks.append(pa.Check.str_contains(column.pattern))
+            case "min_length" if column.logical_type == "string":
+                checks.append(pa.Check.str_length(min_value=column.min_length))
+            case "max_length" if column.logical_type == "string":
+                checks.append(pa.Check.str_length(max_value=column.max_length))
+    return checks
+
+
+def _row_check(rule: Rule) -> pa.Check:
+    assert rule.expression is not None
+    expression = rule.expression
+
+    def holds(data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.sql_expr(expression).fill_null(True))
+
+    return pa.Check(holds, name=rule.id, error=rule.message)

@@ -1,0 +1,159 @@
+"""The agency registry and the contract catalogue, read from ``contracts/``.
+
+Layout::
+
+    contracts/agencies.yaml                          who delivers what
+    contracts/datasets/<dataset>/<version>.odcs.yaml one file per dataset version
+
+A bad entry is a ConfigurationError when definitions load, naming the file to fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from flux_pipelines.contracts.loader import load_contract
+from flux_pipelines.contracts.model import Contract
+from flux_pipelines.contracts.slugs import check_slug, dagster_name
+from flux_pipelines.errors import ConfigurationError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONTRACTS_DIR_ENV = "FLUX_CONTRACTS_DIR"
+
+
+class Agency(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str
+    name: str
+    domain: str
+    datasets: tuple[str, ...]
+    owner: str = ""
+    source_names: tuple[str, ...] = ()
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_slug(cls, v: str) -> str:
+        return check_slug(v, "agency id")
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets_are_slugs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_slug(d, "dataset id") for d in v)
+
+    @property
+    def key(self) -> str:
+        """The agency as a Dagster name (asset key prefix, group, pool)."""
+        return dagster_name(self.id)
+
+
+class Registry(BaseModel):
+    """Agencies and every version of every dataset contract."""
+
+    model_config = ConfigDict(frozen=True)
+    root: Path
+    agencies: tuple[Agency, ...]
+    contracts: dict[str, tuple[Contract, ...]]  # dataset -> versions, oldest first
+
+    def agency(self, agency_id: str) -> Agency:
+        for a in self.agencies:
+            if a.id == agency_id:
+                return a
+        raise ConfigurationError(
+            f"unknown agency {agency_id!r}; known: {', '.join(a.id for a in self.agencies)} "
+            f"(edit {self.root / 'agencies.yaml'})"
+        )
+
+    def versions(self, dataset: str) -> tuple[Contract, ...]:
+        if dataset not in self.contracts:
+            raise ConfigurationError(
+                f"unknown dataset {dataset!r}; known: {', '.join(sorted(self.contracts))}"
+            )
+        return self.contracts[dataset]
+
+    def latest(self, dataset: str) -> Contract:
+        return self.versions(dataset)[-1]
+
+    def contract_for(self, dataset: str, day: dt.date) -> Contract:
+        """The version in force on a delivery day (the newest whose effectiveFrom <= day)."""
+        in_force = [c for c in self.versions(dataset) if c.effective_from <= day]
+        if not in_force:
+            first = self.versions(dataset)[0]
+            raise ConfigurationError(
+                f"no {dataset} contract is in force on {day}: the first version "
+                f"({first.version}) starts {first.effective_from}"
+            )
+        return in_force[-1]
+
+    def agencies_for(self, dataset: str) -> list[Agency]:
+        return [a for a in self.agencies if dataset in a.datasets]
+
+
+def contracts_dir() -> Path:
+    return Path(os.environ.get(CONTRACTS_DIR_ENV, PROJECT_ROOT / "contracts"))
+
+
+@functools.cache
+def load_registry(root: Path | None = None) -> Registry:
+    """Load and cross-check agencies and contracts (cached: definitions load it once)."""
+    root = Path(root) if root is not None else contracts_dir()
+    agencies = _load_agencies(root / "agencies.yaml")
+    contracts = _load_contracts(root / "datasets")
+    for agency in agencies:
+        for dataset in agency.datasets:
+            if dataset not in contracts:
+                raise ConfigurationError(
+                    f"{root / 'agencies.yaml'}: agency {agency.id} delivers {dataset!r} but "
+                    f"there is no contract in {root / 'datasets' / dataset}"
+                )
+    return Registry(root=root, agencies=tuple(agencies), contracts=contracts)
+
+
+def _load_agencies(path: Path) -> list[Agency]:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"agency registry {path} cannot be read: {exc}") from exc
+    entries = (raw or {}).get("agencies") if isinstance(raw, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigurationError(f"{path}: expected a non-empty 'agencies:' list")
+    agencies: list[Agency] = []
+    for i, entry in enumerate(entries):
+        try:
+            agencies.append(Agency.model_validate(entry))
+        except ValidationError as exc:
+            raise ConfigurationError(f"{path}: agency entry {i + 1} is invalid: {exc}") from exc
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{path}: agency entry {i + 1}: {exc}") from exc
+    ids = [a.id for a in agencies]
+    keys = [a.key for a in agencies]
+    if len(set(ids)) != len(ids) or len(set(keys)) != len(keys):
+        raise ConfigurationError(f"{path}: agency ids must be unique (also with '-' read as '_')")
+    return agencies
+
+
+def _load_contracts(folder: Path) -> dict[str, tuple[Contract, ...]]:
+    if not folder.is_dir():
+        raise ConfigurationError(f"contract folder {folder} does not exist")
+    catalogue: dict[str, list[Contract]] = {}
+    for path in sorted(folder.glob("*/*.odcs.yaml")):
+        contract = load_contract(path)
+        if contract.dataset != path.parent.name:
+            raise ConfigurationError(
+                f"{path}: contract name {contract.dataset!r} must match its folder "
+                f"{path.parent.name!r}"
+            )
+        catalogue.setdefault(contract.dataset, []).append(contract)
+    result: dict[str, tuple[Contract, ...]] = {}
+    for dataset, versions in catalogue.items():
+        versions.sort(key=lambda c: c.effective_from)
+        days = [c.effective_from for c in versions]
+        if len(set(days)) != len(days):
+            raise ConfigurationError(f"{dataset}: two versions share one effectiveFrom date")
+        result[dataset] = tuple(versions)
+    return result

@@ -1,0 +1,14 @@
+"""Science submissions: independently submitted studies against one published contract."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from flux_pipelines.contracts.registry import Registry
+from flux_pipelines.domains import domain_ingest_assets
+
+DOMAIN = "science"
+
+
+def definitions(registry: Registry) -> dg.Definitions:
+    return dg.Definitions(assets=domain_ingest_assets(registry, DOMAIN))

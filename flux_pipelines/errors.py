@@ -1,0 +1,59 @@
+"""Classified errors: every failure says what happened, where, and what to do.
+
+Three classes drive behaviour (DESIGN: errors are classified):
+- ``ConfigurationError``: fail fast at definitions load or CLI start; a human must fix a file.
+- ``DeliveryError``: a data problem with a whole file; the file is quarantined with one
+  reason and only its partition fails.
+- ``TransientError``: worth retrying with backoff (locks, connections).
+"""
+
+from __future__ import annotations
+
+
+class FluxError(Exception):
+    """Base of all Flux errors; never raised directly."""
+
+
+class ConfigurationError(FluxError):
+    """A contract, registry entry or setting is wrong; fix the named file."""
+
+
+class ContractError(ConfigurationError):
+    """A contract file cannot be parsed or is inconsistent."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"contract {path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class DeliveryError(FluxError):
+    """A delivered file cannot be accepted as a whole (delivery-level fatal)."""
+
+    def __init__(
+        self, *, agency: str, dataset: str, file: str, rule_id: str, reason: str
+    ) -> None:
+        super().__init__(
+            f"agency={agency} dataset={dataset} file={file} rule={rule_id}: {reason}"
+        )
+        self.agency = agency
+        self.dataset = dataset
+        self.file = file
+        self.rule_id = rule_id
+        self.reason = reason
+
+
+class PartitionRejected(FluxError):
+    """One or more files of a partition were quarantined whole; the partition fails."""
+
+    def __init__(self, agency: str, dataset: str, day: str, errors: list[DeliveryError]) -> None:
+        reasons = "; ".join(f"{e.file}: {e.reason} [{e.rule_id}]" for e in errors)
+        super().__init__(
+            f"{agency}/{dataset} {day}: {len(errors)} file(s) quarantined whole: {reasons}. "
+            "Fix the file(s) and re-deliver; the other partitions are unaffected."
+        )
+        self.errors = errors
+
+
+class TransientError(FluxError):
+    """A temporary condition (file lock, connection); retry with backoff."""

@@ -1,0 +1,534 @@
+"""Load one (agency, dataset, day) delivery: raw, curated, quarantine and warnings.
+
+The caller owns the transaction: everything here runs inside one DuckDB transaction, so a
+re-run replaces exactly the partition and a crash leaves the previous state. Memory is
+bounded by the chunk size: files are streamed chunk by chunk and uniqueness, which spans the
+whole delivery, is decided in SQL afterwards (DuckDB spills to disk when it must).
+
+Invariant, per file: rows read = rows curated + rows quarantined. A file that cannot be
+accepted as a whole is quarantined with one reason (``delivery.*`` rule ids).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from flux_pipelines.contracts.ddl import (
+    DELIVERIES_TABLE,
+    PARTITION,
+    DatasetTables,
+    quote,
+)
+from flux_pipelines.contracts.model import Contract, Rule
+from flux_pipelines.contracts.slugs import normalise_header
+from flux_pipelines.contracts.validator import FILE, ROW, MAX_CELL_BYTES, RowValidator, truncate
+from flux_pipelines.errors import DeliveryError
+from flux_pipelines.ingest.readers import (
+    DEFAULT_CHUNK_ROWS,
+    FileFacts,
+    FileProblem,
+    inspect_file,
+    read_chunks,
+)
+from flux_pipelines.resources.warehouse import ensure_tables
+
+IGNORED_PREFIXES = (".", "_", "~")
+MANIFEST_NAMES = {"manifest.json", "_manifest.json"}
+
+
+@dataclass
+class FileOutcome:
+    file: str
+    status: str = "loaded"  # loaded | rejected
+    sha256: str | None = None
+    size_bytes: int | None = None
+    format: str | None = None
+    rule_id: str | None = None
+    reason: str | None = None
+    rows_read: int | None = 0
+    rows_curated: int = 0
+    rows_quarantined: int = 0
+    rows_with_warnings: int = 0
+    unmapped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PartitionResult:
+    """What one partition load did; the asset turns it into metadata and check results."""
+
+    agency: str
+    dataset: str
+    day: dt.date
+    contract: Contract
+    files: list[FileOutcome]
+    rule_counts: Counter[str]
+    errors: list[DeliveryError]
+
+    @property
+    def rows_in(self) -> int:
+        return sum(f.rows_read or 0 for f in self.files)
+
+    @property
+    def rows_curated(self) -> int:
+        return sum(f.rows_curated for f in self.files)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(f.rows_quarantined for f in self.files)
+
+    @property
+    def rows_with_warnings(self) -> int:
+        return sum(f.rows_with_warnings for f in self.files)
+
+    @property
+    def reject_rate(self) -> float:
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+
+
+def delivered_files(folder: Path) -> list[Path]:
+    """The data files of a delivery folder (temporary, hidden and manifest files excluded)."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and not p.name.startswith(IGNORED_PREFIXES)
+        and p.name not in MANIFEST_NAMES
+        and not p.name.endswith((".tmp", ".part", ".partial"))
+    )
+
+
+class PartitionLoader:
+    """Streams a delivery's files into the agency file under one contract version."""
+
+    def __init__(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        *,
+        agency: str,
+        contract: Contract,
+        day: dt.date,
+        run_id: str,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> None:
+        self.conn = conn
+        self.agency = agency
+        self.contract = contract
+        self.day = day
+        self.run_id = run_id
+        self.chunk_rows = chunk_rows
+        self.tables = DatasetTables.for_dataset(contract.dataset)
+        self.validator = RowValidator(contract)
+        self.loaded_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        self.rule_counts: Counter[str] = Counter()
+        self._aliases = _alias_map(contract)
+
+    # -- orchestration --------------------------------------------------------------------
+    def load(self, files: Sequence[Path]) -> PartitionResult:
+        """Replace the partition with these files' rows (call inside a transaction)."""
+        ensure_tables(self.conn, self.contract)
+        self._delete_partition()
+        outcomes: list[FileOutcome] = []
+        errors: list[DeliveryError] = []
+        for path in files:
+            outcome = self._load_file(path)
+            outcomes.append(outcome)
+            if outcome.status == "rejected":
+                errors.append(
+                    DeliveryError(
+                        agency=self.agency,
+                        dataset=self.contract.dataset,
+                        file=outcome.file,
+                        rule_id=outcome.rule_id or "delivery.rejected",
+                        reason=outcome.reason or "rejected",
+                    )
+                )
+        loaded = [o.file for o in outcomes if o.status == "loaded"]
+        for rule in self.contract.rules:
+            if rule.kind == "unique" and loaded:
+                self._apply_unique(rule, loaded)
+        self._recount(outcomes)
+        self._record_deliveries(outcomes)
+        return PartitionResult(
+            agency=self.agency,
+            dataset=self.contract.dataset,
+            day=self.day,
+            contract=self.contract,
+            files=outcomes,
+            rule_counts=self._final_rule_counts(),
+            errors=errors,
+        )
+
+    def _load_file(self, path: Path) -> FileOutcome:
+        outcome = FileOutcome(file=path.name)
+        try:
+            facts = inspect_file(path)
+            outcome.sha256, outcome.size_bytes, outcome.format = (
+                facts.sha256,
+                facts.size_bytes,
+                facts.format,
+            )
+            mapping, outcome.unmapped, outcome.missing = self._map_headers(facts.headers)
+            missing_required = [c for c in self.contract.required_columns if c in outcome.missing]
+            rows = self._stream(facts, mapping, validate=not missing_required)
+            outcome.rows_read = rows
+            if rows == 0:
+                raise FileProblem("delivery.empty_file", "the file has a header but no rows")
+            if missing_required:
+                raise FileProblem(
+                    "delivery.missing_required_columns",
+                    f"required column(s) {', '.join(missing_required)} are missing; the file "
+                    f"has {', '.join(facts.headers)}",
+                )
+        except FileProblem as problem:
+            self._reject(outcome, problem)
+        return outcome
+
+    # -- reading and writing --------------------------------------------------------------
+    def _map_headers(self, headers: Sequence[str]) -> tuple[dict[str, str], list[str], list[str]]:
+        mapping = {h: self._aliases[h] for h in headers if h in self._aliases}
+        unmapped = [h for h in headers if h not in self._aliases]
+        present = set(mapping.values())
+        missing = [c for c in self.contract.column_names if c not in present]
+        return mapping, unmapped, missing
+
+    def _stream(self, facts: FileFacts, mapping: dict[str, str], *, validate: bool) -> int:
+        rows = 0
+        unmapped = [h for h in facts.headers if h not in mapping]
+        for chunk in read_chunks(facts, self.chunk_rows):
+            text = self._contract_frame(chunk, mapping, unmapped, facts.path.name)
+            self._insert(self.tables.raw, text, facts, with_version=False)
+            if validate:
+                self._validate_and_split(text, facts)
+            rows += chunk.height
+        return rows
+
+    def _contract_frame(
+        self, chunk: pl.DataFrame, mapping: dict[str, str], unmapped: list[str], file: str
+    ) -> pl.DataFrame:
+        renamed = chunk.rename(mapping)
+        missing = [c for c in self.contract.column_names if c not in renamed.columns]
+        unmapped_json = (
+            pl.struct(unmapped).struct.json_encode()
+            if unmapped
+            else pl.lit(None, dtype=pl.String)
+        )
+        return renamed.with_columns(
+            *[pl.lit(None, dtype=pl.String).alias(c) for c in missing],
+            unmapped_json.alias("_unmapped"),
+            pl.lit(file).alias(FILE),
+        ).select(FILE, ROW, *self.contract.column_names, "_unmapped")
+
+    def _validate_and_split(self, text: pl.DataFrame, facts: FileFacts) -> None:
+        checked = self.validator.validate(text)
+        good = checked.typed.filter(~checked.fatal)
+        self._insert(self.tables.curated, good, facts, with_version=True)
+        if checked.violations.height == 0:
+            return
+        fatal_rows = checked.typed.select(ROW).with_columns(checked.fatal.alias("_fatal"))
+        violations = checked.violations.join(fatal_rows, on=ROW, how="left")
+        originals = self._originals(text, violations.get_column(ROW).unique())
+        unique_ids = self._unique_ids(checked.typed, violations.get_column(ROW).unique())
+        enriched = violations.join(originals, on=ROW, how="left").join(
+            unique_ids, on=ROW, how="left"
+        )
+        quarantined = enriched.filter(pl.col("_fatal")).drop("_fatal")
+        warnings = enriched.filter(~pl.col("_fatal")).drop("_fatal")
+        self._insert(self.tables.quarantine, quarantined, facts, with_version=True, contract_id=True)
+        self._insert(self.tables.warnings, warnings, facts, with_version=True, contract_id=True)
+
+    def _originals(self, text: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
+        """The delivered row as JSON (fields over 10 KB truncated with a marker)."""
+        flagged = text.filter(pl.col(ROW).is_in(rows.implode()))
+        columns = [*self.contract.column_names]
+        return flagged.select(
+            pl.col(ROW),
+            pl.struct([truncate(pl.col(c), MAX_CELL_BYTES).alias(c) for c in columns])
+            .struct.json_encode()
+            .alias("original_row"),
+            pl.col("_unmapped"),
+        ).with_columns(
+            pl.when(pl.col("_unmapped").is_not_null())
+            .then(
+                pl.concat_str(
+                    [
+                        pl.col("original_row").str.head(-1),
+                        pl.lit(',"_unmapped":'),
+                        truncate(pl.col("_unmapped"), MAX_CELL_BYTES * 4),
+                        pl.lit("}"),
+                    ]
+                )
+            )
+            .otherwise(pl.col("original_row"))
+            .alias("original_row")
+        ).drop("_unmapped")
+
+    def _unique_ids(self, typed: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
+        """The Broker's 'Unique ID': the identifying columns' values, or the row number."""
+        flagged = typed.filter(pl.col(ROW).is_in(rows.implode()))
+        ids = self.contract.identifier
+        if not ids:
+            expr = pl.format("row={}", pl.col(ROW))
+        else:
+            expr = pl.concat_str(
+                [pl.format(f"{c}={{}}", pl.col(c).cast(pl.String).fill_null("")) for c in ids],
+                separator=", ",
+            )
+        return flagged.select(pl.col(ROW), expr.alias("unique_id"))
+
+    def _insert(
+        self,
+        table: str,
+        frame: pl.DataFrame,
+        facts: FileFacts,
+        *,
+        with_version: bool,
+        contract_id: bool = False,
+    ) -> None:
+        if frame.height == 0:
+            return
+        extras = {
+            PARTITION: "?::DATE",
+            "_file_sha256": "?",
+            "_run_id": "?",
+            "_loaded_at": "?::TIMESTAMP",
+        }
+        params: list[object] = [self.day, facts.sha256, self.run_id, self.loaded_at]
+        if with_version:
+            extras["_contract_version"] = "?"
+            params.append(self.contract.version)
+        if contract_id:
+            extras["_contract_id"] = "?"
+            params.append(self.contract.id)
+        select = ", ".join(f"{expr} AS {quote(name)}" for name, expr in extras.items())
+        self.conn.register("_flux_chunk", frame)
+        try:
+            self.conn.execute(
+                f"INSERT INTO {quote(table)} BY NAME SELECT *, {select} FROM _flux_chunk", params
+            )
+        finally:
+            self.conn.unregister("_flux_chunk")
+
+    # -- delivery-level failures ---------------------------------------------------------
+    def _reject(self, outcome: FileOutcome, problem: FileProblem) -> None:
+        outcome.status = "rejected"
+        outcome.rule_id = problem.rule_id
+        outcome.reason = problem.reason
+        day = self.day
+        for table in (self.tables.curated, self.tables.quarantine, self.tables.warnings):
+            self.conn.execute(
+                f"DELETE FROM {quote(table)} WHERE {PARTITION} = ? AND _file = ?",
+                [day, outcome.file],
+            )
+        if problem.rule_id == "delivery.unreadable":
+            self.conn.execute(
+                f"DELETE FROM {quote(self.tables.raw)} WHERE {PARTITION} = ? AND _file = ?",
+                [day, outcome.file],
+            )
+            outcome.rows_read = None
+        self.conn.execute(
+            f"""INSERT INTO {quote(self.tables.quarantine)} BY NAME
+            SELECT ?::DATE AS {PARTITION}, ? AS _file, NULL AS _row_number, ? AS rule_id,
+                   NULL AS field, NULL AS value_provided, ? AS expected, 'fatal' AS severity,
+                   'existence' AS category, ? AS message, NULL AS unique_id, NULL AS original_row,
+                   ? AS _file_sha256, ? AS _contract_id, ? AS _contract_version, ? AS _run_id,
+                   ?::TIMESTAMP AS _loaded_at""",
+            [
+                day,
+                outcome.file,
+                problem.rule_id,
+                _expected_for(problem.rule_id),
+                problem.reason,
+                outcome.sha256 or "",
+                self.contract.id,
+                self.contract.version,
+                self.run_id,
+                self.loaded_at,
+            ],
+        )
+
+    # -- whole-delivery rules --------------------------------------------------------------
+    def _apply_unique(self, rule: Rule, loaded_files: list[str]) -> None:
+        """Flag every copy of a repeated key (as the Broker and pandera do) across all files."""
+        assert rule.column is not None
+        col = quote(rule.column)
+        raw, cur = quote(self.tables.raw), quote(self.tables.curated)
+        nulls = list(self.contract.null_values)
+        self.conn.execute(
+            f"""CREATE OR REPLACE TEMP TABLE _flux_dups AS
+            SELECT _file, _row_number, v FROM (
+              SELECT _file, _row_number, trim({col}) AS v,
+                     count(*) OVER (PARTITION BY trim({col})) AS n
+              FROM {raw} WHERE {PARTITION} = ? AND list_contains(?, _file)
+            ) WHERE n > 1 AND v IS NOT NULL AND NOT list_contains(?, v)""",
+            [self.day, loaded_files, nulls],
+        )
+        in_curated = (
+            f"(_file, _row_number) IN (SELECT (d._file, d._row_number) FROM _flux_dups d)"
+        )
+        target_for_curated = (
+            self.tables.quarantine if rule.severity == "fatal" else self.tables.warnings
+        )
+        original = self._original_row_sql("r")
+        insert = f"""INSERT INTO {{target}} BY NAME
+            SELECT r.{PARTITION}, r._file, r._row_number, ? AS rule_id, ? AS field,
+                   d.v AS value_provided, ? AS expected, ? AS severity, ? AS category,
+                   ? AS message, ? || '=' || d.v AS unique_id, {original} AS original_row,
+                   r._file_sha256, ? AS _contract_id, ? AS _contract_version, ? AS _run_id,
+                   ?::TIMESTAMP AS _loaded_at
+            FROM _flux_dups d JOIN {raw} r
+              ON r._file = d._file AND r._row_number = d._row_number AND r.{PARTITION} = ?
+            WHERE {{where}}"""
+        params = [
+            rule.id,
+            rule.column,
+            rule.expected,
+            rule.severity,
+            rule.category,
+            rule.message,
+            rule.column,
+            self.contract.id,
+            self.contract.version,
+            self.run_id,
+            self.loaded_at,
+            self.day,
+        ]
+        curated_rows = (
+            f"(r._file, r._row_number) IN (SELECT (c._file, c._row_number) FROM {cur} c "
+            f"WHERE c.{PARTITION} = ?)"
+        )
+        # Rows already quarantined for another reason get the uniqueness violation too.
+        self.conn.execute(
+            insert.format(target=quote(self.tables.quarantine), where=f"NOT {curated_rows}"),
+            [*params, self.day],
+        )
+        self.conn.execute(
+            insert.format(target=quote(target_for_curated), where=curated_rows),
+            [*params, self.day],
+        )
+        if rule.severity == "fatal":
+            warn, quar = quote(self.tables.warnings), quote(self.tables.quarantine)
+            self.conn.execute(
+                f"INSERT INTO {quar} SELECT * FROM {warn} WHERE {PARTITION} = ? AND {in_curated}",
+                [self.day],
+            )
+            self.conn.execute(
+                f"DELETE FROM {warn} WHERE {PARTITION} = ? AND {in_curated}", [self.day]
+            )
+            self.conn.execute(
+                f"DELETE FROM {cur} WHERE {PARTITION} = ? AND {in_curated}", [self.day]
+            )
+        self.conn.execute("DROP TABLE _flux_dups")
+
+    def _original_row_sql(self, alias: str) -> str:
+        def cell(c: str) -> str:
+            ref = f"{alias}.{quote(c)}"
+            return (
+                f"CASE WHEN strlen({ref}) > {MAX_CELL_BYTES} THEN left({ref}, "
+                f"{MAX_CELL_BYTES // 2}) || '...[truncated by Flux: ' || strlen({ref}) "
+                f"|| ' bytes]' ELSE {ref} END"
+            )
+
+        fields = ", ".join(f"{quote(c)} := {cell(c)}" for c in self.contract.column_names)
+        return f"to_json(struct_pack({fields}, _unmapped := {alias}._unmapped))"
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def _delete_partition(self) -> None:
+        t = self.tables
+        for table in (t.raw, t.curated, t.quarantine, t.warnings):
+            self.conn.execute(f"DELETE FROM {quote(table)} WHERE {PARTITION} = ?", [self.day])
+        self.conn.execute(
+            f"DELETE FROM {DELIVERIES_TABLE} WHERE dataset = ? AND {PARTITION} = ?",
+            [self.contract.dataset, self.day],
+        )
+
+    def _recount(self, outcomes: list[FileOutcome]) -> None:
+        """Counts come from the tables themselves, so the log cannot drift from the data."""
+        t = self.tables
+        counts: dict[str, dict[str, int]] = {}
+        for key, sql in {
+            "curated": f"SELECT _file, count(*) FROM {quote(t.curated)}",
+            "quarantined": f"SELECT _file, count(DISTINCT _row_number) FROM {quote(t.quarantine)}",
+            "warned": f"SELECT _file, count(DISTINCT _row_number) FROM {quote(t.warnings)}",
+        }.items():
+            rows = self.conn.execute(f"{sql} WHERE {PARTITION} = ? GROUP BY 1", [self.day])
+            counts[key] = dict(rows.fetchall())
+        for o in outcomes:
+            o.rows_curated = counts["curated"].get(o.file, 0)
+            o.rows_with_warnings = counts["warned"].get(o.file, 0)
+            if o.status == "rejected":
+                o.rows_quarantined = o.rows_read or 0
+            else:
+                o.rows_quarantined = counts["quarantined"].get(o.file, 0)
+
+    def _final_rule_counts(self) -> Counter[str]:
+        rows = self.conn.execute(
+            f"""SELECT rule_id, count(*) FROM (
+                  SELECT rule_id FROM {quote(self.tables.quarantine)} WHERE {PARTITION} = ?
+                  UNION ALL
+                  SELECT rule_id FROM {quote(self.tables.warnings)} WHERE {PARTITION} = ?)
+                GROUP BY 1""",
+            [self.day, self.day],
+        ).fetchall()
+        return Counter(dict(rows))
+
+    def _record_deliveries(self, outcomes: list[FileOutcome]) -> None:
+        for o in outcomes:
+            self.conn.execute(
+                f"""INSERT INTO {DELIVERIES_TABLE} BY NAME SELECT
+                    ? AS dataset, ?::DATE AS {PARTITION}, ? AS file, ? AS file_sha256,
+                    ? AS size_bytes, ? AS format, ? AS status, ? AS rule_id, ? AS reason,
+                    ? AS rows_read, ? AS rows_curated, ? AS rows_quarantined,
+                    ? AS rows_with_warnings, ?::VARCHAR[] AS unmapped_columns,
+                    ?::VARCHAR[] AS missing_columns, ? AS contract_version, ? AS run_id,
+                    ?::TIMESTAMP AS loaded_at""",
+                [
+                    self.contract.dataset,
+                    self.day,
+                    o.file,
+                    o.sha256,
+                    o.size_bytes,
+                    o.format,
+                    o.status,
+                    o.rule_id,
+                    o.reason,
+                    o.rows_read,
+                    o.rows_curated,
+                    o.rows_quarantined,
+                    o.rows_with_warnings,
+                    o.unmapped,
+                    o.missing,
+                    self.contract.version,
+                    self.run_id,
+                    self.loaded_at,
+                ],
+            )
+
+
+def _alias_map(contract: Contract) -> dict[str, str]:
+    """Normalised header spelling -> contract column (its name and its sourceNames)."""
+    aliases: dict[str, str] = {}
+    for column in contract.columns:
+        for spelling in (column.name, *column.source_names):
+            aliases[normalise_header(spelling)] = column.name
+    return aliases
+
+
+def _expected_for(rule_id: str) -> str:
+    return {
+        "delivery.empty_file": "at least one data row",
+        "delivery.bad_encoding": "UTF-8 text",
+        "delivery.unreadable": "a well-formed file",
+        "delivery.duplicate_columns": "each column once",
+        "delivery.missing_required_columns": "every required column present",
+        "delivery.unsupported_format": "csv, json, jsonl or parquet",
+    }.get(rule_id, "an acceptable file")

@@ -1,0 +1,134 @@
+"""The storage layout: landing zone, one working DuckDB file per agency, published copies.
+
+    <home>/landing/<agency>/<dataset>/<YYYY-MM-DD>/<files>   what agencies drop
+    <home>/warehouse/<agency>.duckdb                          the pipeline's working file
+    <home>/published/<agency>/<dataset>/<YYYY-MM-DD>.parquet  read-only copies for analysts
+
+One writer per agency file is enforced by Dagster (a pool per agency); a file lock held by
+someone else is a TransientError after a short, jittered wait, never a silent hang.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from pydantic import Field
+
+from flux_pipelines.contracts.ddl import contract_ddl, create_table_sql, quote
+from flux_pipelines.contracts.model import Contract
+from flux_pipelines.contracts.slugs import check_slug
+from flux_pipelines.errors import TransientError
+
+DEFAULT_HOME = str(Path(__file__).resolve().parents[2] / ".flux")
+LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
+
+
+class FluxWarehouse(dg.ConfigurableResource):
+    """Where Flux reads deliveries and writes each agency's DuckDB file."""
+
+    home: str = Field(default=DEFAULT_HOME, description="Root of landing/, warehouse/, published/")
+    lock_wait_seconds: float = Field(
+        default=20.0, description="How long to wait for another process's file lock"
+    )
+    threads: int = Field(default=2, description="DuckDB threads per connection")
+    memory_limit: str = Field(default="2GB", description="DuckDB memory limit per connection")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.home).resolve()
+
+    @property
+    def landing_root(self) -> Path:
+        return self.root / "landing"
+
+    def landing_dir(self, agency: str, dataset: str, day: str) -> Path:
+        return self.landing_root / check_slug(agency, "agency") / check_slug(dataset, "dataset") / day
+
+    def agency_db(self, agency: str) -> Path:
+        return self.root / "warehouse" / f"{check_slug(agency, 'agency')}.duckdb"
+
+    def published_dir(self, agency: str, dataset: str) -> Path:
+        return self.root / "published" / check_slug(agency, "agency") / check_slug(dataset, "dataset")
+
+    @contextmanager
+    def connect(self, agency: str, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Open the agency's file, waiting briefly (with jitter) if another process holds it."""
+        path = self.agency_db(agency)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._open(path, read_only=read_only)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _open(self, path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_wait_seconds
+        delay = 0.1
+        config = {"threads": str(self.threads), "memory_limit": self.memory_limit}
+        while True:
+            try:
+                return duckdb.connect(str(path), read_only=read_only, config=config)
+            except duckdb.IOException as exc:
+                if not any(m in str(exc) for m in LOCK_MARKERS):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise TransientError(
+                        f"{path} is locked by another process after {self.lock_wait_seconds:.0f}s "
+                        "(an analyst session on the working file, or a second writer); analysts "
+                        "should read published/ copies. The run will be retried."
+                    ) from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection, contract: Contract) -> None:
+    """Create the dataset's tables, and add columns a newer contract version introduces."""
+    for table, columns in contract_ddl(contract).items():
+        conn.execute(create_table_sql(table, columns))
+        existing = {
+            row[0]
+            for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                [table],
+            ).fetchall()
+        }
+        for name, sql_type in columns:
+            if name not in existing:
+                nullable_type = sql_type.replace(" NOT NULL", "")
+                conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {nullable_type}")
+
+
+def publish_partition(
+    conn: duckdb.DuckDBPyConnection, warehouse: FluxWarehouse, agency: str, dataset: str,
+    table: str, day: dt.date,
+) -> Path | None:
+    """Write the curated partition as a read-only Parquet copy, swapped in atomically.
+
+    Analysts read these (or ``published/<agency>/catalog.duckdb`` views over them), never the
+    working file, so a query can never block a load (DESIGN: analysts never block).
+    """
+    out_dir = warehouse.published_dir(agency, dataset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{day.isoformat()}.parquet"
+    tmp = out_dir / f".{day.isoformat()}.parquet.tmp"
+    count = conn.execute(
+        f"SELECT count(*) FROM {quote(table)} WHERE _partition_date = ?", [day]
+    ).fetchone()
+    if not count or count[0] == 0:
+        target.unlink(missing_ok=True)
+        return None
+    literal = str(tmp).replace("'", "''")
+    conn.execute(
+        f"COPY (SELECT * FROM {quote(table)} WHERE _partition_date = DATE '{day.isoformat()}' "
+        f"ORDER BY _file, _row_number) TO '{literal}' (FORMAT parquet, COMPRESSION zstd)"
+    )
+    os.replace(tmp, target)
+    return target
