@@ -26,7 +26,13 @@ from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.pandera_schema import pandera_schema
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.errors import PartitionRejected
-from flux_pipelines.ingest.delivery import PartitionLoader, PartitionResult, delivered_files
+from flux_pipelines.ingest.delivery import (
+    PartitionLoader,
+    PartitionResult,
+    delivered_files,
+    load_partition,
+    raw_counts,
+)
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 
 PARTITIONS_START = "2020-01-01"
@@ -177,19 +183,20 @@ def _load_one(
     day = dt.date.fromisoformat(partition_key)
     contract = registry.contract_for(dataset, day)
     files = delivered_files(warehouse.landing_dir(agency.id, dataset, partition_key))
+    raw_dir = warehouse.raw_dir(agency.id, dataset, partition_key)
     with warehouse.connect(agency.id) as conn:
-        conn.begin()
-        try:
-            result = PartitionLoader(
-                conn, agency=agency.id, contract=contract, day=day, run_id=context.run.run_id
-            ).load(files)
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
+        loader = PartitionLoader(
+            conn,
+            agency=agency.id,
+            contract=contract,
+            day=day,
+            run_id=context.run.run_id,
+            raw_dir=raw_dir,
+        )
+        result = load_partition(loader, files)
         checks = {
             "day": partition_key,
-            **conservation(conn, contract, day),
+            **conservation(conn, contract, day, raw_counts(raw_dir, conn)),
             **schema_check(conn, contract, day),
         }
         publish_partition(
@@ -198,12 +205,13 @@ def _load_one(
     return result, checks
 
 
-def conservation(conn: duckdb.DuckDBPyConnection, contract: Contract, day: dt.date) -> dict[str, object]:
-    """Recount from the tables: per file, raw = read = curated + quarantined rows."""
+def conservation(
+    conn: duckdb.DuckDBPyConnection, contract: Contract, day: dt.date, raw: dict[str, int]
+) -> dict[str, object]:
+    """Recount from storage: per file, raw rows = rows read = curated + quarantined rows."""
     t = DatasetTables.for_dataset(contract.dataset)
     rows = conn.execute(
         f"""SELECT d.file, d.status, d.rows_read,
-              (SELECT count(*) FROM {quote(t.raw)} r WHERE r.{PARTITION} = d.{PARTITION} AND r._file = d.file),
               (SELECT count(*) FROM {quote(t.curated)} c WHERE c.{PARTITION} = d.{PARTITION} AND c._file = d.file),
               (SELECT count(DISTINCT _row_number) FROM {quote(t.quarantine)} q
                  WHERE q.{PARTITION} = d.{PARTITION} AND q._file = d.file AND q._row_number IS NOT NULL)
@@ -211,7 +219,8 @@ def conservation(conn: duckdb.DuckDBPyConnection, contract: Contract, day: dt.da
         [contract.dataset, day],
     ).fetchall()
     broken = []
-    for file, status, read, raw_n, cur_n, quar_n in rows:
+    for file, status, read, cur_n, quar_n in rows:
+        raw_n = raw.get(file, 0)
         if status == "loaded":
             ok = read == raw_n == cur_n + quar_n
         else:

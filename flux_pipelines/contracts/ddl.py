@@ -102,25 +102,19 @@ def curated_columns(contract: Contract) -> list[tuple[str, str]]:
     )
 
 
-def raw_columns(contract: Contract) -> list[tuple[str, str]]:
-    return (
-        [(c.name, "VARCHAR") for c in contract.columns]
-        + [("_unmapped", "JSON")]
-        + [c for c in LINEAGE_COLUMNS if c[0] != "_contract_version"]
-    )
-
-
 def create_table_sql(table: str, columns: list[tuple[str, str]]) -> str:
     body = ",\n  ".join(f"{quote(name)} {sql_type}" for name, sql_type in columns)
     return f"CREATE TABLE IF NOT EXISTS {quote(table)} (\n  {body}\n)"
 
 
 def contract_ddl(contract: Contract) -> dict[str, list[tuple[str, str]]]:
-    """Every table a dataset needs, with its columns (name, DuckDB type)."""
+    """Every table a dataset needs, with its columns (name, DuckDB type).
+
+    ``raw_<dataset>`` is not a table: it is a view over the raw Parquet partitions.
+    """
     tables = DatasetTables.for_dataset(contract.dataset)
     return {
         tables.curated: curated_columns(contract),
-        tables.raw: raw_columns(contract),
         tables.quarantine: list(VIOLATION_COLUMNS),
         tables.warnings: list(VIOLATION_COLUMNS),
         DELIVERIES_TABLE: list(DELIVERY_COLUMNS),

@@ -88,6 +88,8 @@ def load_contract(path: Path) -> Contract:
         if isinstance(exc, ContractError):
             raise
         raise ContractError(str(path), str(exc)) from exc
+    except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ContractError(str(path), f"has an invalid value: {exc}") from exc
 
 
 def compile_contract(odcs: OpenDataContractStandard, source: str) -> Contract:
@@ -219,6 +221,12 @@ def _column_rules(col: ColumnSpec, custom: dict[str, Any]) -> list[Rule]:
     overrides = custom.get("severity", {}) or {}
     if not isinstance(overrides, dict):
         raise ConfigurationError(f"column {col.name}: severity must map rule kinds to levels")
+    unknown = sorted(set(overrides) - set(RULE_CATEGORY))
+    if unknown:
+        raise ConfigurationError(
+            f"column {col.name}: severity names unknown rule kinds {unknown}; "
+            f"use {sorted(RULE_CATEGORY)}"
+        )
 
     def rule(kind: RuleKind, message: str, expected: str) -> Rule:
         sev = _severity(overrides.get(kind, "fatal"), f"column {col.name} rule {kind}")

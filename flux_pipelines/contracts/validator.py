@@ -83,7 +83,8 @@ class RowValidator:
                 integral = as_float.is_finite() & (as_float == as_float.round(0))
                 direct = text.cast(pl.Int64, strict=False)
                 return pl.coalesce(
-                    direct, pl.when(integral).then(as_float).otherwise(None).cast(pl.Int64)
+                    direct,
+                    pl.when(integral).then(as_float).otherwise(None).cast(pl.Int64, strict=False),
                 )
             case "number":
                 value = text.cast(pl.Float64, strict=False)
@@ -181,12 +182,16 @@ class RowValidator:
         flagged = flags.filter(pl.any_horizontal(any_flag))
         if flagged.height == 0:
             return pl.DataFrame(schema=VIOLATION_SCHEMA)
-        raw = chunk.filter(pl.Series(flags.select(pl.any_horizontal(any_flag)).to_series()))
+        # rechunk: polars 2.1 panics ("i < self.len()") formatting filtered multi-chunk
+        # columns read by read_csv (seen on real CCN files).
+        raw = chunk.filter(
+            pl.Series(flags.select(pl.any_horizontal(any_flag)).to_series())
+        ).rechunk()
         for i, rule in enumerate(self.row_rules):
             hit = flagged[f"__v{i}"]
             if not hit.any():
                 continue
-            rows = raw.filter(hit)
+            rows = raw.filter(hit).rechunk()
             parts.append(
                 rows.select(
                     pl.col(FILE),

@@ -1,7 +1,11 @@
 """Load one (agency, dataset, day) delivery: raw, curated, quarantine and warnings.
 
-The caller owns the transaction: everything here runs inside one DuckDB transaction, so a
-re-run replaces exactly the partition and a crash leaves the previous state. Memory is
+Curated, quarantine, warnings and the deliveries log are written inside one DuckDB
+transaction, so a re-run replaces exactly the partition and a crash leaves the previous
+state. The raw layer is Parquet (one folder per partition, behind a ``raw_<dataset>`` view):
+DuckDB ingests text columns at a fraction of Parquet's speed (measured: 2-4 s vs 0.4 s per
+1M rows x 10 text columns), so raw rows are staged in a private folder during the load and
+swapped in only after the commit (``load_partition`` does the whole dance). Memory is
 bounded by the chunk size: files are streamed chunk by chunk and uniqueness, which spans the
 whole delivery, is decided in SQL afterwards (DuckDB spills to disk when it must).
 
@@ -12,6 +16,9 @@ accepted as a whole is quarantined with one reason (``delivery.*`` rule ids).
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -118,9 +125,13 @@ class PartitionLoader:
         contract: Contract,
         day: dt.date,
         run_id: str,
+        raw_dir: Path,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
     ) -> None:
         self.conn = conn
+        self.raw_dir = raw_dir
+        self.staging = raw_dir.parent / f".staging-{raw_dir.name}-{uuid.uuid4().hex[:8]}"
+        self._raw_parts: dict[str, list[Path]] = {}
         self.agency = agency
         self.contract = contract
         self.day = day
@@ -137,6 +148,7 @@ class PartitionLoader:
         """Replace the partition with these files' rows (call inside a transaction)."""
         ensure_tables(self.conn, self.contract)
         self._delete_partition()
+        self.staging.mkdir(parents=True, exist_ok=True)
         outcomes: list[FileOutcome] = []
         errors: list[DeliveryError] = []
         for path in files:
@@ -206,7 +218,7 @@ class PartitionLoader:
         unmapped = [h for h in facts.headers if h not in mapping]
         for chunk in read_chunks(facts, self.chunk_rows):
             text = self._contract_frame(chunk, mapping, unmapped, facts.path.name)
-            self._insert(self.tables.raw, text, facts, with_version=False)
+            self._write_raw(text, facts)
             if validate:
                 self._validate_and_split(text, facts)
             rows += chunk.height
@@ -227,6 +239,18 @@ class PartitionLoader:
             unmapped_json.alias("_unmapped"),
             pl.lit(file).alias(FILE),
         ).select(FILE, ROW, *self.contract.column_names, "_unmapped")
+
+    def _write_raw(self, text: pl.DataFrame, facts: FileFacts) -> None:
+        parts = self._raw_parts.setdefault(facts.path.name, [])
+        index = len(self._raw_parts) - 1
+        part = self.staging / f"{index:04d}-{len(parts):05d}.parquet"
+        text.with_columns(
+            pl.lit(self.day).alias(PARTITION),
+            pl.lit(facts.sha256).alias("_file_sha256"),
+            pl.lit(self.run_id).alias("_run_id"),
+            pl.lit(self.loaded_at).alias("_loaded_at"),
+        ).write_parquet(part, compression="lz4", statistics=False)
+        parts.append(part)
 
     def _validate_and_split(self, text: pl.DataFrame, facts: FileFacts) -> None:
         checked = self.validator.validate(text)
@@ -296,24 +320,22 @@ class PartitionLoader:
     ) -> None:
         if frame.height == 0:
             return
+        # Constants as SQL literals: DuckDB inserts ~2x slower with bound parameters here.
         extras = {
-            PARTITION: "?::DATE",
-            "_file_sha256": "?",
-            "_run_id": "?",
-            "_loaded_at": "?::TIMESTAMP",
+            PARTITION: f"DATE {_literal(self.day.isoformat())}",
+            "_file_sha256": _literal(facts.sha256),
+            "_run_id": _literal(self.run_id),
+            "_loaded_at": f"TIMESTAMP {_literal(self.loaded_at.isoformat(sep=' '))}",
         }
-        params: list[object] = [self.day, facts.sha256, self.run_id, self.loaded_at]
         if with_version:
-            extras["_contract_version"] = "?"
-            params.append(self.contract.version)
+            extras["_contract_version"] = _literal(self.contract.version)
         if contract_id:
-            extras["_contract_id"] = "?"
-            params.append(self.contract.id)
+            extras["_contract_id"] = _literal(self.contract.id)
         select = ", ".join(f"{expr} AS {quote(name)}" for name, expr in extras.items())
-        self.conn.register("_flux_chunk", frame)
+        self.conn.register("_flux_chunk", frame.to_arrow())
         try:
             self.conn.execute(
-                f"INSERT INTO {quote(table)} BY NAME SELECT *, {select} FROM _flux_chunk", params
+                f"INSERT INTO {quote(table)} BY NAME SELECT *, {select} FROM _flux_chunk"
             )
         finally:
             self.conn.unregister("_flux_chunk")
@@ -330,10 +352,8 @@ class PartitionLoader:
                 [day, outcome.file],
             )
         if problem.rule_id == "delivery.unreadable":
-            self.conn.execute(
-                f"DELETE FROM {quote(self.tables.raw)} WHERE {PARTITION} = ? AND _file = ?",
-                [day, outcome.file],
-            )
+            for part in self._raw_parts.pop(outcome.file, []):
+                part.unlink(missing_ok=True)
             outcome.rows_read = None
         self.conn.execute(
             f"""INSERT INTO {quote(self.tables.quarantine)} BY NAME
@@ -361,16 +381,20 @@ class PartitionLoader:
         """Flag every copy of a repeated key (as the Broker and pandera do) across all files."""
         assert rule.column is not None
         col = quote(rule.column)
-        raw, cur = quote(self.tables.raw), quote(self.tables.curated)
+        raw, cur = self._staged_raw(), quote(self.tables.curated)
         nulls = list(self.contract.null_values)
         self.conn.execute(
             f"""CREATE OR REPLACE TEMP TABLE _flux_dups AS
-            SELECT _file, _row_number, v FROM (
-              SELECT _file, _row_number, trim({col}) AS v,
-                     count(*) OVER (PARTITION BY trim({col})) AS n
-              FROM {raw} WHERE {PARTITION} = ? AND list_contains(?, _file)
-            ) WHERE n > 1 AND v IS NOT NULL AND NOT list_contains(?, v)""",
-            [self.day, loaded_files, nulls],
+            WITH keys AS (
+              SELECT _file, _row_number, trim({col}) AS v FROM {raw}
+              WHERE _file IN (SELECT unnest(?::VARCHAR[]))
+            ),
+            repeated AS (
+              SELECT v FROM keys WHERE v IS NOT NULL AND v NOT IN (SELECT unnest(?::VARCHAR[]))
+              GROUP BY v HAVING count(*) > 1
+            )
+            SELECT keys.* FROM keys SEMI JOIN repeated USING (v)""",
+            [loaded_files, nulls],
         )
         in_curated = (
             f"(_file, _row_number) IN (SELECT (d._file, d._row_number) FROM _flux_dups d)"
@@ -441,10 +465,32 @@ class PartitionLoader:
         fields = ", ".join(f"{quote(c)} := {cell(c)}" for c in self.contract.column_names)
         return f"to_json(struct_pack({fields}, _unmapped := {alias}._unmapped))"
 
+    # -- raw zone ---------------------------------------------------------------------------
+    def _staged_raw(self) -> str:
+        parts = [p for ps in self._raw_parts.values() for p in ps]
+        if not parts:
+            return "(SELECT NULL::VARCHAR AS _file, NULL::BIGINT AS _row_number WHERE false)"
+        listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in parts)
+        return f"read_parquet([{listed}], union_by_name = true)"
+
+    def publish_raw(self) -> None:
+        """Swap the staged partition folder in (after the DuckDB commit)."""
+        old = self.raw_dir.parent / f".old-{self.raw_dir.name}-{uuid.uuid4().hex[:8]}"
+        if self.raw_dir.exists():
+            os.replace(self.raw_dir, old)
+        os.replace(self.staging, self.raw_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        self._raw_parts = {}
+        if any(self.raw_dir.parent.glob("*/*.parquet")):
+            self.conn.execute(raw_view_sql(self.tables.raw, self.raw_dir.parent))
+
+    def discard_raw(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
     # -- bookkeeping ------------------------------------------------------------------------
     def _delete_partition(self) -> None:
         t = self.tables
-        for table in (t.raw, t.curated, t.quarantine, t.warnings):
+        for table in (t.curated, t.quarantine, t.warnings):
             self.conn.execute(f"DELETE FROM {quote(table)} WHERE {PARTITION} = ?", [self.day])
         self.conn.execute(
             f"DELETE FROM {DELIVERIES_TABLE} WHERE dataset = ? AND {PARTITION} = ?",
@@ -512,6 +558,47 @@ class PartitionLoader:
                     self.loaded_at,
                 ],
             )
+
+
+def load_partition(loader: PartitionLoader, files: Sequence[Path]) -> PartitionResult:
+    """Load in one transaction, then swap the staged raw Parquet in; undo both on failure."""
+    conn = loader.conn
+    conn.begin()
+    try:
+        result = loader.load(files)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        loader.discard_raw()
+        raise
+    loader.publish_raw()
+    return result
+
+
+def raw_counts(raw_dir: Path, conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rows per delivered file in one partition's raw folder (0 files: empty)."""
+    if not any(raw_dir.glob("*.parquet")):
+        return {}
+    pattern = str(raw_dir / "*.parquet").replace("'", "''")
+    rows = conn.execute(f"SELECT _file, count(*) FROM read_parquet('{pattern}') GROUP BY 1")
+    return dict(rows.fetchall())
+
+
+def raw_view_sql(table: str, raw_root: Path) -> str:
+    """The ``raw_<dataset>`` view over every partition's Parquet files.
+
+    Hidden folders (``.staging-*`` of a load in progress or killed, ``.old-*`` mid-swap) are
+    not partitions: DuckDB's ``*`` matches them, so the folder glob excludes a leading dot.
+    """
+    pattern = str(raw_root / "[!.]*" / "*.parquet").replace("'", "''")
+    return (
+        f"CREATE OR REPLACE VIEW {quote(table)} AS SELECT * FROM "
+        f"read_parquet('{pattern}', union_by_name = true)"
+    )
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _alias_map(contract: Contract) -> dict[str, str]:

@@ -9,9 +9,10 @@ unusable is raised as a ``FileProblem`` for the loader to turn into a delivery-l
 from __future__ import annotations
 
 import codecs
+import csv
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,12 +73,7 @@ def inspect_file(path: Path) -> FileFacts:
     headers = _headers(path, fmt)
     if not headers:
         raise FileProblem("delivery.empty_file", "the file has no columns")
-    duplicates = sorted({h for h in headers if headers.count(h) > 1})
-    if duplicates:
-        raise FileProblem(
-            "delivery.duplicate_columns",
-            f"columns {duplicates} appear more than once (after normalising header spelling)",
-        )
+    _reject_duplicates(headers)
     return FileFacts(path=path, sha256=sha256, size_bytes=size, format=fmt, headers=headers)
 
 
@@ -109,11 +105,30 @@ def _hash_and_check_text(path: Path, *, check_utf8: bool) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _reject_duplicates(headers: Sequence[str]) -> None:
+    duplicates = sorted({h for h in headers if headers.count(h) > 1})
+    if duplicates:
+        raise FileProblem(
+            "delivery.duplicate_columns",
+            f"columns {duplicates} appear more than once (after normalising header spelling)",
+        )
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The delivered header record as written (polars renames repeated names silently)."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
 def _headers(path: Path, fmt: str) -> tuple[str, ...]:
     try:
+        if fmt == "csv":
+            _reject_duplicates([normalise_header(h) for h in _csv_header(path)])
         names = _scan(path, fmt).collect_schema().names()
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise FileProblem("delivery.unreadable", f"the file cannot be parsed as {fmt}: {exc}") from exc
+    except csv.Error as exc:
+        raise FileProblem("delivery.unreadable", f"the header cannot be parsed: {exc}") from exc
     return tuple(n for n in names if n != ROW)
 
 
@@ -134,7 +149,9 @@ def _scan(path: Path, fmt: str) -> pl.LazyFrame:
     else:
         frame = pl.scan_parquet(path)
     if fmt != "csv":
-        frame = frame.rename({c: normalise_header(c) for c in frame.collect_schema().names()})
+        delivered = frame.collect_schema().names()
+        _reject_duplicates([normalise_header(c) for c in delivered])
+        frame = frame.rename({c: normalise_header(c) for c in delivered})
         frame = frame.with_columns(_as_text(name, dtype) for name, dtype in frame.collect_schema().items())
     return frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
 

@@ -55,6 +55,13 @@ class FluxWarehouse(dg.ConfigurableResource):
     def agency_db(self, agency: str) -> Path:
         return self.root / "warehouse" / f"{check_slug(agency, 'agency')}.duckdb"
 
+    def raw_dir(self, agency: str, dataset: str, day: str) -> Path:
+        """One partition's raw Parquet folder (behind the ``raw_<dataset>`` view)."""
+        return (
+            self.root / "warehouse" / check_slug(agency, "agency") / "raw"
+            / check_slug(dataset, "dataset") / day
+        )
+
     def published_dir(self, agency: str, dataset: str) -> Path:
         return self.root / "published" / check_slug(agency, "agency") / check_slug(dataset, "dataset")
 

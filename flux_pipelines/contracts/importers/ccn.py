@@ -15,7 +15,8 @@ read as UTF-8 (byte-order mark dropped) and else as cp1252; anything else fails 
 
 Mapping, per dictionary row of the requested table (one property per attribute, in order):
 
-- ``required``: ``required`` -> ``required: true`` (fatal ``<col>.required``).
+- ``required``: ``required`` -> ``required: true`` (the column must be delivered); an empty
+  cell is a warning ``<col>.required`` except for study_id and core_id (fatal).
   ``encouraged`` -> a warning ``<col>.encouraged`` (completeness): a library ``nullValues``
   rule, or, when ``conditional_on`` names columns of the same table, a row rule
   ``<cond> IS NULL OR <col> IS NOT NULL`` so rows without the measurement stay quiet.
@@ -118,6 +119,11 @@ _BOUNDS: dict[str, dict[str, int]] = {
     "fraction_carbon": {"minimum": 0, "maximum": 1},
     "fraction_organic_matter": {"minimum": 0, "maximum": 1},
 }
+# CCN "required" means the column must be in the submission (a missing column rejects the
+# file), but the published studies leave required cells NA often (e.g. 11,645 depthseries
+# rows without dry_bulk_density): an empty required cell is a warning, except for the
+# columns that identify a row, without which it cannot be placed at all.
+_IDENTITY = frozenset({"study_id", "core_id"})
 # A future sampling year is suspicious, not impossible to explain: flag it, load the row.
 _BOUND_SEVERITY: dict[str, dict[str, str]] = {"year": {"maximum": "warning"}}
 
@@ -306,8 +312,11 @@ def custom_properties(attr: Attribute, logical: str) -> list[CustomProperty] | N
     props: list[CustomProperty] = []
     if logical in _NUMERIC and attr.format_unit_codes:
         props.append(CustomProperty(property="unit", value=attr.format_unit_codes))
-    if logical in _NUMERIC and attr.name in _BOUND_SEVERITY:
-        props.append(CustomProperty(property="severity", value=_BOUND_SEVERITY[attr.name]))
+    severity = dict(_BOUND_SEVERITY.get(attr.name, {})) if logical in _NUMERIC else {}
+    if attr.requirement == "required" and attr.name not in _IDENTITY:
+        severity["required"] = "warning"
+    if severity:
+        props.append(CustomProperty(property="severity", value=severity))
     return props or None
 
 

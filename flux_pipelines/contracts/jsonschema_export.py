@@ -1,0 +1,89 @@
+"""The agency-facing JSON Schema (Draft 2020-12) of one delivered record.
+
+Agencies can validate a record before delivering it. Values are described as delivered
+(text in CSV), so numbers accept numeric strings too; row rules that span columns are
+listed under ``x-flux-row-rules`` since JSON Schema cannot express them portably.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flux_pipelines.contracts.model import ColumnSpec, Contract
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+_NUMERIC = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+_INTEGER = r"^\s*[-+]?\d+(\.0*)?\s*$"
+
+
+def json_schema(contract: Contract) -> dict[str, Any]:
+    # Only fatal rules reject a record: a value that merely earns a warning is still loaded.
+    fatal = {(r.column, r.kind) for r in contract.rules if r.severity == "fatal"}
+    properties = {c.name: _property(c, contract, fatal) for c in contract.columns}
+    required = [c.name for c in contract.columns if (c.name, "required") in fatal]
+    return {
+        "$schema": DRAFT,
+        "$id": f"urn:flux:contract:{contract.dataset}:{contract.version}",
+        "title": f"{contract.title} ({contract.dataset} {contract.version})",
+        "description": contract.description,
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": True,
+        "x-flux-row-rules": [
+            {"id": r.id, "expression": r.expression, "severity": r.severity, "message": r.message}
+            for r in contract.rules
+            if r.kind == "expression"
+        ],
+        "x-flux-unique": [r.column for r in contract.rules if r.kind == "unique"],
+    }
+
+
+def _property(
+    column: ColumnSpec, contract: Contract, fatal: set[tuple[str | None, str]]
+) -> dict[str, Any]:
+    def enforced(kind: str) -> bool:
+        return (column.name, kind) in fatal
+
+    typed: dict[str, Any]
+    match column.logical_type:
+        case "integer":
+            typed = {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": _INTEGER}]}
+        case "number":
+            typed = {"anyOf": [{"type": "number"}, {"type": "string", "pattern": _NUMERIC}]}
+        case "boolean":
+            typed = {"anyOf": [{"type": "boolean"}, {"type": "string"}]}
+        case "date":
+            typed = {"type": "string", "format": "date"} if not column.date_format else {
+                "type": "string", "x-flux-format": column.date_format}
+        case "timestamp":
+            typed = {"type": "string", "format": "date-time"}
+        case _:
+            typed = {"type": "string"}
+    if column.logical_type in ("integer", "number"):
+        bounds: dict[str, Any] = {}
+        if column.minimum is not None and enforced("minimum"):
+            bounds["exclusiveMinimum" if column.exclusive_minimum else "minimum"] = column.minimum
+        if column.maximum is not None and enforced("maximum"):
+            bounds["exclusiveMaximum" if column.exclusive_maximum else "maximum"] = column.maximum
+        if bounds:
+            typed["anyOf"][0].update(bounds)
+    if column.logical_type == "string":
+        if column.pattern and enforced("pattern"):
+            typed["pattern"] = column.pattern
+        if column.min_length is not None and enforced("min_length"):
+            typed["minLength"] = column.min_length
+        if column.max_length is not None and enforced("max_length"):
+            typed["maxLength"] = column.max_length
+        if (
+            column.allowed_values
+            and not column.case_insensitive_values
+            and enforced("allowed_values")
+        ):
+            typed["enum"] = [v.value for v in column.allowed_values]
+    schema: dict[str, Any] = {"description": column.description} if column.description else {}
+    if enforced("required"):
+        schema.update(typed)
+    else:
+        schema["anyOf"] = [typed, {"type": "null"}, {"enum": list(contract.null_values)}]
+    return schema

@@ -1,0 +1,97 @@
+"""Shared helpers for the contract and loader tests: small contracts written to tmp_path."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import yaml
+
+from flux_pipelines.contracts.model import Contract
+from flux_pipelines.ingest.delivery import PartitionLoader, PartitionResult, load_partition
+
+DAY = dt.date(2026, 1, 5)
+
+
+def contract_doc(
+    properties: list[dict[str, Any]],
+    *,
+    name: str = "items",
+    version: str = "1.0.0",
+    quality: list[dict[str, Any]] | None = None,
+    custom: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """An ODCS v3 document with one table; the caller supplies the properties."""
+    table: dict[str, Any] = {"name": name, "physicalType": "table", "properties": properties}
+    if quality:
+        table["quality"] = quality
+    return {
+        "apiVersion": "v3.0.2",
+        "kind": "DataContract",
+        "id": f"{name}-v1",
+        "name": name,
+        "version": version,
+        "status": "active",
+        "domain": "collections",
+        "description": {"purpose": f"Test dataset {name}."},
+        "customProperties": custom or [],
+        "schema": [table],
+    }
+
+
+def write_contract(root: Path, doc: dict[str, Any], file_name: str | None = None) -> Path:
+    """Write ``doc`` as YAML to root/datasets/<name>/<version>.odcs.yaml (the registry layout)."""
+    folder = root / "datasets" / str(doc["name"])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (file_name or f"{doc['version']}.odcs.yaml")
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = duckdb.connect(str(tmp_path / "a.duckdb"))
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def raw_dir(root: Path, contract: Contract, day: dt.date) -> Path:
+    """One partition's raw Parquet folder, laid out as the warehouse does (root/raw/<ds>/<day>)."""
+    return root / "raw" / contract.dataset / day.isoformat()
+
+
+def make_loader(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    root: Path,
+    *,
+    day: dt.date = DAY,
+    chunk_rows: int = 1000,
+    run_id: str = "run-1",
+) -> PartitionLoader:
+    return PartitionLoader(
+        conn,
+        agency="test-agency",
+        contract=contract,
+        day=day,
+        run_id=run_id,
+        raw_dir=raw_dir(root, contract, day),
+        chunk_rows=chunk_rows,
+    )
+
+
+def run_load(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    files: Sequence[Path],
+    root: Path,
+    **loader_options: Any,
+) -> PartitionResult:
+    """Load a delivery the way the asset does: one transaction, then the raw swap."""
+    return load_partition(make_loader(conn, contract, root, **loader_options), files)
