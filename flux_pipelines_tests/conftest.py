@@ -95,3 +95,63 @@ def run_load(
 ) -> PartitionResult:
     """Load a delivery the way the asset does: one transaction, then the raw swap."""
     return load_partition(make_loader(conn, contract, root, **loader_options), files)
+
+
+# --- real data (../shared/data): present in CI, absent on a user's machine ---------------
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The shared real-data folder; tests that need it skip with the reason when absent."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real data folder {REAL_DATA} is absent (it ships beside the repo in CI)")
+    return REAL_DATA
+
+
+def ingest_assets(pairs: Sequence[tuple[str, str]]) -> list[Any]:
+    """The shipped ingest multi-assets for (agency id, dataset) pairs."""
+    from flux_pipelines.assets.ingest_factory import asset_keys
+    from flux_pipelines.contracts.registry import load_registry
+    from flux_pipelines.definitions import defs
+
+    registry = load_registry()
+    wanted = {asset_keys(registry.agency(a), d)[1] for a, d in pairs}
+    found = [a for a in defs.assets if wanted & set(a.keys)]  # type: ignore[union-attr, arg-type]
+    assert len(found) == len(wanted), f"missing ingest assets for {pairs}"
+    return found
+
+
+def materialize(
+    home: Path, pairs: Sequence[tuple[str, str]], partition_key: str, **kwargs: Any
+) -> Any:
+    """Materialize ingest assets through Dagster, in process, against ``home``."""
+    import dagster as dg
+
+    from flux_pipelines.resources.warehouse import FluxWarehouse
+
+    return dg.materialize(
+        ingest_assets(pairs),
+        partition_key=partition_key,
+        resources={"warehouse": FluxWarehouse(home=str(home))},
+        instance=kwargs.pop("instance", None) or dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        **kwargs,
+    )
+
+
+def land(home: Path, agency: str, dataset: str, day: str, source: Path, name: str | None = None) -> Path:
+    """Drop a file in the landing zone the way an agency would."""
+    folder = home / "landing" / agency / dataset / day
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / (name or source.name)
+    target.write_bytes(source.read_bytes())
+    return target
+
+
+def check_results(result: Any) -> dict[str, bool]:
+    """Check name -> passed, from a Dagster execution result."""
+    return {
+        f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed
+        for e in result.get_asset_check_evaluations()
+    }

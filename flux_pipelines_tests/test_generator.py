@@ -76,6 +76,9 @@ schema:
         logicalType: number
         required: true
         logicalTypeOptions: {minimum: 0, maximum: 1000}
+      - name: thickness
+        logicalType: number
+        logicalTypeOptions: {minimum: 0}
       - name: count
         logicalType: integer
         logicalTypeOptions: {exclusiveMinimum: 0, exclusiveMaximum: 50}
@@ -94,6 +97,14 @@ schema:
         type: custom
         engine: flux
         implementation: "closed_on IS NULL OR status IS NOT NULL"
+      - id: thickness_is_span
+        type: custom
+        engine: flux
+        implementation: "thickness = depth_max - depth_min"
+      - id: homepage_only_when_open
+        type: custom
+        engine: flux
+        implementation: "homepage IS NULL OR status = 'open'"
 """
 
 

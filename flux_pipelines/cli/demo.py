@@ -78,10 +78,11 @@ def materialize_agencies(agencies: list[str], days: list[dt.date]) -> list[str]:
     failed: list[str] = []
     for agency_id in agencies:
         agency = registry.agency(agency_id)
-        job = defs.get_job_def(agency_job_name(agency))
+        job = defs.resolve_job_def(agency_job_name(agency))
         started = time.perf_counter()
         result = job.execute_in_process(
             instance=instance,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             tags={
                 "dagster/asset_partition_range_start": days[0].isoformat(),
                 "dagster/asset_partition_range_end": days[-1].isoformat(),

@@ -31,6 +31,7 @@ from flux_pipelines.contracts.validator import FILE, ROW, RowValidator
 from flux_pipelines.errors import ConfigurationError
 
 Format = Literal["csv", "jsonl", "json", "parquet"]
+PLANTED_SCHEMA: dict[str, pl.DataType] = {"row_number": pl.Int64(), "rule_id": pl.String()}
 
 NULL_SHARE = 0.1  # optional columns are empty this often in valid rows
 REPAIR_NULL_SHARE = 0.5  # when re-drawing a defective row's context, nulls unlock null-safe rules
@@ -383,7 +384,12 @@ def _key_codec(tree: _Alt, total: int, rng: _Rng) -> _KeyCodec:
         slots = _skeleton(tree, counts)
         if math.prod(len(s) for s in slots) >= need:
             break
-        growable = [r for r in repeats if r.hi is None or counts[id(r)] < r.hi]
+        growable = [
+            r
+            for r in repeats
+            if (r.hi is None or counts[id(r)] < r.hi)
+            and math.prod(len(s) for s in _skeleton(r.node, counts)) > 1
+        ]
         if not growable:
             break
         counts[id(growable[-1])] += 1
@@ -430,8 +436,9 @@ class _Column:
         return self.spec.name
 
 
-def _int_range(spec: ColumnSpec, total: int) -> tuple[int, int]:
-    width = max(99_999, 10 * total)
+def _int_range(spec: ColumnSpec, total: int, unique: bool) -> tuple[int, int]:
+    """Bounds for integers: the contract's, else a plausible window (wide for keys)."""
+    width = max(99_999, 10 * total) if unique else 1_000
     lo = None if spec.minimum is None else math.ceil(spec.minimum)
     hi = None if spec.maximum is None else math.floor(spec.maximum)
     if lo is not None and spec.exclusive_minimum and lo == spec.minimum:
@@ -439,7 +446,7 @@ def _int_range(spec: ColumnSpec, total: int) -> tuple[int, int]:
     if hi is not None and spec.exclusive_maximum and hi == spec.maximum:
         hi -= 1
     if lo is None and hi is None:
-        return 1, width
+        return 1, max(width, 99_999)
     if lo is None:
         assert hi is not None
         return hi - width, hi
@@ -465,7 +472,7 @@ def _build_column(spec: ColumnSpec, rules: Sequence[Rule], total: int, rng: _Rng
     decimals = 2 if span >= 100 else 4 if span >= 1 else 6
     if unique and spec.logical_type == "number":
         decimals = min(12, max(2, math.ceil(-math.log10(max(num_step, 1e-12))) + 1))
-    int_range = _int_range(spec, total)
+    int_range = _int_range(spec, total, unique)
     key_base, key_step = _integer_keys(spec, int_range, total, rng) if unique else (0, 1)
     tree, codec = _string_shape(spec, unique, total, rng)
     choices = len(spec.allowed_values) or (2 if spec.logical_type == "boolean" else total)
@@ -551,13 +558,17 @@ def _values(column: _Column, index: pl.Series, rng: _Rng) -> pl.Series:
             )
         case "timestamp":
             seconds = _days(column, index, rng) * 86_400 + rng.ints(n, 0, 86_399)
-            stamp = (seconds * 1_000_000).cast(pl.Datetime("us"))
-            fmt = spec.date_format or "%Y-%m-%dT%H:%M:%S"
-            if re.search(r"%[#:]*[zZ]", fmt):  # the format carries an offset: say UTC
-                stamp = stamp.dt.replace_time_zone("UTC")
-            return stamp.dt.to_string(fmt.replace("%#z", "%z"))  # %#z only parses
+            return _stamp_text((seconds * 1_000_000).cast(pl.Datetime("us")), spec)
         case _:
             return _strings(column, index, rng)
+
+
+def _stamp_text(stamp: pl.Series, spec: ColumnSpec) -> pl.Series:
+    """Timestamps in the column's format; a format with an offset gets UTC ones."""
+    fmt = spec.date_format or "%Y-%m-%dT%H:%M:%S"
+    if re.search(r"%[#:]*[zZ]", fmt) and getattr(stamp.dtype, "time_zone", None) is None:
+        stamp = stamp.dt.replace_time_zone("UTC")
+    return stamp.dt.to_string(fmt.replace("%#z", "%z"))  # chrono's %#z only parses
 
 
 def _enum_values(values: Sequence[str], n: int, rng: _Rng) -> pl.Series:
@@ -651,7 +662,7 @@ class _Plan:
     literals: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def column(self, name: str) -> _Column:
-        return next(c for c in self.columns if c.name == name)
+        return self.columns[self.contract.column_names.index(name)]
 
 
 def _plan(contract: Contract, seed: int | str, total: int) -> _Plan:
@@ -715,8 +726,10 @@ def _literals(expression: str) -> tuple[str, ...]:
     found = [s.replace("''", "'") for s in _STRING_LITERAL.findall(expression)]
     bare = _STRING_LITERAL.sub("", expression)
     for number in _NUMBER_LITERAL.findall(bare):
-        value = float(number)
-        found += [number, f"{value - 1:g}", f"{value + 1:g}"]
+        if "." in number:
+            found += [number, repr(float(number) - 1), repr(float(number) + 1)]
+        else:
+            found += [number, str(int(number) - 1), str(int(number) + 1)]
     return tuple(dict.fromkeys(found))
 
 
@@ -829,7 +842,7 @@ def _render(value: pl.Series, spec: ColumnSpec) -> pl.Series:
     if value.dtype == pl.Date:
         return value.dt.to_string(spec.date_format or "%Y-%m-%d")
     if isinstance(value.dtype, pl.Datetime):
-        return value.dt.to_string(spec.date_format or "%Y-%m-%dT%H:%M:%S")
+        return _stamp_text(value, spec)
     if value.dtype.is_float() and spec.logical_type == "integer":
         return value.round(0).cast(pl.Int64, strict=False).cast(pl.String)
     return value.cast(pl.String)
@@ -1038,7 +1051,7 @@ def _out_of_range(spec: ColumnSpec, kind: str, n: int, attempt: int, rng: _Rng) 
         values = (edge + sign * offset).cast(pl.String)
     else:
         offset = (0.01 + rng.uniform(n) * 10 ** (1 + attempt % 4)).round(2)
-        values = (bound + sign * offset).cast(pl.String)
+        values = (bound + sign * offset).round(6).cast(pl.String)
     if exclusive and attempt % 2 == 1:
         exact = str(int(bound)) if bound == int(bound) else repr(bound)
         return _choose([values, exact], rng.ints(n, 0, 1))
@@ -1282,7 +1295,7 @@ def _planted_table(plan: _Plan, defects: _Defects, offset: int) -> pl.DataFrame:
             rows += [(p + offset + 1, i) for p in (pos, defects.sources[pos]) for i in ids]
         else:
             rows += [(pos + offset + 1, i) for i in plan.expected[rule.id].split(",")]
-    table = pl.DataFrame(rows, schema={"row_number": pl.Int64, "rule_id": pl.String}, orient="row")
+    table = pl.DataFrame(rows, schema=PLANTED_SCHEMA, orient="row")
     return table.unique().sort("row_number", "rule_id")
 
 
@@ -1375,10 +1388,10 @@ def write_delivery(
     path.parent.mkdir(parents=True, exist_ok=True)
     match fmt:
         case "csv":
+            terminator = "\r\n" if crlf else "\n"
             frame.write_csv(
-                path, include_bom=bom, line_terminator="\r\n" if crlf else "\n",
-                quote_style="necessary",
-            )  # fmt: skip
+                path, include_bom=bom, line_terminator=terminator, quote_style="necessary"
+            )
         case "jsonl":
             frame.write_ndjson(path)
         case "json":
@@ -1419,18 +1432,26 @@ def write_large_csv(
     """
     plan = _plan(contract, seed, n_rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    planted: list[pl.DataFrame] = []
+    planted = [pl.DataFrame(schema=PLANTED_SCHEMA)]
     seen: dict[str, set[str]] = {}  # defect values already used in key columns
     terminator = "\r\n" if crlf else "\n"
     with path.open("wb") as handle:
-        for number, offset in enumerate(range(0, max(n_rows, 1), chunk_rows)):
+        if n_rows == 0:
+            header = delivered_headers(contract, source_headers).values()
+            pl.DataFrame(schema=dict.fromkeys(header, pl.String)).write_csv(
+                handle, include_bom=bom, line_terminator=terminator
+            )
+        for number, offset in enumerate(range(0, n_rows, chunk_rows)):
             size = min(chunk_rows, n_rows - offset)
             rng = _Rng(f"{seed}:chunk:{number}")
             chunk = _generate_chunk(plan, size, offset, rng, defect_rate, source_headers, seen)
             chunk.frame.write_csv(
-                handle, include_bom=bom and offset == 0, include_header=offset == 0,
-                line_terminator=terminator, quote_style="necessary",
-            )  # fmt: skip
+                handle,
+                include_bom=bom and offset == 0,
+                include_header=offset == 0,
+                line_terminator=terminator,
+                quote_style="necessary",
+            )
             planted.append(chunk.planted)
     return pl.concat(planted, how="vertical")
 
