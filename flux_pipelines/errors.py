@@ -30,12 +30,8 @@ class ContractError(ConfigurationError):
 class DeliveryError(FluxError):
     """A delivered file cannot be accepted as a whole (delivery-level fatal)."""
 
-    def __init__(
-        self, *, agency: str, dataset: str, file: str, rule_id: str, reason: str
-    ) -> None:
-        super().__init__(
-            f"agency={agency} dataset={dataset} file={file} rule={rule_id}: {reason}"
-        )
+    def __init__(self, *, agency: str, dataset: str, file: str, rule_id: str, reason: str) -> None:
+        super().__init__(f"agency={agency} dataset={dataset} file={file} rule={rule_id}: {reason}")
         self.agency = agency
         self.dataset = dataset
         self.file = file

@@ -12,7 +12,12 @@ import pytest
 import yaml
 
 from flux_pipelines.contracts.model import Contract
-from flux_pipelines.ingest.delivery import PartitionLoader, PartitionResult, load_partition
+from flux_pipelines.ingest.delivery import (
+    PartitionLoader,
+    PartitionResult,
+    load_partition,
+    partition_dir,
+)
 
 DAY = dt.date(2026, 1, 5)
 
@@ -63,7 +68,7 @@ def conn(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 def raw_dir(root: Path, contract: Contract, day: dt.date) -> Path:
     """One partition's raw Parquet folder, laid out as the warehouse does (root/raw/<ds>/<day>)."""
-    return root / "raw" / contract.dataset / day.isoformat()
+    return partition_dir(root / "raw" / contract.dataset, day)
 
 
 def make_loader(
@@ -81,7 +86,7 @@ def make_loader(
         contract=contract,
         day=day,
         run_id=run_id,
-        raw_dir=raw_dir(root, contract, day),
+        raw_root=root / "raw" / contract.dataset,
         chunk_rows=chunk_rows,
     )
 
@@ -140,7 +145,9 @@ def materialize(
     )
 
 
-def land(home: Path, agency: str, dataset: str, day: str, source: Path, name: str | None = None) -> Path:
+def land(
+    home: Path, agency: str, dataset: str, day: str, source: Path, name: str | None = None
+) -> Path:
     """Drop a file in the landing zone the way an agency would."""
     folder = home / "landing" / agency / dataset / day
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import pandera.errors
 import polars as pl
 import pytest
 import yaml
-from conftest import contract_doc, write_contract
+from flux_pipelines_tests.conftest import contract_doc, write_contract
 
 from flux_pipelines.contracts.jsonschema_export import json_schema
 from flux_pipelines.contracts.loader import load_contract

@@ -52,7 +52,7 @@ def _load_all(
             contract=contract,
             day=day,
             run_id="ccn-test",
-            raw_dir=tmp_path / "raw" / contract.dataset / day.isoformat(),
+            raw_root=tmp_path / "raw" / contract.dataset,
         )
         results[path.name] = load_partition(loader, [path])
     return conn, results
@@ -154,9 +154,7 @@ def test_ccn_cores_every_study(tmp_path: Path, real_data: Path) -> None:
             else pl.lit(False)
         )
 
-    expected = _expected(
-        files, rejected, {f"{c}.allowed_values": outside(c) for c in vocabularies}
-    )
+    expected = _expected(files, rejected, {f"{c}.allowed_values": outside(c) for c in vocabularies})
     assert expected["salinity_class.allowed_values"], "real studies use uncontrolled classes"
     for rule_id, rows in expected.items():
         assert _flagged(conn, "ccn_cores_quarantine", rule_id) == rows, rule_id

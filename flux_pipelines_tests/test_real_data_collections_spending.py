@@ -43,21 +43,26 @@ def test_nasa_meteorites(tmp_path: Path, real_data: Path) -> None:
     future = truth.filter(pl.col("year").cast(pl.Int64, strict=False) > 2026).height
     with _db(tmp_path, "nasa") as conn:
         curated = _scalar(conn, "SELECT count(*) FROM meteorites")
-        quarantined = _scalar(
-            conn, "SELECT count(DISTINCT _row_number) FROM meteorites_quarantine"
-        )
+        quarantined = _scalar(conn, "SELECT count(DISTINCT _row_number) FROM meteorites_quarantine")
         assert curated + quarantined == truth.height == 45716
         rows = conn.execute(
             "SELECT _row_number FROM meteorites_quarantine WHERE rule_id = 'reclong.maximum'"
         ).fetchall()
         assert [r[0] for r in rows] == beyond and len(beyond) == 1
-        assert _scalar(
-            conn,
-            "SELECT count(*) FROM meteorites_warnings WHERE rule_id = 'coordinates_not_null_island'",
-        ) == null_island > 1000
-        assert _scalar(
-            conn, "SELECT count(*) FROM meteorites_warnings WHERE rule_id = 'year.maximum'"
-        ) == future >= 1
+        assert (
+            _scalar(
+                conn,
+                "SELECT count(*) FROM meteorites_warnings "
+                "WHERE rule_id = 'coordinates_not_null_island'",
+            )
+            == null_island
+            > 1000
+        )
+        assert (
+            _scalar(conn, "SELECT count(*) FROM meteorites_warnings WHERE rule_id = 'year.maximum'")
+            == future
+            >= 1
+        )
         # the byte-order mark did not leak into the first column's name
         assert _scalar(conn, "SELECT count(*) FROM meteorites WHERE name = 'Aachen'") == 1
         # raw keeps every delivered row, with lineage

@@ -10,18 +10,23 @@ The three assets are produced in one step and one DuckDB transaction, so raw, cu
 quarantine can never disagree about a partition.
 """
 
-
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterator
 
 import dagster as dg
-from dagster import AssetExecutionContext
 import duckdb
 import pandera.errors
 import polars as pl
+from dagster import AssetExecutionContext
 
-from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, DUCKDB_TYPES, PARTITION, DatasetTables, quote
+from flux_pipelines.contracts.ddl import (
+    DELIVERIES_TABLE,
+    DUCKDB_TYPES,
+    PARTITION,
+    DatasetTables,
+    quote,
+)
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.pandera_schema import pandera_schema
 from flux_pipelines.contracts.registry import Agency, Registry
@@ -59,7 +64,11 @@ def column_schema(contract: Contract) -> dg.TableSchema:
     """The curated table's columns as the UI shows them, constraints included."""
     columns = []
     for c in contract.columns:
-        other = [r.expected for r in contract.rules if r.column == c.name and r.kind not in ("required", "type", "unique")]
+        other = [
+            r.expected
+            for r in contract.rules
+            if r.column == c.name and r.kind not in ("required", "type", "unique")
+        ]
         columns.append(
             dg.TableColumn(
                 name=c.name,
@@ -141,7 +150,9 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
         can_subset=False,
         pool=agency_pool(agency),
         backfill_policy=dg.BackfillPolicy.single_run(),
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+        retry_policy=dg.RetryPolicy(
+            max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+        ),
     )
     def _ingest(
         context: AssetExecutionContext, warehouse: FluxWarehouse
@@ -183,7 +194,6 @@ def _load_one(
     day = dt.date.fromisoformat(partition_key)
     contract = registry.contract_for(dataset, day)
     files = delivered_files(warehouse.landing_dir(agency.id, dataset, partition_key))
-    raw_dir = warehouse.raw_dir(agency.id, dataset, partition_key)
     with warehouse.connect(agency.id) as conn:
         loader = PartitionLoader(
             conn,
@@ -191,12 +201,12 @@ def _load_one(
             contract=contract,
             day=day,
             run_id=context.run.run_id,
-            raw_dir=raw_dir,
+            raw_root=warehouse.raw_root(agency.id, dataset),
         )
         result = load_partition(loader, files)
         checks = {
             "day": partition_key,
-            **conservation(conn, contract, day, raw_counts(raw_dir, conn)),
+            **conservation(conn, contract, day, raw_counts(loader.raw_dir, conn)),
             **schema_check(conn, contract, day),
         }
         publish_partition(
@@ -212,9 +222,11 @@ def conservation(
     t = DatasetTables.for_dataset(contract.dataset)
     rows = conn.execute(
         f"""SELECT d.file, d.status, d.rows_read,
-              (SELECT count(*) FROM {quote(t.curated)} c WHERE c.{PARTITION} = d.{PARTITION} AND c._file = d.file),
+              (SELECT count(*) FROM {quote(t.curated)} c
+                 WHERE c.{PARTITION} = d.{PARTITION} AND c._file = d.file),
               (SELECT count(DISTINCT _row_number) FROM {quote(t.quarantine)} q
-                 WHERE q.{PARTITION} = d.{PARTITION} AND q._file = d.file AND q._row_number IS NOT NULL)
+                 WHERE q.{PARTITION} = d.{PARTITION} AND q._file = d.file
+                   AND q._row_number IS NOT NULL)
             FROM {DELIVERIES_TABLE} d WHERE d.dataset = ? AND d.{PARTITION} = ?""",
         [contract.dataset, day],
     ).fetchall()
@@ -230,7 +242,9 @@ def conservation(
     return {"conservation_ok": not broken, "conservation_broken": broken, "files": len(rows)}
 
 
-def schema_check(conn: duckdb.DuckDBPyConnection, contract: Contract, day: dt.date) -> dict[str, object]:
+def schema_check(
+    conn: duckdb.DuckDBPyConnection, contract: Contract, day: dt.date
+) -> dict[str, object]:
     """Validate the curated partition, read back from DuckDB, with the pandera schema."""
     table = quote(DatasetTables.for_dataset(contract.dataset).curated)
     cols = ", ".join(quote(c) for c in contract.column_names)
@@ -295,7 +309,8 @@ def _materializations(
                     "rows_in": rows_in,
                     "rows_curated": curated,
                     "rows_quarantined": quarantined,
-                    "broken": "; ".join(str(b) for c in checks for b in c["conservation_broken"]) or "none",  # type: ignore[attr-defined]
+                    "broken": "; ".join(str(b) for c in checks for b in c["conservation_broken"])
+                    or "none",  # type: ignore[attr-defined]
                 },
             ),
             dg.AssetCheckResult(
@@ -303,7 +318,8 @@ def _materializations(
                 passed=schema_ok,
                 severity=dg.AssetCheckSeverity.ERROR,
                 metadata={
-                    "failures": "; ".join(str(f) for c in checks for f in c["schema_failures"]) or "none",  # type: ignore[attr-defined]
+                    "failures": "; ".join(str(f) for c in checks for f in c["schema_failures"])
+                    or "none",  # type: ignore[attr-defined]
                 },
             ),
         ],
@@ -332,7 +348,9 @@ def _files_table(results: list[PartitionResult]) -> str:
     lines = ["| day | file | status | rows | sha256 |", "|---|---|---|---|---|"]
     for r in results:
         for f in r.files:
-            lines.append(f"| {r.day} | {f.file} | {f.status} | {f.rows_read} | {(f.sha256 or '')[:12]} |")
+            lines.append(
+                f"| {r.day} | {f.file} | {f.status} | {f.rows_read} | {(f.sha256 or '')[:12]} |"
+            )
     return "\n".join(lines) if len(lines) > 2 else "no delivery"
 
 

@@ -37,7 +37,7 @@ def _peak_rss_mb() -> float:
 
 
 def ensure_file(workdir: Path, rows: int) -> Path:
-    """Generate (once) a seeded delivery of ``rows`` rows with 2% planted defects (the generator's default)."""
+    """Generate (once) a seeded delivery of ``rows`` rows with 2% planted defects."""
     from flux_pipelines.demo.generator import write_large_csv
 
     path = workdir / f"bench_events_{rows}.csv"
@@ -45,8 +45,10 @@ def ensure_file(workdir: Path, rows: int) -> Path:
         workdir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         write_large_csv(load_contract(BENCH_CONTRACT), path, rows, seed=7)
-        typer.echo(f"generated {path.name} ({path.stat().st_size / 1e6:.0f} MB) in "
-                   f"{time.perf_counter() - started:.1f}s")
+        typer.echo(
+            f"generated {path.name} ({path.stat().st_size / 1e6:.0f} MB) in "
+            f"{time.perf_counter() - started:.1f}s"
+        )
     return path
 
 
@@ -66,7 +68,11 @@ def measure_flux(csv: Path, threads: int) -> dict[str, float]:
 
     contract = load_contract(BENCH_CONTRACT)
     with tempfile.TemporaryDirectory() as tmp:
-        config = {"threads": str(threads), "memory_limit": "2GB"}
+        config = {
+            "threads": str(threads),
+            "memory_limit": "2GB",
+            "preserve_insertion_order": "false",
+        }
         conn = duckdb.connect(str(Path(tmp) / "flux.duckdb"), config=config)
         started = time.perf_counter()
         loader = PartitionLoader(
@@ -75,7 +81,7 @@ def measure_flux(csv: Path, threads: int) -> dict[str, float]:
             contract=contract,
             day=DAY,
             run_id="bench",
-            raw_dir=Path(tmp) / "raw" / DAY.isoformat(),
+            raw_root=Path(tmp) / "raw",
         )
         result = load_partition(loader, [csv])
         elapsed = time.perf_counter() - started
@@ -137,19 +143,29 @@ def run_bench(*, rows: int, workdir: Path, big_gb: float, threads: int = 2) -> N
     flux = _child("flux", csv, threads)
     base_rps = base["rows"] / base["seconds"]
     flux_rps = flux["rows"] / flux["seconds"]
-    typer.echo(f"\nfile: {csv.name}, {rows:,} rows x 10 columns, "
-               f"{csv.stat().st_size / 1e6:.0f} MB, {threads} threads")
+    typer.echo(
+        f"\nfile: {csv.name}, {rows:,} rows x 10 columns, "
+        f"{csv.stat().st_size / 1e6:.0f} MB, {threads} threads"
+    )
     typer.echo(f"{'path':<46} {'seconds':>8} {'rows/s':>12} {'peak MB':>8}")
-    typer.echo(f"{'DuckDB read_csv -> table (baseline)':<46} {base['seconds']:>8.2f} "
-               f"{base_rps:>12,.0f} {base['peak_rss_mb']:>8.0f}")
-    typer.echo(f"{'Flux validate + split + load (raw+curated+q)':<46} {flux['seconds']:>8.2f} "
-               f"{flux_rps:>12,.0f} {flux['peak_rss_mb']:>8.0f}")
-    typer.echo(f"ratio Flux / DuckDB: {flux_rps / base_rps:.2f}x  (target >= 0.80x); "
-               f"curated {flux['curated']:,}, quarantined {flux['quarantined']:,}")
+    typer.echo(
+        f"{'DuckDB read_csv -> table (baseline)':<46} {base['seconds']:>8.2f} "
+        f"{base_rps:>12,.0f} {base['peak_rss_mb']:>8.0f}"
+    )
+    typer.echo(
+        f"{'Flux validate + split + load (raw+curated+q)':<46} {flux['seconds']:>8.2f} "
+        f"{flux_rps:>12,.0f} {flux['peak_rss_mb']:>8.0f}"
+    )
+    typer.echo(
+        f"ratio Flux / DuckDB: {flux_rps / base_rps:.2f}x  (target >= 0.80x); "
+        f"curated {flux['curated']:,}, quarantined {flux['quarantined']:,}"
+    )
     run = measure_partition_run(workdir)
-    typer.echo(f"small partition through Dagster from a fresh process: {run['wall_seconds']:.2f}s "
-               f"wall ({run['in_process_seconds']:.2f}s after interpreter start; target <= 5s; "
-               f"success={run['success']})")
+    typer.echo(
+        f"small partition through Dagster from a fresh process: {run['wall_seconds']:.2f}s "
+        f"wall ({run['in_process_seconds']:.2f}s after interpreter start; target <= 5s; "
+        f"success={run['success']})"
+    )
     if big_gb > 0:
         big_rows = int(big_gb * 1e9 / (csv.stat().st_size / rows))
         big = ensure_file(workdir, big_rows)
@@ -164,7 +180,7 @@ def run_bench(*, rows: int, workdir: Path, big_gb: float, threads: int = 2) -> N
 
 if __name__ == "__main__":
     kind, path, n_threads = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
-    figures = measure_baseline(path, n_threads) if kind == "baseline" else measure_flux(
-        path, n_threads
+    figures = (
+        measure_baseline(path, n_threads) if kind == "baseline" else measure_flux(path, n_threads)
     )
     print(json.dumps(figures))

@@ -50,20 +50,24 @@ def run_demo(
         seed=seed,
         rows_per_delivery=rows,
     )
-    typer.echo(f"generated {len(files)} deliveries in {time.perf_counter() - started:.1f}s "
-               f"under {home / 'landing'}")
+    typer.echo(
+        f"generated {len(files)} deliveries in {time.perf_counter() - started:.1f}s "
+        f"under {home / 'landing'}"
+    )
     failed = materialize_agencies(agencies, day_list)
     print_summary(home, agencies, registry)
     typer.echo(
         "\nOpen the UI:\n"
         f"  DAGSTER_HOME={dagster_home} FLUX_HOME={home} uv run dagster dev -w workspace.yaml\n"
         f"Query the data (read-only published copies):\n"
-        f"  uv run python -c \"import duckdb; print(duckdb.sql(\\\"SELECT * FROM "
+        f'  uv run python -c "import duckdb; print(duckdb.sql(\\"SELECT * FROM '
         f"'{home}/published/nasa/meteorites/*.parquet' LIMIT 5\\\"))\""
     )
     if failed:
-        typer.echo(f"\n{len(failed)} agency run(s) reported rejected files: {', '.join(failed)} "
-                   "(see the quarantine tables; other agencies were unaffected)")
+        typer.echo(
+            f"\n{len(failed)} agency run(s) reported rejected files: {', '.join(failed)} "
+            "(see the quarantine tables; other agencies were unaffected)"
+        )
 
 
 def materialize_agencies(agencies: list[str], days: list[dt.date]) -> list[str]:
@@ -101,8 +105,10 @@ def materialize_agencies(agencies: list[str], days: list[dt.date]) -> list[str]:
 
 
 def print_summary(home: Path, agencies: list[str], registry) -> None:  # type: ignore[no-untyped-def]
-    typer.echo(f"\n{'agency':<20} {'dataset':<22} {'rows in':>8} {'curated':>8} "
-               f"{'quarant.':>8} {'reject':>7}  top rules")
+    typer.echo(
+        f"\n{'agency':<20} {'dataset':<22} {'rows in':>8} {'curated':>8} "
+        f"{'quarant.':>8} {'reject':>7}  top rules"
+    )
     for agency_id in agencies:
         path = home / "warehouse" / f"{agency_id}.duckdb"
         if not path.exists():
@@ -122,5 +128,7 @@ def print_summary(home: Path, agencies: list[str], registry) -> None:  # type: i
                 ).fetchall()
                 rate = quarantined / rows_in if rows_in else 0.0
                 rules = ", ".join(f"{r} ({n})" for r, n in top) or "-"
-                typer.echo(f"{agency_id:<20} {dataset:<22} {rows_in:>8} {curated:>8} "
-                           f"{quarantined:>8} {rate:>7.1%}  {rules}")
+                typer.echo(
+                    f"{agency_id:<20} {dataset:<22} {rows_in:>8} {curated:>8} "
+                    f"{quarantined:>8} {rate:>7.1%}  {rules}"
+                )

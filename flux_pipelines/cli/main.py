@@ -37,9 +37,9 @@ def demo(
     days: Annotated[int, typer.Option(min=1, max=366)] = 7,
     seed: Annotated[int, typer.Option()] = 42,
     rows: Annotated[int, typer.Option(min=10, help="Rows per delivery (about)")] = 400,
-    agencies: Annotated[
-        str, typer.Option(help="Comma-separated agency ids")
-    ] = ",".join(DEMO_AGENCIES),
+    agencies: Annotated[str, typer.Option(help="Comma-separated agency ids")] = ",".join(
+        DEMO_AGENCIES
+    ),
 ) -> None:
     """Generate seeded deliveries with defects, load them all through Dagster, summarise."""
     from flux_pipelines.cli.demo import run_demo

@@ -53,7 +53,7 @@ def validate_file(path: Path, *, dataset: str, day: dt.date, agency: str) -> Ver
                 contract=contract,
                 day=day,
                 run_id="flux-validate",
-                raw_dir=Path(scratch) / "raw" / day.isoformat(),
+                raw_root=Path(scratch) / "raw",
             )
             result = load_partition(loader, [staged])
             cols = ", ".join(REPORT_COLUMNS)

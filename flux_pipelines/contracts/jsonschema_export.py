@@ -54,8 +54,11 @@ def _property(
         case "boolean":
             typed = {"anyOf": [{"type": "boolean"}, {"type": "string"}]}
         case "date":
-            typed = {"type": "string", "format": "date"} if not column.date_format else {
-                "type": "string", "x-flux-format": column.date_format}
+            typed = (
+                {"type": "string", "format": "date"}
+                if not column.date_format
+                else {"type": "string", "x-flux-format": column.date_format}
+            )
         case "timestamp":
             typed = {"type": "string", "format": "date-time"}
         case _:

