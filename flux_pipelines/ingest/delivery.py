@@ -23,7 +23,8 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,6 +126,28 @@ def delivered_files(folder: Path) -> list[Path]:
     )
 
 
+class BackgroundWriter:
+    """Runs DuckDB inserts on one thread while the next chunk is validated.
+
+    polars and DuckDB both release the GIL, so writing chunk n overlaps validating chunk n+1.
+    At most one write is in flight (``submit`` waits for the previous one), so memory stays
+    at about two chunks. Only this thread touches the connection until ``wait`` returns.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flux-writer")
+        self._pending: Future[None] | None = None
+
+    def submit(self, fn: Callable[..., None], *args: object) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+
 class PartitionLoader:
     """Streams a delivery's files into the agency file under one contract version."""
 
@@ -145,6 +168,7 @@ class PartitionLoader:
         self._raw_parts: dict[str, list[Path]] = {}
         self._kept_raw_parts: list[Path] = []  # rejected files' raw rows, kept, not validated
         self._parts_written = 0
+        self._writer = BackgroundWriter()
         self.agency = agency
         self.contract = contract
         self.day = day
@@ -175,8 +199,11 @@ class PartitionLoader:
             if facts is not None:
                 staged.append(facts)
         duplicates = self._duplicates()
-        for facts in staged:
-            self._validate_file(facts, duplicates)
+        try:
+            for facts in staged:
+                self._validate_file(facts, duplicates)
+        finally:
+            self._writer.wait()
         shutil.rmtree(self.staging / KEYS_DIR)
         self._recount(outcomes)
         self._record_deliveries(outcomes)
@@ -205,15 +232,12 @@ class PartitionLoader:
         outcome = FileOutcome(file=path.name)
         try:
             facts = inspect_file(path)
-            outcome.sha256, outcome.size_bytes, outcome.format = (
-                facts.sha256,
-                facts.size_bytes,
-                facts.format,
-            )
+            outcome.size_bytes, outcome.format = facts.size_bytes, facts.format
             mapping, outcome.unmapped, outcome.missing = self._map_headers(facts.headers)
             missing_required = [c for c in self.contract.required_columns if c in outcome.missing]
             rows = self._stage_raw(facts, mapping)
             outcome.rows_read = rows
+            outcome.sha256 = facts.sha256  # waits for the hash; raises on bad encoding
             if rows == 0:
                 raise FileProblem("delivery.empty_file", "the file has a header but no rows")
             if missing_required:
@@ -289,8 +313,8 @@ class PartitionLoader:
     def _validate_and_split(self, text: pl.DataFrame, facts: FileFacts) -> None:
         checked = self.validator.validate(text)
         good = checked.typed.filter(~checked.fatal)
-        self._insert(self.tables.curated, good, facts, with_version=True)
         if checked.violations.height == 0:
+            self._writer.submit(self._write_split, facts, good, None, None)
             return
         fatal_rows = checked.typed.select(ROW).with_columns(checked.fatal.alias("_fatal"))
         violations = checked.violations.join(fatal_rows, on=ROW, how="left")
@@ -301,10 +325,22 @@ class PartitionLoader:
         )
         quarantined = enriched.filter(pl.col("_fatal")).drop("_fatal")
         warnings = enriched.filter(~pl.col("_fatal")).drop("_fatal")
-        self._insert(
-            self.tables.quarantine, quarantined, facts, with_version=True, contract_id=True
-        )
-        self._insert(self.tables.warnings, warnings, facts, with_version=True, contract_id=True)
+        self._writer.submit(self._write_split, facts, good, quarantined, warnings)
+
+    def _write_split(
+        self,
+        facts: FileFacts,
+        good: pl.DataFrame,
+        quarantined: pl.DataFrame | None,
+        warnings: pl.DataFrame | None,
+    ) -> None:
+        self._insert(self.tables.curated, good, facts, with_version=True)
+        for table, frame in (
+            (self.tables.quarantine, quarantined),
+            (self.tables.warnings, warnings),
+        ):
+            if frame is not None:
+                self._insert(table, frame, facts, with_version=True, contract_id=True)
 
     def _originals(self, text: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
         """The delivered row as JSON (fields over 10 KB truncated with a marker)."""
@@ -363,6 +399,7 @@ class PartitionLoader:
         # Constants as SQL literals: DuckDB inserts ~2x slower with bound parameters here.
         extras = {
             PARTITION: f"DATE {_literal(self.day.isoformat())}",
+            FILE: _literal(facts.path.name),
             "_file_sha256": _literal(facts.sha256),
             "_run_id": _literal(self.run_id),
             "_loaded_at": f"TIMESTAMP {_literal(self.loaded_at.isoformat(sep=' '))}",
@@ -372,7 +409,7 @@ class PartitionLoader:
         if contract_id:
             extras["_contract_id"] = _literal(self.contract.id)
         select = ", ".join(f"{expr} AS {quote(name)}" for name, expr in extras.items())
-        self.conn.register("_flux_chunk", frame.to_arrow())
+        self.conn.register("_flux_chunk", frame.drop(FILE).to_arrow())
         try:
             self.conn.execute(
                 f"INSERT INTO {quote(table)} BY NAME SELECT *, {select} FROM _flux_chunk"

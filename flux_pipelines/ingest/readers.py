@@ -13,7 +13,8 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -37,15 +38,25 @@ class FileProblem(Exception):
         self.reason = reason
 
 
+# One background thread hashes (and proves UTF-8) while polars reads the same file:
+# hashlib releases the GIL, so the sha256 pass costs almost no wall time.
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flux-sha256")
+
+
 @dataclass(frozen=True)
 class FileFacts:
     """What is known about a file before its rows are read."""
 
     path: Path
-    sha256: str
     size_bytes: int
     format: str
     headers: tuple[str, ...]  # normalised, in delivered order
+    digest: Future[str] = field(repr=False, compare=False)
+
+    @property
+    def sha256(self) -> str:
+        """The file's sha256; raises the encoding FileProblem if the bytes are not UTF-8."""
+        return self.digest.result()
 
 
 def file_format(path: Path) -> str:
@@ -65,19 +76,24 @@ def file_format(path: Path) -> str:
 
 
 def inspect_file(path: Path) -> FileFacts:
-    """Hash the file, check its encoding and read its header, without reading rows."""
+    """Start hashing the file (and checking its encoding), and read its header."""
     fmt = file_format(path)
-    sha256, size = _hash_and_check_text(path, check_utf8=fmt != "parquet")
+    size = path.stat().st_size
     if size == 0:
         raise FileProblem("delivery.empty_file", "the file is empty (0 bytes)")
-    headers = _headers(path, fmt)
+    digest = _HASHER.submit(_hash_and_check_text, path, check_utf8=fmt != "parquet")
+    try:
+        headers = _headers(path, fmt)
+    except FileProblem:
+        digest.result()  # a bad encoding is the root cause: report it first
+        raise
     if not headers:
         raise FileProblem("delivery.empty_file", "the file has no columns")
     _reject_duplicates(headers)
-    return FileFacts(path=path, sha256=sha256, size_bytes=size, format=fmt, headers=headers)
+    return FileFacts(path=path, size_bytes=size, format=fmt, headers=headers, digest=digest)
 
 
-def _hash_and_check_text(path: Path, *, check_utf8: bool) -> tuple[str, int]:
+def _hash_and_check_text(path: Path, *, check_utf8: bool) -> str:
     """One pass computes the sha256 and proves the bytes are UTF-8 (a cheap C decoder)."""
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -102,7 +118,7 @@ def _hash_and_check_text(path: Path, *, check_utf8: bool) -> tuple[str, int]:
             raise FileProblem(
                 "delivery.bad_encoding", "the file ends inside a multi-byte UTF-8 character"
             ) from exc
-    return digest.hexdigest(), size
+    return digest.hexdigest()
 
 
 def _reject_duplicates(headers: Sequence[str]) -> None:
@@ -182,6 +198,7 @@ def read_chunks(facts: FileFacts, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Itera
             if chunk.height:
                 yield chunk
     except (pl.exceptions.PolarsError, OSError) as exc:
+        _ = facts.sha256  # a bad encoding is the root cause: report it first
         raise FileProblem(
             "delivery.unreadable",
             f"the file cannot be parsed as {facts.format}: {_first_line(exc)}; "
