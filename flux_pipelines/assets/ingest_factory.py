@@ -11,6 +11,7 @@ quarantine can never disagree about a partition.
 """
 
 import datetime as dt
+import random
 from collections import Counter
 from collections.abc import Iterator
 
@@ -30,7 +31,7 @@ from flux_pipelines.contracts.ddl import (
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.pandera_schema import pandera_schema
 from flux_pipelines.contracts.registry import Agency, Registry
-from flux_pipelines.errors import PartitionRejected
+from flux_pipelines.errors import PartitionRejected, TransientError
 from flux_pipelines.ingest.delivery import (
     PartitionLoader,
     PartitionResult,
@@ -43,6 +44,14 @@ from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 PARTITIONS_START = "2020-01-01"
 DAILY = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1, timezone="UTC")
 CONSERVATION = "conservation"
+TRANSIENT_RETRIES = 3
+
+
+def retry_delay(attempt: int, base: float = 2.0, cap: float = 60.0) -> float:
+    """Exponential backoff with full jitter (so parallel retries do not stampede)."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
 CONTRACT_SCHEMA = "contract_schema"
 
 
@@ -150,9 +159,6 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
         can_subset=False,
         pool=agency_pool(agency),
         backfill_policy=dg.BackfillPolicy.single_run(),
-        retry_policy=dg.RetryPolicy(
-            max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-        ),
     )
     def _ingest(
         context: AssetExecutionContext, warehouse: FluxWarehouse
@@ -160,7 +166,15 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
         results: list[PartitionResult] = []
         check_rows: list[dict[str, object]] = []
         for key in context.partition_keys:
-            result, check = _load_one(context, warehouse, registry, agency, dataset, key)
+            try:
+                result, check = _load_one(context, warehouse, registry, agency, dataset, key)
+            except TransientError as exc:
+                # Only transient errors (a held lock) are retried; data and configuration
+                # errors fail at once with their message.
+                raise dg.RetryRequested(
+                    max_retries=TRANSIENT_RETRIES,
+                    seconds_to_wait=retry_delay(context.retry_number),
+                ) from exc
             results.append(result)
             check_rows.append(check)
             context.log.info(_summary_line(result))

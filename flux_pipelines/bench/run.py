@@ -107,6 +107,7 @@ def measure_partition_run(workdir: Path) -> dict[str, float]:
         "print(r.success, time.perf_counter()-t)"
     )
     home = workdir / "partition_run"
+    shutil.rmtree(home, ignore_errors=True)
     landing = home / "landing" / "nasa" / "meteorites" / "2026-01-05"
     landing.mkdir(parents=True, exist_ok=True)
     from flux_pipelines.contracts.registry import load_registry
@@ -118,13 +119,19 @@ def measure_partition_run(workdir: Path) -> dict[str, float]:
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     env = {**os.environ, "FLUX_HOME": str(home), "DAGSTER_HOME": str(dagster_home)}
-    started = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    wall = time.perf_counter() - started
-    success, inner = out.stdout.strip().splitlines()[-1].split()
-    return {"wall_seconds": wall, "in_process_seconds": float(inner), "success": success == "True"}
+    figures: dict[str, float] = {}
+    # The first run on a new DAGSTER_HOME also creates the SQLite schema; later runs (the
+    # daily case) reuse it. Both are measured, each from a fresh interpreter.
+    for label in ("first_run", "steady_run"):
+        started = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        figures[f"{label}_wall"] = time.perf_counter() - started
+        success, inner = out.stdout.strip().splitlines()[-1].split()
+        figures[f"{label}_after_start"] = float(inner)
+        figures[f"{label}_success"] = success == "True"
+    return figures
 
 
 def _child(kind: str, csv: Path, threads: int) -> dict[str, float]:
@@ -161,11 +168,12 @@ def run_bench(*, rows: int, workdir: Path, big_gb: float, threads: int = 2) -> N
         f"curated {flux['curated']:,}, quarantined {flux['quarantined']:,}"
     )
     run = measure_partition_run(workdir)
-    typer.echo(
-        f"small partition through Dagster from a fresh process: {run['wall_seconds']:.2f}s "
-        f"wall ({run['in_process_seconds']:.2f}s after interpreter start; target <= 5s; "
-        f"success={run['success']})"
-    )
+    for label, name in (("first_run", "first run, new instance"), ("steady_run", "next run")):
+        typer.echo(
+            f"small partition (500 rows) through Dagster, fresh process, {name}: "
+            f"{run[f'{label}_wall']:.2f}s wall ({run[f'{label}_after_start']:.2f}s after "
+            f"interpreter start; target <= 5s; success={bool(run[f'{label}_success'])})"
+        )
     if big_gb > 0:
         big_rows = int(big_gb * 1e9 / (csv.stat().st_size / rows))
         big = ensure_file(workdir, big_rows)
