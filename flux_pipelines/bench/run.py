@@ -134,14 +134,19 @@ def measure_partition_run(workdir: Path) -> dict[str, float]:
     return figures
 
 
-def _child(kind: str, csv: Path, threads: int) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-m", "flux_pipelines.bench.run", kind, str(csv), str(threads)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _child(kind: str, csv: Path, threads: int, repeat: int = 3) -> dict[str, float]:
+    """Median (by time) of ``repeat`` runs, each in a fresh process (as STACK_NOTES does)."""
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run(
+            [sys.executable, "-m", "flux_pipelines.bench.run", kind, str(csv), str(threads)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    runs.sort(key=lambda r: r["seconds"])
+    return runs[len(runs) // 2]
 
 
 def run_bench(*, rows: int, workdir: Path, big_gb: float, threads: int = 2) -> None:
@@ -151,7 +156,8 @@ def run_bench(*, rows: int, workdir: Path, big_gb: float, threads: int = 2) -> N
     base_rps = base["rows"] / base["seconds"]
     flux_rps = flux["rows"] / flux["seconds"]
     typer.echo(
-        f"\nfile: {csv.name}, {rows:,} rows x 10 columns, "
+        f"\nmedian of 3 runs, each in a fresh process; file: {csv.name}, "
+        f"{rows:,} rows x 10 columns, "
         f"{csv.stat().st_size / 1e6:.0f} MB, {threads} threads"
     )
     typer.echo(f"{'path':<46} {'seconds':>8} {'rows/s':>12} {'peak MB':>8}")
