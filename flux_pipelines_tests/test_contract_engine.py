@@ -14,7 +14,6 @@ import pandera.errors
 import polars as pl
 import pytest
 import yaml
-from flux_pipelines_tests.conftest import contract_doc, write_contract
 
 from flux_pipelines.contracts.jsonschema_export import json_schema
 from flux_pipelines.contracts.loader import load_contract
@@ -31,6 +30,7 @@ from flux_pipelines.contracts.validator import (
     truncate,
 )
 from flux_pipelines.errors import ConfigurationError, ContractError
+from flux_pipelines_tests.conftest import contract_doc, write_contract
 
 # --- loader: every rule kind ------------------------------------------------------------------
 

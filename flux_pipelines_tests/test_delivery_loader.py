@@ -11,6 +11,11 @@ from typing import Any
 import duckdb
 import polars as pl
 import pytest
+
+from flux_pipelines.contracts.loader import load_contract
+from flux_pipelines.contracts.model import Contract
+from flux_pipelines.contracts.validator import MAX_CELL_BYTES, TRUNCATION_MARKER
+from flux_pipelines.ingest.readers import inspect_file, read_chunks
 from flux_pipelines_tests.conftest import (
     DAY,
     contract_doc,
@@ -19,11 +24,6 @@ from flux_pipelines_tests.conftest import (
     run_load,
     write_contract,
 )
-
-from flux_pipelines.contracts.loader import load_contract
-from flux_pipelines.contracts.model import Contract
-from flux_pipelines.contracts.validator import MAX_CELL_BYTES, TRUNCATION_MARKER
-from flux_pipelines.ingest.readers import inspect_file, read_chunks
 
 COLUMNS = ["id", "name", "score", "kind", "note"]
 PROPS: list[dict[str, Any]] = [

@@ -70,7 +70,7 @@ def measure_flux(csv: Path, threads: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config = {
             "threads": str(threads),
-            "memory_limit": "2GB",
+            "memory_limit": "1GB",
             "preserve_insertion_order": "false",
         }
         conn = duckdb.connect(str(Path(tmp) / "flux.duckdb"), config=config)

@@ -39,7 +39,9 @@ class FluxWarehouse(dg.ConfigurableResource):
         default=20.0, description="How long to wait for another process's file lock"
     )
     threads: int = Field(default=2, description="DuckDB threads per connection")
-    memory_limit: str = Field(default="2GB", description="DuckDB memory limit per connection")
+    memory_limit: str = Field(
+        default="1GB", description="DuckDB memory limit per connection (bounds peak memory)"
+    )
 
     @property
     def root(self) -> Path:

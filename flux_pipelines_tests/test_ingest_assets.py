@@ -1,0 +1,190 @@
+"""Dagster-level tests: materialize partitions through Dagster and read the tables back.
+
+Deliveries come from the project's seeded generator, which records the defects it planted,
+so every expectation is known independently of the validator.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from flux_pipelines.assets.ingest_factory import DAILY, agency_pool, asset_keys
+from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.definitions import defs
+from flux_pipelines.demo.generator import generate_rows, write_delivery
+from flux_pipelines.resources.warehouse import FluxWarehouse
+from flux_pipelines_tests.conftest import check_results, ingest_assets, materialize
+
+DAY = "2026-02-02"
+SNAPSHOT = Path(__file__).with_name("snapshots") / "asset_graph.txt"
+
+
+def _deliver(home: Path, agency: str, dataset: str, day: str, rows: int, seed: int) -> set[int]:
+    """Land a generated delivery; returns the row numbers planted with a fatal defect."""
+    contract = load_registry().contract_for(dataset, dt.date.fromisoformat(day))
+    delivery = generate_rows(contract, rows, seed=seed, defect_rate=0.05)
+    folder = home / "landing" / agency / dataset / day
+    folder.mkdir(parents=True, exist_ok=True)
+    write_delivery(delivery.frame, folder / f"{dataset}.csv", "csv")
+    fatal = {r.id for r in contract.rules if r.severity == "fatal"}
+    planted = delivery.planted.filter(delivery.planted["rule_id"].is_in(list(fatal)))
+    return set(planted.get_column("row_number").to_list())
+
+
+def _db(home: Path, agency: str) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(home / "warehouse" / f"{agency}.duckdb"), read_only=True)
+
+
+def _partition_rows(conn: duckdb.DuckDBPyConnection, table: str, day: str) -> list[tuple]:
+    return conn.execute(
+        f"SELECT * EXCLUDE (_run_id, _loaded_at) FROM {table} "
+        "WHERE _partition_date = ? ORDER BY _file, _row_number",
+        [day],
+    ).fetchall()
+
+
+def test_partition_materializes_curated_and_quarantine(tmp_path: Path) -> None:
+    planted = _deliver(tmp_path, "nasa", "meteorites", DAY, rows=400, seed=3)
+    assert planted, "the generator planted fatal defects"
+    result = materialize(tmp_path, [("nasa", "meteorites")], DAY)
+    assert result.success
+    assert check_results(result) == {
+        "nasa/meteorites:conservation": True,
+        "nasa/meteorites:contract_schema": True,
+    }
+    with _db(tmp_path, "nasa") as conn:
+        quarantined = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT _row_number FROM meteorites_quarantine"
+            ).fetchall()
+        }
+        curated = conn.execute("SELECT count(*) FROM meteorites").fetchone()
+        raw = conn.execute("SELECT count(*) FROM raw_meteorites").fetchone()
+    assert quarantined == planted
+    assert curated == (400 - len(planted),) and raw == (400,)
+    # metadata the UI plots comes from the same numbers
+    mat = result.asset_materializations_for_node("nasa__meteorites__ingest")
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in mat}
+    assert by_key["nasa/meteorites"]["dagster/row_count"].value == 400 - len(planted)
+    assert by_key["nasa/meteorites"]["reject_rate"].value == pytest.approx(len(planted) / 400)
+    # the published read-only copy holds exactly the curated partition
+    published = tmp_path / "published" / "nasa" / "meteorites" / f"{DAY}.parquet"
+    assert duckdb.sql(f"SELECT count(*) FROM '{published}'").fetchall() == [curated]
+
+
+def test_rerun_is_idempotent_and_replaces_only_its_partition(tmp_path: Path) -> None:
+    other_day = "2026-02-03"
+    _deliver(tmp_path, "nasa", "meteorites", DAY, rows=300, seed=4)
+    _deliver(tmp_path, "nasa", "meteorites", other_day, rows=200, seed=5)
+    assert materialize(tmp_path, [("nasa", "meteorites")], DAY).success
+    assert materialize(tmp_path, [("nasa", "meteorites")], other_day).success
+    with _db(tmp_path, "nasa") as conn:
+        first = _partition_rows(conn, "meteorites", DAY)
+        other = _partition_rows(conn, "meteorites", other_day)
+    assert materialize(tmp_path, [("nasa", "meteorites")], DAY).success
+    with _db(tmp_path, "nasa") as conn:
+        assert _partition_rows(conn, "meteorites", DAY) == first
+        assert _partition_rows(conn, "meteorites", other_day) == other
+        assert conn.execute("SELECT count(*) FROM meteorites").fetchone() == (
+            len(first) + len(other),
+        )
+
+
+def test_bad_file_fails_only_its_partition(tmp_path: Path) -> None:
+    bad_day, good_day = DAY, "2026-02-03"
+    folder = tmp_path / "landing" / "nasa" / "meteorites" / bad_day
+    folder.mkdir(parents=True)
+    (folder / "broken.csv").write_bytes(b"id,name\n1,Caf\x94\n")
+    _deliver(tmp_path, "nasa", "meteorites", good_day, rows=100, seed=6)
+    _deliver(tmp_path, "nga", "constituents", bad_day, rows=100, seed=7)
+
+    failed = materialize(tmp_path, [("nasa", "meteorites")], bad_day)
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+    for expected in ("nasa", "meteorites", "broken.csv", "delivery.bad_encoding", "UTF-8"):
+        assert expected in message
+    with _db(tmp_path, "nasa") as conn:
+        assert conn.execute(
+            "SELECT rule_id, _row_number FROM meteorites_quarantine WHERE _file = 'broken.csv'"
+        ).fetchall() == [("delivery.bad_encoding", None)]
+
+    # the same agency's other day and another agency's same day are untouched
+    assert materialize(tmp_path, [("nasa", "meteorites")], good_day).success
+    assert materialize(tmp_path, [("nga", "constituents")], bad_day).success
+
+
+def test_single_run_backfill_over_a_day_range(tmp_path: Path) -> None:
+    days = ["2026-02-02", "2026-02-03", "2026-02-04"]
+    expected = {}
+    for i, day in enumerate(days):
+        planted = _deliver(tmp_path, "nga", "media_items", day, rows=150 + i, seed=10 + i)
+        expected[day] = 150 + i - len(planted)
+    result = dg.materialize(
+        ingest_assets([("nga", "media_items")]),
+        resources={"warehouse": FluxWarehouse(home=str(tmp_path))},
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={
+            "dagster/asset_partition_range_start": days[0],
+            "dagster/asset_partition_range_end": days[-1],
+        },
+    )
+    assert result.success
+    with _db(tmp_path, "nga") as conn:
+        counts = dict(
+            conn.execute(
+                "SELECT CAST(_partition_date AS VARCHAR), count(*) FROM media_items GROUP BY 1"
+            ).fetchall()
+        )
+    assert counts == expected
+    # one run, one step, every day of the range in it (a single-run backfill)
+    steps = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
+    assert len(steps) == 1
+    mat = result.asset_materializations_for_node("nga__media_items__ingest")
+    curated = [m for m in mat if m.asset_key.to_user_string() == "nga/media_items"]
+    assert sorted(m.partition for m in curated) == days
+
+
+def test_asset_graph_snapshot() -> None:
+    """The whole graph (keys, groups, kinds, pools, checks, jobs) as reviewed text.
+
+    Set FLUX_UPDATE_SNAPSHOTS=1 to rewrite it after an intended change, then review the diff.
+    """
+    graph = defs.resolve_asset_graph()
+    lines = []
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        deps = ",".join(sorted(d.to_user_string() for d in node.parent_keys))
+        lines.append(
+            f"asset {key.to_user_string()} group={node.group_name} "
+            f"kinds={','.join(sorted(node.kinds))} deps=[{deps}]"
+        )
+    for check in sorted(graph.asset_check_keys, key=lambda k: k.to_user_string()):
+        lines.append(f"check {check.to_user_string()}")
+    for node in sorted(defs.assets or [], key=lambda a: a.node_def.name):  # type: ignore[union-attr]
+        lines.append(f"step {node.node_def.name} pool={node.node_def.pool}")  # type: ignore[union-attr]
+    for job in sorted(j.name for j in defs.jobs or []):  # type: ignore[union-attr]
+        lines.append(f"job {job}")
+    text = "\n".join(lines) + "\n"
+    if os.environ.get("FLUX_UPDATE_SNAPSHOTS"):
+        SNAPSHOT.write_text(text)
+    assert text == SNAPSHOT.read_text()
+
+
+def test_every_agency_dataset_pair_is_one_ingest_step_with_its_agency_pool() -> None:
+    registry = load_registry()
+    steps = {a.node_def.name: a for a in defs.assets}  # type: ignore[union-attr]
+    pairs = [(a, d) for a in registry.agencies for d in a.datasets]
+    assert len(steps) == len(pairs)
+    for agency, dataset in pairs:
+        assets = next(a for a in steps.values() if asset_keys(agency, dataset)[1] in a.keys)  # type: ignore[union-attr]
+        assert assets.node_def.pool == agency_pool(agency)  # type: ignore[union-attr]
+        assert set(assets.keys) == set(asset_keys(agency, dataset))  # type: ignore[union-attr]
+        assert assets.partitions_def == DAILY  # type: ignore[union-attr]
