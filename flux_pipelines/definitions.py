@@ -9,13 +9,11 @@ import dagster as dg
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.domains import collections, science, spending
 from flux_pipelines.jobs import ingest_jobs
-from flux_pipelines.resources.warehouse import FluxWarehouse
-
-FLUX_HOME_ENV = "FLUX_HOME"
+from flux_pipelines.resources.warehouse import FLUX_HOME_ENV, FluxWarehouse
 
 
 def warehouse_resource() -> FluxWarehouse:
-    """FLUX_HOME when set (EnvVar, resolved at run time), else the project's .flux folder."""
+    """FLUX_HOME as an EnvVar when set at load (shown in the UI), else resolved at run time."""
     if os.environ.get(FLUX_HOME_ENV):
         return FluxWarehouse(home=dg.EnvVar(FLUX_HOME_ENV))
     return FluxWarehouse()

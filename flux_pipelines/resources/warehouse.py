@@ -28,13 +28,18 @@ from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import TransientError
 
 DEFAULT_HOME = str(Path(__file__).resolve().parents[2] / ".flux")
+FLUX_HOME_ENV = "FLUX_HOME"
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
 
 
 class FluxWarehouse(dg.ConfigurableResource):
     """Where Flux reads deliveries and writes each agency's DuckDB file."""
 
-    home: str = Field(default=DEFAULT_HOME, description="Root of landing/, warehouse/, published/")
+    home: str = Field(
+        default="",
+        description="Root of landing/, warehouse/, published/; empty: $FLUX_HOME at run time, "
+        "else <project>/.flux",
+    )
     lock_wait_seconds: float = Field(
         default=20.0, description="How long to wait for another process's file lock"
     )
@@ -45,7 +50,7 @@ class FluxWarehouse(dg.ConfigurableResource):
 
     @property
     def root(self) -> Path:
-        return Path(self.home).resolve()
+        return Path(self.home or os.environ.get(FLUX_HOME_ENV) or DEFAULT_HOME).resolve()
 
     @property
     def landing_root(self) -> Path:
