@@ -510,3 +510,22 @@ def test_huge_field_is_truncated_in_original_row(
     assert (originals[3]["id"], originals[3]["kind"]) == ("7", "x")
     # the raw table keeps the full delivered value
     assert rows(conn, "SELECT strlen(name) FROM raw_items WHERE _row_number = 1") == [(20_000,)]
+
+
+def test_empty_keys_are_never_duplicates(tmp_path: Path, conn: duckdb.DuckDBPyConnection) -> None:
+    """Optional unique columns: many empty cells are not a repeated key (real NGA ulanid)."""
+    doc = contract_doc(
+        [
+            {"name": "id", "logicalType": "integer", "required": True, "primaryKey": True},
+            {"name": "code", "logicalType": "string", "unique": True},
+        ]
+    )
+    contract = load_contract(write_contract(tmp_path, doc))
+    path = tmp_path / "d.csv"
+    path.write_text("id,code\n1,\n2,NA\n3,\n4,x\n5,x\n6, \n")
+    run_load(conn, contract, [path], tmp_path)
+    flagged = rows(
+        conn,
+        "SELECT _row_number FROM items_quarantine WHERE rule_id = 'code.unique' ORDER BY 1",
+    )
+    assert flagged == [(4,), (5,)]

@@ -90,6 +90,13 @@ def test_nga_constituents_and_media_items(tmp_path: Path, real_data: Path) -> No
                 conn, f"SELECT count(DISTINCT _row_number) FROM {table}_quarantine"
             )
             assert curated + quarantined == delivered, table
+        # every copy of a repeated non-empty ULAN id is flagged, empty ones never
+        ulan = pl.read_csv(constituents, infer_schema=False).get_column("ulanid").str.strip_chars()
+        repeated = ulan.filter(ulan.is_not_null() & ulan.is_duplicated()).len()
+        flagged = _scalar(
+            conn, "SELECT count(*) FROM constituents_warnings WHERE rule_id = 'ulanid.unique'"
+        )
+        assert flagged == repeated > 0
         loaded = dict(
             conn.execute("SELECT CAST(mediaid AS VARCHAR), description FROM media_items").fetchall()
         )

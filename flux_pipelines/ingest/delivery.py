@@ -316,10 +316,7 @@ class PartitionLoader:
                 FILE,
                 ROW,
                 *[self._clean_key(c).alias(c) for c in self._unique_columns],
-                *[
-                    self._clean_key(c).hash(seed=7).alias(f"{c}__hash")
-                    for c in self._unique_columns
-                ],
+                *[_key_hash(self._clean_key(c)).alias(f"{c}__hash") for c in self._unique_columns],
             ).write_parquet(self.staging / KEYS_DIR / part.name, compression="uncompressed")
 
     def _validate_and_split(self, text: pl.DataFrame, facts: FileFacts) -> None:
@@ -488,7 +485,8 @@ class PartitionLoader:
                 SELECT _file, _row_number, {col} AS v FROM read_parquet([{listed}])
                 WHERE {hashed} IN (SELECT h FROM repeated)"""
             ).pl()
-            found[column] = candidates.filter(pl.len().over("v") > 1).select(FILE, ROW)
+            repeated = candidates.filter(pl.col("v").is_not_null() & (pl.len().over("v") > 1))
+            found[column] = repeated.select(FILE, ROW)
         return found
 
     # -- raw zone ---------------------------------------------------------------------------
@@ -625,6 +623,11 @@ def raw_view_sql(table: str, dataset: str, raw_root: Path) -> str:
         LEFT JOIN {DELIVERIES_TABLE} d
           ON d.dataset = {_literal(dataset)} AND d.{PARTITION} = r.{PARTITION}
          AND d.file = r._file"""
+
+
+def _key_hash(key: pl.Expr) -> pl.Expr:
+    """64-bit hash of a key; null stays null (an empty key is never a duplicate)."""
+    return pl.when(key.is_not_null()).then(key.hash(seed=7))
 
 
 def _literal(value: str) -> str:
