@@ -167,7 +167,6 @@ class PartitionLoader:
         self.raw_dir = partition_dir(raw_root, day)
         self.staging = raw_root / f".staging-{day.isoformat()}-{uuid.uuid4().hex[:8]}"
         self._raw_parts: dict[str, list[Path]] = {}
-        self._kept_raw_parts: list[Path] = []  # rejected files' raw rows, kept, not validated
         self._parts_written = 0
         self._split_parts: dict[str, dict[str, list[Path]]] = {}  # file -> table -> parts
         self._writer = BackgroundWriter()
@@ -179,7 +178,6 @@ class PartitionLoader:
         self.tables = DatasetTables.for_dataset(contract.dataset)
         self.validator = RowValidator(contract)
         self.loaded_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        self.rule_counts: Counter[str] = Counter()
         self._aliases = _alias_map(contract)
         self._unique_columns = sorted(
             {r.column for r in contract.rules if r.kind == "unique" and r.column}
@@ -427,18 +425,16 @@ class PartitionLoader:
         outcome.rule_id = problem.rule_id
         outcome.reason = problem.reason
         day = self.day
-        if problem.rule_id in ("delivery.unreadable", "delivery.missing_required_columns"):
-            # Unreadable: partial raw rows would mislead. Missing columns: the raw rows stay
-            # (they are what was delivered) but are not validated or keyed.
-            parts = self._raw_parts.pop(outcome.file, [])
-            for part in parts:
-                (self.staging / KEYS_DIR / part.name).unlink(missing_ok=True)
-                if problem.rule_id == "delivery.unreadable":
-                    part.unlink(missing_ok=True)
-                else:
-                    self._kept_raw_parts.append(part)
-            if problem.rule_id == "delivery.unreadable":
-                outcome.rows_read = None
+        # A rejected file's rows are never keyed (they must not make other files' rows
+        # duplicates). Its raw rows stay only when they were read whole (a missing column:
+        # they are what was delivered); partial rows of an unreadable file would mislead.
+        keep_raw = problem.rule_id == "delivery.missing_required_columns"
+        for part in self._raw_parts.pop(outcome.file, []):
+            (self.staging / KEYS_DIR / part.name).unlink(missing_ok=True)
+            if not keep_raw:
+                part.unlink(missing_ok=True)
+        if not keep_raw and (outcome.rows_read or problem.rule_id == "delivery.unreadable"):
+            outcome.rows_read = None  # raw rows dropped, file not read whole: no count to trust
         self.conn.execute(
             f"""INSERT INTO {quote(self.tables.quarantine)} BY NAME
             SELECT ?::DATE AS {PARTITION}, ? AS _file, NULL AS _row_number, ? AS rule_id,
