@@ -180,7 +180,7 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
             context.log.info(_summary_line(result))
         errors = [e for r in results for e in r.errors]
         if errors:
-            first = results[[bool(r.errors) for r in results].index(True)]
+            first = next(r for r in results if r.errors)
             rejection = PartitionRejected(agency.id, dataset, first.day.isoformat(), errors)
             raise dg.Failure(
                 description=str(rejection),

@@ -7,7 +7,6 @@ uniqueness pass), so what an agency sees here is what Flux will do with the deli
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +41,6 @@ def validate_file(path: Path, *, dataset: str, day: dt.date, agency: str) -> Ver
     contract = load_registry().contract_for(dataset, day)
     tables = DatasetTables.for_dataset(dataset)
     with tempfile.TemporaryDirectory(prefix="flux-validate-") as scratch:
-        # The loader reads a delivery folder's files by name; a private copy keeps it so.
-        staged = Path(scratch) / path.name
-        shutil.copyfile(path, staged)
         conn = duckdb.connect(":memory:")
         try:
             loader = PartitionLoader(
@@ -55,7 +51,7 @@ def validate_file(path: Path, *, dataset: str, day: dt.date, agency: str) -> Ver
                 run_id="flux-validate",
                 raw_root=Path(scratch) / "raw",
             )
-            result = load_partition(loader, [staged])
+            result = load_partition(loader, [path])
             cols = ", ".join(REPORT_COLUMNS)
             violations = conn.sql(
                 f"SELECT {cols} FROM {quote(tables.quarantine)} UNION ALL "
