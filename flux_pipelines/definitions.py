@@ -1,4 +1,4 @@
-"""The Dagster code location: every domain's assets, jobs and resources, from contracts."""
+"""The Dagster code location: every domain's assets, jobs, sensors, schedules and resources."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import os
 
 import dagster as dg
 
+from flux_pipelines.assets.publish_factory import catalog_assets
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.domains import collections, science, spending
-from flux_pipelines.jobs import ingest_jobs
+from flux_pipelines.jobs import PARALLEL_EXECUTOR, agency_jobs, all_agencies_job
 from flux_pipelines.resources.warehouse import FLUX_HOME_ENV, FluxWarehouse
+from flux_pipelines.schedules.daily import daily_refresh_job, daily_refresh_schedule
+from flux_pipelines.sensors.landing import landing_sensors
 
 
 def warehouse_resource() -> FluxWarehouse:
@@ -21,14 +24,20 @@ def warehouse_resource() -> FluxWarehouse:
 
 def build_definitions() -> dg.Definitions:
     registry = load_registry()
+    refresh = daily_refresh_job(registry)
+    per_agency = agency_jobs(registry)
     return dg.Definitions.merge(
         collections.definitions(registry),
         science.definitions(registry),
         spending.definitions(registry),
         dg.Definitions(
-            jobs=ingest_jobs(registry),
+            assets=catalog_assets(registry),
+            jobs=[*per_agency.values(), all_agencies_job(registry), refresh],
+            sensors=landing_sensors(registry, per_agency),
+            schedules=[daily_refresh_schedule(refresh)],
             resources={"warehouse": warehouse_resource()},
-            executor=dg.in_process_executor,
+            # Ad hoc selections and UI backfills may span agencies: run them in parallel.
+            executor=PARALLEL_EXECUTOR,
         ),
     )
 

@@ -32,19 +32,23 @@ from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.pandera_schema import pandera_schema
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.errors import PartitionRejected, TransientError
+from flux_pipelines.faults import crash_point
 from flux_pipelines.ingest.delivery import (
     PartitionLoader,
     PartitionResult,
     delivered_files,
+    delivery_manifest,
     load_partition,
     raw_counts,
 )
+from flux_pipelines.instance.launcher import record_run_worker
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 
 PARTITIONS_START = "2020-01-01"
 DAILY = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1, timezone="UTC")
 CONSERVATION = "conservation"
 TRANSIENT_RETRIES = 3
+DELIVERY_WINDOW = dt.timedelta(hours=24)
 
 
 def retry_delay(attempt: int, base: float = 2.0, cap: float = 60.0) -> float:
@@ -53,6 +57,13 @@ def retry_delay(attempt: int, base: float = 2.0, cap: float = 60.0) -> float:
 
 
 CONTRACT_SCHEMA = "contract_schema"
+
+
+def delivery_freshness(agency: Agency) -> dg.FreshnessPolicy:
+    """Fresh when a delivery loaded in the 24 hours before the agency's daily deadline."""
+    return dg.FreshnessPolicy.cron(
+        deadline_cron=agency.delivery_deadline, lower_bound_delta=DELIVERY_WINDOW, timezone="UTC"
+    )
 
 
 def agency_pool(agency: Agency) -> str:
@@ -124,6 +135,7 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
                 "contract_version": contract.version,
                 "rules": len(contract.rules),
             },
+            freshness_policy=delivery_freshness(agency),
             **common,
         ),
         dg.AssetSpec(
@@ -163,6 +175,9 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
     def _ingest(
         context: AssetExecutionContext, warehouse: FluxWarehouse
     ) -> Iterator[dg.MaterializeResult]:
+        # Lets run monitoring tell a dead run worker from a slow one (instance/launcher.py).
+        record_run_worker(context.instance, context.run.run_id)
+        crash_point("ingest.started")
         results: list[PartitionResult] = []
         check_rows: list[dict[str, object]] = []
         for key in context.partition_keys:
@@ -207,7 +222,8 @@ def _load_one(
 ) -> tuple[PartitionResult, dict[str, object]]:
     day = dt.date.fromisoformat(partition_key)
     contract = registry.contract_for(dataset, day)
-    files = delivered_files(warehouse.landing_dir(agency.id, dataset, partition_key))
+    folder = warehouse.landing_dir(agency.id, dataset, partition_key)
+    files, manifest = delivered_files(folder), delivery_manifest(folder)
     with warehouse.connect(agency.id) as conn:
         loader = PartitionLoader(
             conn,
@@ -217,7 +233,7 @@ def _load_one(
             run_id=context.run.run_id,
             raw_root=warehouse.raw_root(agency.id, dataset),
         )
-        result = load_partition(loader, files)
+        result = load_partition(loader, files, manifest)
         checks = {
             "day": partition_key,
             **conservation(conn, contract, day, raw_counts(loader.raw_dir, conn)),
@@ -226,6 +242,7 @@ def _load_one(
         publish_partition(
             conn, warehouse, agency.id, dataset, DatasetTables.for_dataset(dataset).curated, day
         )
+        crash_point("ingest.published")
     return result, checks
 
 

@@ -8,8 +8,6 @@ shows the runs, materializations, check results and metadata plots.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -17,18 +15,9 @@ import duckdb
 import typer
 
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, DatasetTables, quote
-from flux_pipelines.contracts.registry import PROJECT_ROOT, load_registry
+from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.errors import ConfigurationError
-
-
-def prepare_dagster_home(home: Path) -> Path:
-    """A DAGSTER_HOME holding the project's dagster.yaml (embedded SQLite storage)."""
-    dagster_home = home / "dagster_home"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    os.environ["FLUX_HOME"] = str(home)
-    return dagster_home
+from flux_pipelines.instance.config import prepare_dagster_home
 
 
 def run_demo(
@@ -37,7 +26,8 @@ def run_demo(
     registry = load_registry()
     for agency in agencies:
         registry.agency(agency)  # unknown ids fail here, with the list of known ones
-    dagster_home = prepare_dagster_home(home)
+    instance = prepare_dagster_home(home)
+    typer.echo(instance.describe())
     from flux_pipelines.demo.generator import generate_landing
 
     day_list = [first_day + dt.timedelta(days=i) for i in range(days)]
@@ -57,8 +47,8 @@ def run_demo(
     failed = materialize_agencies(agencies, day_list)
     print_summary(home, agencies, registry)
     typer.echo(
-        "\nOpen the UI:\n"
-        f"  DAGSTER_HOME={dagster_home} FLUX_HOME={home} uv run dagster dev -w workspace.yaml\n"
+        "\nOpen the UI (webserver + daemon with sensors and schedules on 127.0.0.1:3000):\n"
+        f"  uv run flux dev --home {home}\n"
         f"Query the data (read-only published copies):\n"
         f'  uv run python -c "import duckdb; print(duckdb.sql(\\"SELECT * FROM '
         f"'{home}/published/nasa/meteorites/*.parquet' LIMIT 5\\\"))\""

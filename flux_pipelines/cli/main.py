@@ -58,6 +58,28 @@ def demo(
 
 
 @app.command()
+def dev(
+    home: Annotated[Path, typer.Option(help="Where landing/, warehouse/, published/ are")] = Path(
+        ".flux"
+    ),
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Webserver port")] = 3000,
+) -> None:
+    """Start Dagster's webserver and daemon (sensors, schedules, queued runs) on loopback.
+
+    Storage: PostgreSQL when DAGSTER_PG_HOST is set, else embedded SQLite under
+    <home>/dagster_home. Ctrl-C or SIGTERM stops the webserver, daemon and code servers.
+    """
+    from flux_pipelines.cli.dev import run_dev
+
+    try:
+        code = run_dev(home.resolve(), host, port)
+    except ConfigurationError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+@app.command()
 def validate(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A delivered file")],
     dataset: Annotated[str, typer.Option(help="Dataset id, e.g. meteorites")],

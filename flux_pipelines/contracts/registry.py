@@ -35,6 +35,17 @@ class Agency(BaseModel):
     datasets: tuple[str, ...]
     owner: str = ""
     source_names: tuple[str, ...] = ()
+    # When each day's delivery is due (cron, UTC); freshness is judged against it.
+    delivery_deadline: str = "0 9 * * *"
+
+    @field_validator("delivery_deadline")
+    @classmethod
+    def _deadline_is_cron(cls, v: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(v):
+            raise ValueError(f"delivery_deadline {v!r} is not a cron expression (e.g. '0 9 * * *')")
+        return v
 
     @field_validator("id")
     @classmethod

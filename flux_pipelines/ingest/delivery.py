@@ -48,6 +48,14 @@ from flux_pipelines.contracts.validator import (
     truncate,
 )
 from flux_pipelines.errors import DeliveryError
+from flux_pipelines.faults import crash_point
+from flux_pipelines.ingest.manifest import (
+    MANIFEST_NAMES,
+    Manifest,
+    ManifestInvalid,
+    manifest_path,
+    read_manifest,
+)
 from flux_pipelines.ingest.readers import (
     DEFAULT_CHUNK_ROWS,
     FileFacts,
@@ -58,9 +66,16 @@ from flux_pipelines.ingest.readers import (
 from flux_pipelines.resources.warehouse import ensure_tables
 
 IGNORED_PREFIXES = (".", "_", "~")
+TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", ".swp")
 KEYS_DIR = ".keys"
 SPLIT_DIR = ".split"
-MANIFEST_NAMES = {"manifest.json", "_manifest.json"}
+# Rejections after which the raw rows stay: the file was read whole, so they are what
+# was delivered (evidence for the agency), but none of them is curated.
+READ_WHOLE_REJECTIONS = {
+    "delivery.missing_required_columns",
+    "delivery.manifest_sha256_mismatch",
+    "delivery.manifest_row_count_mismatch",
+}
 
 
 @dataclass
@@ -113,18 +128,31 @@ class PartitionResult:
         return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
 
 
+def is_data_file_name(name: str) -> bool:
+    """False for hidden, temporary (still being written) and manifest files."""
+    return (
+        not name.startswith(IGNORED_PREFIXES)
+        and name not in MANIFEST_NAMES
+        and not name.lower().endswith(TEMPORARY_SUFFIXES)
+    )
+
+
 def delivered_files(folder: Path) -> list[Path]:
     """The data files of a delivery folder (temporary, hidden and manifest files excluded)."""
     if not folder.is_dir():
         return []
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file()
-        and not p.name.startswith(IGNORED_PREFIXES)
-        and p.name not in MANIFEST_NAMES
-        and not p.name.endswith((".tmp", ".part", ".partial"))
-    )
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_data_file_name(p.name))
+
+
+def delivery_manifest(folder: Path) -> Manifest | ManifestInvalid | None:
+    """The delivery's manifest, the reason it is unusable, or None when there is none."""
+    path = manifest_path(folder)
+    if path is None:
+        return None
+    try:
+        return read_manifest(path)
+    except ManifestInvalid as exc:
+        return exc
 
 
 class BackgroundWriter:
@@ -185,7 +213,9 @@ class PartitionLoader:
         self._text_columns = [FILE, ROW, *contract.column_names, "_unmapped"]
 
     # -- orchestration --------------------------------------------------------------------
-    def load(self, files: Sequence[Path]) -> PartitionResult:
+    def load(
+        self, files: Sequence[Path], manifest: Manifest | ManifestInvalid | None = None
+    ) -> PartitionResult:
         """Replace the partition with these files' rows (call inside a transaction)."""
         ensure_tables(self.conn, self.contract)
         self._delete_partition()
@@ -195,16 +225,19 @@ class PartitionLoader:
         staged: list[FileFacts] = []
         outcomes: list[FileOutcome] = []
         for path in files:
-            outcome, facts = self._stage_file(path)
+            outcome, facts = self._stage_file(path, manifest)
             outcomes.append(outcome)
             if facts is not None:
                 staged.append(facts)
+        outcomes += self._missing_from_manifest(manifest, files)
+        crash_point("loader.staged")
         duplicates = self._duplicates()
         for facts in staged:
             self._validate_file(facts, duplicates)
             self._insert_split(facts)
         for folder in (KEYS_DIR, SPLIT_DIR):
             shutil.rmtree(self.staging / folder, ignore_errors=True)
+        crash_point("loader.inserted")
         self._recount(outcomes)
         self._record_deliveries(outcomes)
         return PartitionResult(
@@ -227,10 +260,15 @@ class PartitionLoader:
             ],
         )
 
-    def _stage_file(self, path: Path) -> tuple[FileOutcome, FileFacts | None]:
+    def _stage_file(
+        self, path: Path, manifest: Manifest | ManifestInvalid | None
+    ) -> tuple[FileOutcome, FileFacts | None]:
         """Pass 1: check the file as a whole and stage its rows; None if it is rejected."""
         outcome = FileOutcome(file=path.name)
         try:
+            if isinstance(manifest, ManifestInvalid):
+                outcome.rows_read = None  # not read: the delivery is not trusted
+                raise FileProblem("delivery.manifest_invalid", str(manifest))
             facts = inspect_file(path)
             outcome.size_bytes, outcome.format = facts.size_bytes, facts.format
             mapping, outcome.unmapped, outcome.missing = self._map_headers(facts.headers)
@@ -246,6 +284,8 @@ class PartitionLoader:
                     f"required column(s) {', '.join(missing_required)} are missing; the file "
                     f"has {', '.join(facts.headers)}",
                 )
+            if manifest is not None:
+                _check_against_manifest(manifest, outcome)
         except FileProblem as problem:
             self._reject(outcome, problem)
             return outcome, None
@@ -428,7 +468,7 @@ class PartitionLoader:
         # A rejected file's rows are never keyed (they must not make other files' rows
         # duplicates). Its raw rows stay only when they were read whole (a missing column:
         # they are what was delivered); partial rows of an unreadable file would mislead.
-        keep_raw = problem.rule_id == "delivery.missing_required_columns"
+        keep_raw = problem.rule_id in READ_WHOLE_REJECTIONS
         for part in self._raw_parts.pop(outcome.file, []):
             (self.staging / KEYS_DIR / part.name).unlink(missing_ok=True)
             if not keep_raw:
@@ -455,6 +495,27 @@ class PartitionLoader:
                 self.loaded_at,
             ],
         )
+
+    def _missing_from_manifest(
+        self, manifest: Manifest | ManifestInvalid | None, files: Sequence[Path]
+    ) -> list[FileOutcome]:
+        """One rejected outcome per file the manifest lists that was not delivered."""
+        if not isinstance(manifest, Manifest):
+            return []
+        present = {p.name for p in files}
+        outcomes = []
+        for entry in manifest.files:
+            if entry.name in present:
+                continue
+            outcome = FileOutcome(file=entry.name, rows_read=None)
+            problem = FileProblem(
+                "delivery.manifest_missing_file",
+                f"the manifest lists {entry.name} ({entry.rows} rows) but it was not "
+                "delivered; send the file or a corrected manifest",
+            )
+            self._reject(outcome, problem)
+            outcomes.append(outcome)
+        return outcomes
 
     # -- whole-delivery rules --------------------------------------------------------------
     def _clean_key(self, column: str) -> pl.Expr:
@@ -575,17 +636,22 @@ class PartitionLoader:
             )
 
 
-def load_partition(loader: PartitionLoader, files: Sequence[Path]) -> PartitionResult:
+def load_partition(
+    loader: PartitionLoader,
+    files: Sequence[Path],
+    manifest: Manifest | ManifestInvalid | None = None,
+) -> PartitionResult:
     """Load in one transaction, then swap the staged raw Parquet in; undo both on failure."""
     conn = loader.conn
     conn.begin()
     try:
-        result = loader.load(files)
+        result = loader.load(files, manifest)
         conn.commit()
     except BaseException:
         conn.rollback()
         loader.discard_raw()
         raise
+    crash_point("loader.committed")
     loader.publish_raw()
     return result
 
@@ -647,4 +713,33 @@ def _expected_for(rule_id: str) -> str:
         "delivery.duplicate_columns": "each column once",
         "delivery.missing_required_columns": "every required column present",
         "delivery.unsupported_format": "csv, json, jsonl or parquet",
+        "delivery.manifest_invalid": "a manifest in the documented format",
+        "delivery.manifest_missing_file": "every file the manifest lists",
+        "delivery.manifest_unlisted_file": "only files the manifest lists",
+        "delivery.manifest_sha256_mismatch": "the sha256 the manifest gives",
+        "delivery.manifest_row_count_mismatch": "the row count the manifest gives",
     }.get(rule_id, "an acceptable file")
+
+
+def _check_against_manifest(manifest: Manifest, outcome: FileOutcome) -> None:
+    """Raise the delivery-level fatal when a staged file differs from its manifest entry."""
+    entry = manifest.entry(outcome.file)
+    if entry is None:
+        listed = ", ".join(f.name for f in manifest.files)
+        raise FileProblem(
+            "delivery.manifest_unlisted_file",
+            f"{outcome.file} is not listed in the manifest (it lists {listed}); add it to "
+            "the manifest or remove the file",
+        )
+    if (outcome.sha256 or "").lower() != entry.sha256.lower():
+        raise FileProblem(
+            "delivery.manifest_sha256_mismatch",
+            f"sha256 is {outcome.sha256}, the manifest says {entry.sha256.lower()}: the file "
+            "changed or was cut short in transit; re-send it",
+        )
+    if outcome.rows_read != entry.rows:
+        raise FileProblem(
+            "delivery.manifest_row_count_mismatch",
+            f"{outcome.rows_read} data rows read, the manifest says {entry.rows}; re-send the "
+            "file or a corrected manifest",
+        )

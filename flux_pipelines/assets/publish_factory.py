@@ -1,0 +1,83 @@
+"""Published catalogs: one read-only DuckDB file per agency with views over its published
+Parquet partitions, rebuilt by the daily schedule (and on demand).
+
+Analysts open ``published/<agency>/catalog.duckdb`` (read-only) and query
+``meteorites`` etc.; the views read ``published/<agency>/<dataset>/*.parquet``, which each
+load swaps in atomically, so they never see half a partition and never hold a lock on the
+pipeline's working file (DESIGN: analysts never block).
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from dagster import AssetExecutionContext
+
+from flux_pipelines.assets.ingest_factory import asset_keys
+from flux_pipelines.contracts.ddl import quote
+from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.resources.warehouse import FluxWarehouse
+
+CATALOG_FILE = "catalog.duckdb"
+
+
+def catalog_key(agency: Agency) -> dg.AssetKey:
+    return dg.AssetKey([agency.key, "published_catalog"])
+
+
+def write_catalog(warehouse: FluxWarehouse, agency: Agency) -> tuple[Path, dict[str, int]]:
+    """(Re)build the agency's catalog file atomically; returns its path and rows per view."""
+    root = warehouse.root / "published" / agency.id
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / CATALOG_FILE
+    tmp = root / f".{CATALOG_FILE}.tmp"
+    tmp.unlink(missing_ok=True)
+    rows: dict[str, int] = {}
+    with duckdb.connect(str(tmp)) as conn:
+        for dataset in agency.datasets:
+            folder = warehouse.published_dir(agency.id, dataset)
+            if not any(folder.glob("*.parquet")):
+                continue
+            pattern = str(folder / "*.parquet").replace("'", "''")
+            conn.execute(
+                f"CREATE VIEW {quote(dataset)} AS SELECT * FROM read_parquet('{pattern}', "
+                "union_by_name = true)"
+            )
+            counted = conn.execute(f"SELECT count(*) FROM {quote(dataset)}").fetchone()
+            rows[dataset] = int(counted[0]) if counted else 0
+    os.replace(tmp, target)
+    return target, rows
+
+
+def build_catalog_asset(agency: Agency, registry: Registry) -> dg.AssetsDefinition:
+    curated = [asset_keys(agency, d)[1] for d in agency.datasets]
+
+    @dg.asset(
+        key=catalog_key(agency),
+        deps=curated,
+        group_name=agency.key,
+        kinds={"duckdb", "parquet"},
+        owners=[agency.owner] if agency.owner else [],
+        tags={"agency": agency.key, "layer": "published"},
+        description=f"Read-only catalog of {agency.name}'s published partitions for analysts: "
+        f"one view per dataset over published/{agency.id}/<dataset>/*.parquet.",
+        pool=f"published_{agency.key}",
+    )
+    def _catalog(context: AssetExecutionContext, warehouse: FluxWarehouse) -> dg.MaterializeResult:
+        path, rows = write_catalog(warehouse, agency)
+        context.log.info(f"{path}: {rows}")
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(path)),
+                "views": ", ".join(rows) or "none yet",
+                "dagster/row_count": sum(rows.values()),
+                **{f"rows_{name}": n for name, n in rows.items()},
+            }
+        )
+
+    return _catalog
+
+
+def catalog_assets(registry: Registry) -> list[dg.AssetsDefinition]:
+    return [build_catalog_asset(a, registry) for a in registry.agencies]

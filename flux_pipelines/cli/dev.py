@@ -1,0 +1,70 @@
+"""``flux dev``: Dagster's webserver and daemon on loopback, stopped cleanly by Ctrl-C or SIGTERM.
+
+``dagster dev`` started from a script ignores SIGINT (a background job inherits SIG_IGN)
+and dies on SIGTERM without stopping its webserver, daemon and code servers. Here it runs
+in its own session with Dagster's shutdown pipe: Ctrl-C or SIGTERM to ``flux dev`` writes
+the shutdown message, ``dagster dev`` stops its services the way it does on Ctrl-C, and
+the whole process group is killed only if that takes longer than ``STOP_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import typer
+from dagster_shared.ipc import get_ipc_shutdown_pipe, open_ipc_subprocess, send_ipc_shutdown_message
+
+from flux_pipelines.contracts.registry import PROJECT_ROOT
+from flux_pipelines.instance.config import prepare_dagster_home
+
+STOP_TIMEOUT = 60.0
+
+
+def dev_command(host: str, port: int, read_fd: int) -> list[str]:
+    return [
+        sys.executable, "-m", "dagster", "dev",
+        "-w", str(PROJECT_ROOT / "workspace.yaml"),
+        "-h", host, "-p", str(port),
+        "--shutdown-pipe", str(read_fd),
+    ]  # fmt: skip
+
+
+def run_dev(home: Path, host: str, port: int) -> int:
+    info = prepare_dagster_home(home)
+    typer.echo(info.describe())
+    typer.echo(f"FLUX_HOME={home}; UI on http://{host}:{port} (Ctrl-C stops everything)")
+    read_fd, write_fd = get_ipc_shutdown_pipe()
+    process = open_ipc_subprocess(
+        dev_command(host, port, read_fd), pass_fds=[read_fd], start_new_session=True
+    )
+    os.close(read_fd)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        typer.echo(f"\n{signal.Signals(signum).name}: stopping the webserver and daemon...")
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    while process.poll() is None and not stop.wait(0.5):
+        pass
+    return shut_down(process, write_fd)
+
+
+def shut_down(process: subprocess.Popen[bytes], write_fd: int) -> int:
+    if process.poll() is None:
+        send_ipc_shutdown_message(write_fd)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            typer.echo(f"dagster dev did not stop within {STOP_TIMEOUT:.0f}s; killing it", err=True)
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    os.close(write_fd)
+    return process.returncode or 0

@@ -1,0 +1,1 @@
+"""The Dagster instance Flux runs on: storage choice, DAGSTER_HOME, the run launcher."""

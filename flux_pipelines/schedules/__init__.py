@@ -1,0 +1,1 @@
+"""Schedules: what runs on the clock (the daily refresh of published outputs)."""

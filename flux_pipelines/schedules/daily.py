@@ -1,0 +1,34 @@
+"""The daily refresh: rebuild every agency's published catalog after the day's loads.
+
+Loads themselves are started by the landing sensors as deliveries arrive; this schedule
+refreshes what is downstream of them once a day, after the latest delivery deadline.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from flux_pipelines.assets.publish_factory import catalog_key
+from flux_pipelines.contracts.registry import Registry
+
+DAILY_REFRESH_JOB = "daily_refresh"
+
+
+def daily_refresh_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        DAILY_REFRESH_JOB,
+        selection=dg.AssetSelection.assets(*(catalog_key(a) for a in registry.agencies)),
+        description="Rebuild every agency's published catalog (read-only views for analysts).",
+        tags={"flux/kind": "refresh"},
+    )
+
+
+def daily_refresh_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="daily_refresh_schedule",
+        job=job,
+        cron_schedule="0 19 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Every day at 19:00 UTC, after the latest agency delivery deadline.",
+    )

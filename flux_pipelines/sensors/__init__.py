@@ -1,0 +1,1 @@
+"""Sensors: what starts runs when something happens (a delivery lands)."""
