@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -162,3 +164,36 @@ def check_results(result: Any) -> dict[str, bool]:
         f"{e.asset_key.to_user_string()}:{e.check_name}": e.passed
         for e in result.get_asset_check_evaluations()
     }
+
+
+# -- a real PostgreSQL server (session-wide) ---------------------------------------------
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A PostgreSQL server started for the test session; fails (not skips) under CI=true."""
+    from flux_pipelines_tests.pg import PostgresUnavailable, start_server
+
+    try:
+        server = start_server()
+    except (PostgresUnavailable, OSError) as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI=true and PostgreSQL could not be started: {exc}")
+        pytest.skip(f"PostgreSQL could not be started here: {exc}")
+    yield server
+    if server.is_running():
+        server.stop("immediate")
+    shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_env(
+    postgres: Any, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """A fresh database per test, exported as DAGSTER_PG_* for the instance."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+    env = postgres.create_database(name)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env

@@ -96,4 +96,4 @@ def test_demo_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
                 assert f"{agency}" in result.output and dataset in result.output
     # the runs are in the persistent instance the UI reads
     assert (home / "dagster_home" / "history" / "runs.db").exists()
-    assert "dagster dev" in result.output
+    assert "flux dev" in result.output

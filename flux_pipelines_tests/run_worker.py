@@ -1,0 +1,57 @@
+"""A run process for crash tests: ``python -m flux_pipelines_tests.run_worker JOB DAY``.
+
+It executes a job of the shipped code location for one partition against the instance in
+$DAGSTER_HOME, as Dagster's run worker does, so a test can SIGKILL it (through an armed
+crash point) and look at what storage and the warehouse are left with.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import dagster as dg
+
+from flux_pipelines.assets.ingest_factory import asset_keys
+from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.definitions import defs
+
+# Two agencies' steps in one run with the code location's parallel executor (a process per
+# step, two at a time, one writer per agency file through the agency pools).
+TWO_AGENCY_PAIRS = (
+    ("nasa", "meteorites"),
+    ("nasa", "contract_transactions"),
+    ("nga", "media_items"),
+)
+
+
+def ingest_nasa() -> dg.JobDefinition:
+    return defs.resolve_job_def("ingest_nasa")
+
+
+def two_agencies() -> dg.JobDefinition:
+    registry = load_registry()
+    keys = {
+        key for agency, dataset in TWO_AGENCY_PAIRS
+        for key in asset_keys(registry.agency(agency), dataset)
+    }  # fmt: skip
+    return defs.resolve_implicit_global_asset_job_def().get_subset(asset_selection=keys)
+
+
+JOBS = {"ingest_nasa": ingest_nasa, "two_agencies": two_agencies}
+
+
+def main(job_name: str, day: str) -> int:
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(
+            dg.reconstructable(JOBS[job_name]),
+            instance=instance,
+            partition_key=day,
+            tags={"flux/source": "crash test"},
+            raise_on_error=False,
+        )
+        print(f"run_id={result.run_id} success={result.success}", flush=True)
+        return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
