@@ -158,6 +158,21 @@ def land(
     return target
 
 
+def deliver(home: Path, agency: str, dataset: str, day: str, rows: int, seed: int) -> set[int]:
+    """Land a generated delivery; returns the row numbers planted with a fatal defect."""
+    from flux_pipelines.contracts.registry import load_registry
+    from flux_pipelines.demo.generator import generate_rows, write_delivery
+
+    contract = load_registry().contract_for(dataset, dt.date.fromisoformat(day))
+    delivery = generate_rows(contract, rows, seed=seed, defect_rate=0.05)
+    folder = home / "landing" / agency / dataset / day
+    folder.mkdir(parents=True, exist_ok=True)
+    write_delivery(delivery.frame, folder / f"{dataset}.csv", "csv")
+    fatal = {r.id for r in contract.rules if r.severity == "fatal"}
+    planted = delivery.planted.filter(delivery.planted["rule_id"].is_in(list(fatal)))
+    return set(planted.get_column("row_number").to_list())
+
+
 def check_results(result: Any) -> dict[str, bool]:
     """Check name -> passed, from a Dagster execution result."""
     return {

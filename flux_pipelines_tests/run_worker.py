@@ -45,8 +45,7 @@ def main(job_name: str, day: str) -> int:
         result = dg.execute_job(
             dg.reconstructable(JOBS[job_name]),
             instance=instance,
-            partition_key=day,
-            tags={"flux/source": "crash test"},
+            tags={"dagster/partition": day, "flux/source": "crash test"},
             raise_on_error=False,
         )
         print(f"run_id={result.run_id} success={result.success}", flush=True)

@@ -6,7 +6,6 @@ so every expectation is known independently of the validator.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 
@@ -17,24 +16,11 @@ import pytest
 from flux_pipelines.assets.ingest_factory import DAILY, agency_pool, asset_keys
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
-from flux_pipelines.demo.generator import generate_rows, write_delivery
 from flux_pipelines.resources.warehouse import FluxWarehouse
-from flux_pipelines_tests.conftest import check_results, ingest_assets, materialize
+from flux_pipelines_tests.conftest import check_results, deliver, ingest_assets, materialize
 
 DAY = "2026-02-02"
 SNAPSHOT = Path(__file__).with_name("snapshots") / "asset_graph.txt"
-
-
-def _deliver(home: Path, agency: str, dataset: str, day: str, rows: int, seed: int) -> set[int]:
-    """Land a generated delivery; returns the row numbers planted with a fatal defect."""
-    contract = load_registry().contract_for(dataset, dt.date.fromisoformat(day))
-    delivery = generate_rows(contract, rows, seed=seed, defect_rate=0.05)
-    folder = home / "landing" / agency / dataset / day
-    folder.mkdir(parents=True, exist_ok=True)
-    write_delivery(delivery.frame, folder / f"{dataset}.csv", "csv")
-    fatal = {r.id for r in contract.rules if r.severity == "fatal"}
-    planted = delivery.planted.filter(delivery.planted["rule_id"].is_in(list(fatal)))
-    return set(planted.get_column("row_number").to_list())
 
 
 def _db(home: Path, agency: str) -> duckdb.DuckDBPyConnection:
@@ -50,7 +36,7 @@ def _partition_rows(conn: duckdb.DuckDBPyConnection, table: str, day: str) -> li
 
 
 def test_partition_materializes_curated_and_quarantine(tmp_path: Path) -> None:
-    planted = _deliver(tmp_path, "nasa", "meteorites", DAY, rows=400, seed=3)
+    planted = deliver(tmp_path, "nasa", "meteorites", DAY, rows=400, seed=3)
     assert planted, "the generator planted fatal defects"
     result = materialize(tmp_path, [("nasa", "meteorites")], DAY)
     assert result.success
@@ -81,8 +67,8 @@ def test_partition_materializes_curated_and_quarantine(tmp_path: Path) -> None:
 
 def test_rerun_is_idempotent_and_replaces_only_its_partition(tmp_path: Path) -> None:
     other_day = "2026-02-03"
-    _deliver(tmp_path, "nasa", "meteorites", DAY, rows=300, seed=4)
-    _deliver(tmp_path, "nasa", "meteorites", other_day, rows=200, seed=5)
+    deliver(tmp_path, "nasa", "meteorites", DAY, rows=300, seed=4)
+    deliver(tmp_path, "nasa", "meteorites", other_day, rows=200, seed=5)
     assert materialize(tmp_path, [("nasa", "meteorites")], DAY).success
     assert materialize(tmp_path, [("nasa", "meteorites")], other_day).success
     with _db(tmp_path, "nasa") as conn:
@@ -102,8 +88,8 @@ def test_bad_file_fails_only_its_partition(tmp_path: Path) -> None:
     folder = tmp_path / "landing" / "nasa" / "meteorites" / bad_day
     folder.mkdir(parents=True)
     (folder / "broken.csv").write_bytes(b"id,name\n1,Caf\x94\n")
-    _deliver(tmp_path, "nasa", "meteorites", good_day, rows=100, seed=6)
-    _deliver(tmp_path, "nga", "constituents", bad_day, rows=100, seed=7)
+    deliver(tmp_path, "nasa", "meteorites", good_day, rows=100, seed=6)
+    deliver(tmp_path, "nga", "constituents", bad_day, rows=100, seed=7)
 
     failed = materialize(tmp_path, [("nasa", "meteorites")], bad_day)
     assert not failed.success
@@ -125,7 +111,7 @@ def test_single_run_backfill_over_a_day_range(tmp_path: Path) -> None:
     days = ["2026-02-02", "2026-02-03", "2026-02-04"]
     expected = {}
     for i, day in enumerate(days):
-        planted = _deliver(tmp_path, "nga", "media_items", day, rows=150 + i, seed=10 + i)
+        planted = deliver(tmp_path, "nga", "media_items", day, rows=150 + i, seed=10 + i)
         expected[day] = 150 + i - len(planted)
     result = dg.materialize(
         ingest_assets([("nga", "media_items")]),

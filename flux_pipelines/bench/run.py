@@ -6,7 +6,9 @@ its own. Figures printed:
 - Flux validate + split + load of the same file (raw, curated, quarantine, warnings,
   uniqueness, deliveries log, one transaction), rows/s and the ratio to the baseline,
 - a small delivery's whole partition run through Dagster from a fresh process,
-- peak memory of Flux on two file sizes, to show it does not grow with the file.
+- peak memory of Flux on two file sizes, to show it does not grow with the file,
+- backfills through Dagster: a year for one agency, and several agencies in parallel
+  (``backfill.py``).
 """
 
 from __future__ import annotations
@@ -149,7 +151,27 @@ def _child(kind: str, csv: Path, threads: int, repeat: int = 3) -> dict[str, flo
     return runs[len(runs) // 2]
 
 
-def run_bench(*, rows: int, workdir: Path, big_gb: float, threads: int = 2) -> None:
+def run_bench(
+    *,
+    rows: int,
+    workdir: Path,
+    big_gb: float,
+    threads: int = 2,
+    backfill_days: int = 0,
+    backfill_multi_days: int = 0,
+    only: str = "all",
+) -> list[str]:
+    """Run the parts ``only`` names (all | throughput | backfill); returns backfill problems."""
+    if only in ("all", "throughput"):
+        run_throughput_bench(rows=rows, workdir=workdir, big_gb=big_gb, threads=threads)
+    if only not in ("all", "backfill"):
+        return []
+    from flux_pipelines.bench.backfill import run_backfill_bench
+
+    return run_backfill_bench(workdir, days=backfill_days, multi_days=backfill_multi_days)
+
+
+def run_throughput_bench(*, rows: int, workdir: Path, big_gb: float, threads: int = 2) -> None:
     csv = ensure_file(workdir, rows)
     base = _child("baseline", csv, threads)
     flux = _child("flux", csv, threads)

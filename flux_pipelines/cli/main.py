@@ -172,11 +172,35 @@ def bench(
     big_gb: Annotated[
         float, typer.Option(help="Also stream a file of this many GB (0 = skip)")
     ] = 0.0,
+    backfill_days: Annotated[
+        int, typer.Option(min=0, max=3660, help="Days in the one-agency backfill (0 = skip)")
+    ] = 365,
+    backfill_multi_days: Annotated[
+        int,
+        typer.Option(min=0, max=3660, help="Days in the multi-agency backfill (0 = skip)"),
+    ] = 30,
+    only: Annotated[
+        str, typer.Option(help="Which part to run: all | throughput | backfill")
+    ] = "all",
 ) -> None:
-    """Print throughput figures: raw DuckDB read_csv vs Flux validate + split + load."""
+    """Print throughput (DuckDB read_csv vs Flux load) and backfill (partitions/min) figures.
+
+    Exits 1 when a backfill loses rows or days or two steps write one agency file at once.
+    """
     from flux_pipelines.bench.run import run_bench
 
-    run_bench(rows=rows, workdir=workdir.resolve(), big_gb=big_gb)
+    if only not in ("all", "throughput", "backfill"):
+        _fail(f"--only must be all, throughput or backfill, not {only!r}")
+    problems = run_bench(
+        rows=rows,
+        workdir=workdir.resolve(),
+        big_gb=big_gb,
+        backfill_days=backfill_days,
+        backfill_multi_days=backfill_multi_days,
+        only=only,
+    )
+    if problems:
+        raise typer.Exit(1)
 
 
 def _registry_or_fail(loader):  # type: ignore[no-untyped-def]

@@ -219,6 +219,7 @@ class PartitionLoader:
         """Replace the partition with these files' rows (call inside a transaction)."""
         ensure_tables(self.conn, self.contract)
         self._delete_partition()
+        self._remove_leftovers()
         self.staging.mkdir(parents=True, exist_ok=True)
         (self.staging / KEYS_DIR).mkdir()
         (self.staging / SPLIT_DIR).mkdir()
@@ -562,6 +563,16 @@ class PartitionLoader:
 
     def discard_raw(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _remove_leftovers(self) -> None:
+        """Drop this day's staging and mid-swap folders that a killed load left behind.
+
+        Safe because one writer at a time holds the agency's pool slot and file lock.
+        """
+        root = self.raw_dir.parent
+        for pattern in (f".staging-{self.day.isoformat()}-*", f".old-{self.raw_dir.name}-*"):
+            for folder in root.glob(pattern):
+                shutil.rmtree(folder, ignore_errors=True)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _delete_partition(self) -> None:
