@@ -53,3 +53,17 @@ class PartitionRejected(FluxError):
 
 class TransientError(FluxError):
     """A temporary condition (file lock, connection); retry with backoff."""
+
+
+class RunStorageUnavailable(TransientError):
+    """Dagster's run storage (PostgreSQL) stopped answering while a run was writing events."""
+
+    def __init__(self, run_id: str, detail: str) -> None:
+        super().__init__(
+            f"run storage unavailable [transient]: PostgreSQL stopped answering during run "
+            f"{run_id} ({detail.strip().splitlines()[0]}). Each "
+            "partition loads in one DuckDB transaction, so it holds either the old delivery "
+            "or the new one, never a mix. Once PostgreSQL is back, re-execute from failure "
+            "(run retries do this automatically)."
+        )
+        self.run_id = run_id

@@ -28,7 +28,7 @@ from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 from flux_pipelines.faults import arm
 from flux_pipelines.instance.config import prepare_dagster_home
 from flux_pipelines_tests.conftest import deliver, materialize
-from flux_pipelines_tests.run_worker import ingest_nasa, two_agencies
+from flux_pipelines_tests.run_worker import nasa_meteorites, two_agencies
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +132,7 @@ def expected_b(tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
 def land_a_then_b(home: Path) -> list[tuple]:
     """Load version A through a clean run, then land B; returns A's curated rows."""
     deliver(home, "nasa", "meteorites", DAY, rows=ROWS_A, seed=11)
-    code, out = run_worker("ingest_nasa")
+    code, out = run_worker("nasa_meteorites")
     assert code == 0, out
     rows_a = curated(home)
     assert rows_a
@@ -155,10 +155,30 @@ def detect_dead_run(instance: dg.DagsterInstance) -> tuple[dg.DagsterRun, float]
     return run, elapsed
 
 
+def free_pool_slots(instance: dg.DagsterInstance, run_id: str, pool: str) -> set[str]:
+    """Release the pool slots the dead run still holds, as the daemon's concurrency pass does
+    ``run_monitoring.free_slots_after_run_end_seconds`` after a run ends (a dead step cannot
+    give its slot back; until then a re-execution's steps wait on the agency pool).
+    Returns the steps of ``run_id`` that held a slot of ``pool``."""
+    storage = instance.event_log_storage
+    held = {
+        s.step_key for s in storage.get_concurrency_info(pool).claimed_slots if s.run_id == run_id
+    }
+    storage.free_concurrency_slots_for_run(run_id)
+    still = {s.run_id for s in storage.get_concurrency_info(pool).claimed_slots}
+    assert run_id not in still, f"{pool} slots of {run_id} were not freed"
+    return held
+
+
 def reexecute_from_failure(instance: dg.DagsterInstance, job: Any, run_id: str) -> Any:
+    """Re-execute from failure as the UI and run retries do: the parent's partition tag
+    carries over (``execute_job`` itself keeps only the tags it is given)."""
+    parent = instance.get_run_by_id(run_id)
+    assert parent is not None
     return dg.execute_job(
         dg.reconstructable(job),
         instance=instance,
+        tags={"dagster/partition": parent.tags["dagster/partition"], "flux/source": "retry"},
         reexecution_options=dg.ReexecutionOptions.from_failure(run_id, instance),
         raise_on_error=False,
     )
@@ -193,7 +213,7 @@ def test_run_process_killed_is_detected_and_reexecution_completes(
 ) -> None:
     rows_a = land_a_then_b(home)
     arm(point, "kill", home)
-    code, out = run_worker("ingest_nasa")
+    code, out = run_worker("nasa_meteorites")
     assert code == -9, f"the run worker should have been killed at {point}: {out}"
 
     state = curated(home)
@@ -208,8 +228,10 @@ def test_run_process_killed_is_detected_and_reexecution_completes(
         message = failure_message(instance, run.run_id)
         assert "run worker" in message and "is gone" in message, message
         assert seconds < 5, f"one monitoring pass took {seconds:.1f}s"
+        held = free_pool_slots(instance, run.run_id, "duckdb_nasa")
+        assert held == {"nasa__meteorites__ingest"}, "the killed step held the nasa slot"
 
-        result = reexecute_from_failure(instance, ingest_nasa, run.run_id)
+        result = reexecute_from_failure(instance, nasa_meteorites, run.run_id)
         assert result.success
         assert result.dagster_run.parent_run_id == run.run_id
     assert_recovered_to_b(home, expected_b)
@@ -226,7 +248,7 @@ def test_step_process_killed_fails_the_run_and_reexecution_reruns_only_that_step
         deliver(home, agency, dataset, DAY, rows=200, seed=seed)
     arm("loader.inserted", "kill", home)
     code, out = run_worker("two_agencies")
-    assert code == 1, out  # the run worker survives its step process and reports failure
+    assert code == 1 and "success=False" in out, out  # the run worker outlives its step
 
     with dg.DagsterInstance.get() as instance:
         run = latest_run(instance).dagster_run
@@ -271,7 +293,7 @@ def test_postgres_stopped_mid_run_fails_readably_and_retry_succeeds(
 ) -> None:
     rows_a = land_a_then_b(home)
     pause = arm("loader.inserted", "sleep 4", home)
-    proc = start_worker("ingest_nasa")
+    proc = start_worker("nasa_meteorites")
     deadline = time.monotonic() + 120
     while pause.exists():  # the run took the fault: it is inside the DuckDB transaction
         assert time.monotonic() < deadline and proc.poll() is None, "run never reached the point"
@@ -280,19 +302,22 @@ def test_postgres_stopped_mid_run_fails_readably_and_retry_succeeds(
     try:
         out, _ = proc.communicate(timeout=WORKER_TIMEOUT)
         assert proc.returncode != 0, out
-        assert curated(home) == rows_a, "nothing of B is visible: the transaction never committed"
+        # DuckDB does not need Postgres: the load may have committed B before the run
+        # failed writing its events. Either way the partition is all A or all B.
+        assert curated(home) in (rows_a, expected_b)
     finally:
         postgres.start()
         postgres.wait_ready()
-    assert "PostgreSQL" in out or "postgres" in out.lower(), out[-3000:]
+    assert "DagsterPostgresException: too many retries for DB connection" in out, out[-3000:]
 
     with dg.DagsterInstance.get() as instance:
-        record = latest_run(instance)
-        if record.dagster_run.status == dg.DagsterRunStatus.STARTED:
-            run, _ = detect_dead_run(instance)
-        else:
-            run = record.dagster_run
+        # The worker could not record its failure; run monitoring does, with its reason.
+        run, _ = detect_dead_run(instance)
         assert run.status == dg.DagsterRunStatus.FAILURE
-        result = reexecute_from_failure(instance, ingest_nasa, run.run_id)
+        message = failure_message(instance, run.run_id)
+        assert "run storage unavailable [transient]: PostgreSQL stopped answering" in message
+        assert "re-execute from failure" in message
+        free_pool_slots(instance, run.run_id, "duckdb_nasa")
+        result = reexecute_from_failure(instance, nasa_meteorites, run.run_id)
         assert result.success
     assert_recovered_to_b(home, expected_b)

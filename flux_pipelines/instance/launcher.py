@@ -18,6 +18,7 @@ Dagster fails any run whose worker status is not RUNNING.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -29,8 +30,64 @@ from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
+from flux_pipelines.errors import RunStorageUnavailable
+
 RUN_WORKER_TAG = "flux/run_worker"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+LAST_WORDS_DIR = "run_errors"
+
+
+def last_words_path(run_id: str) -> Path:
+    from flux_pipelines.resources.warehouse import DEFAULT_HOME, FLUX_HOME_ENV
+
+    home = Path(os.environ.get(FLUX_HOME_ENV) or DEFAULT_HOME)
+    return home / LAST_WORDS_DIR / f"{run_id}.txt"
+
+
+def record_last_words(run_id: str, message: str) -> None:
+    """Leave a run's classified error where run monitoring will find it: when the run
+    storage itself is down, the run cannot write its own failure event."""
+    path = last_words_path(run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(message, encoding="utf-8")
+
+
+class StorageLossWatcher(logging.Handler):
+    """Writes a run's last words when Dagster's Postgres storage starts failing.
+
+    dagster-postgres logs each failed connection attempt before it gives up; once it gives
+    up, the run worker dies in Dagster's own code without writing a failure event. This
+    handler (installed by the run's steps) turns the first such warning into a classified
+    message that run monitoring reports when it marks the dead run failed.
+    """
+
+    SIGNAL = "Retrying failed database connection"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(logging.WARNING)
+        self.run_id = run_id
+        self.recorded = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.recorded or self.SIGNAL not in record.getMessage():
+            return
+        self.recorded = True
+        detail = record.getMessage().split(":", 1)[-1]
+        record_last_words(self.run_id, str(RunStorageUnavailable(self.run_id, detail)))
+
+
+def watch_storage_loss(run_id: str) -> None:
+    """Install one StorageLossWatcher for this run in this process (idempotent)."""
+    root = logging.getLogger()
+    if not any(isinstance(h, StorageLossWatcher) and h.run_id == run_id for h in root.handlers):
+        root.addHandler(StorageLossWatcher(run_id))
+
+
+def read_last_words(run_id: str) -> str | None:
+    try:
+        return last_words_path(run_id).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -85,7 +142,9 @@ def local_process_alive(worker: RunWorker) -> bool:
 
 
 def record_run_worker(instance: DagsterInstance, run_id: str) -> None:
-    """Tag the run with this process, so a health check can find it (idempotent)."""
+    """Tag the run with this process, so a health check can find it, and watch for a lost
+    run storage (idempotent)."""
+    watch_storage_loss(run_id)
     worker = RunWorker.current()
     run = instance.get_run_by_id(run_id)
     if run is not None and run.tags.get(RUN_WORKER_TAG) != worker.tag_value():
@@ -124,12 +183,18 @@ class FluxRunLauncher(DefaultRunLauncher):
         if worker.host == socket.gethostname():
             if local_process_alive(worker):
                 return CheckRunHealthResult(WorkerStatus.RUNNING, f"pid {worker.pid} alive")
+            last_words = read_last_words(run.run_id)
+            why = (
+                f"its last error: {last_words}"
+                if last_words
+                else "it was killed or crashed without reporting (SIGKILL, out of memory, "
+                "lost storage connection). Nothing it left half-done is visible: each "
+                "partition loads in one transaction. Re-execute from failure (run retries "
+                "do this automatically)."
+            )
             return CheckRunHealthResult(
                 WorkerStatus.FAILED,
-                f"the run worker (pid {worker.pid} on {worker.host}) is gone: it was killed or "
-                "crashed without reporting (SIGKILL, out of memory, lost storage connection). "
-                "Nothing it left half-done is visible: each partition loads in one transaction. "
-                "Re-execute from failure (run retries do this automatically).",
+                f"the run worker (pid {worker.pid} on {worker.host}) is gone; {why}",
             )
         return self._ask_code_server(run, worker)
 

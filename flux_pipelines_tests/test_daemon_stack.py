@@ -1,0 +1,293 @@
+"""The real stack: ``flux dev`` (Dagster's webserver and daemon) on loopback against a real
+PostgreSQL, driven only over GraphQL and the landing zone, as an engineer would.
+
+One test walks the whole path so the stack starts once (~20 s here): list assets, checks,
+sensors and schedules; launch a partitioned run through GraphQL and watch the queued run
+coordinator and daemon take it to SUCCESS; drop a delivery into the landing zone and watch
+its sensor start a run that succeeds; then SIGTERM ``flux dev`` and see every process of
+the stack gone. The measured seconds are printed (``-s``) for the closing figures.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.sensors.landing import landing_sensor_name
+from flux_pipelines_tests.conftest import deliver
+
+pytestmark = pytest.mark.slow
+
+LOCATION = "flux"
+REPOSITORY = "__repository__"
+START_TIMEOUT = 180.0
+RUN_TIMEOUT = 240.0
+STOP_TIMEOUT = 90.0
+LAUNCHED_DAY = "2026-03-02"
+SENSED_DAY = "2026-03-03"
+
+WORKSPACE_QUERY = """
+query Workspace($selector: RepositorySelector!) {
+  repositoryOrError(repositorySelector: $selector) {
+    __typename
+    ... on Repository {
+      jobs { name }
+      schedules { name scheduleState { status } }
+      sensors { name sensorState { status } }
+      assetNodes {
+        assetKey { path }
+        groupName
+        assetChecksOrError { ... on AssetChecks { checks { name } } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId status } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+RUN_STATUS = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run { status tags { key value } startTime endTime creationTime }
+  }
+}
+"""
+
+RUNS_TAGGED = """
+query Runs($filter: RunsFilter!) {
+  runsOrError(filter: $filter) {
+    ... on Runs { results { runId status creationTime startTime endTime tags { key value } } }
+  }
+}
+"""
+
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc; the stack spawns several levels)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[str]
+    url: str
+    log: Path
+    started_seconds: float
+
+    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+        reply = requests.post(
+            f"{self.url}/graphql", json={"query": query, "variables": variables}, timeout=60
+        )
+        reply.raise_for_status()
+        body = reply.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def wait_for_run(self, run_id: str, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.graphql(RUN_STATUS, runId=run_id)["runOrError"]
+            if run.get("status") in FINISHED:
+                return run
+            time.sleep(0.5)
+        raise AssertionError(f"run {run_id} did not finish in {timeout:.0f}s\n{self.tail()}")
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+def stack(tmp_path: Path, pg_env: dict[str, str]) -> Iterator[Stack]:
+    """``flux dev`` in its own session, as a user starts it; stopped by the test itself."""
+    home = tmp_path / "flux"
+    deliver(home, "nasa", "meteorites", LAUNCHED_DAY, rows=300, seed=31)
+    port = _free_port()
+    log = tmp_path / "flux_dev.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "FLUX_HOME")}
+    started = time.monotonic()
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flux_pipelines.cli.main", "dev", "--home", str(home),
+             "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    stack = Stack(process, url, log, 0.0)
+    try:
+        wait_until_serving(stack, started)
+        stack.started_seconds = time.monotonic() - started
+        yield stack
+    finally:
+        if process.poll() is None:  # the test failed before stopping it: leave nothing behind
+            for pid in descendants(process.pid) | {process.pid}:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            process.wait()
+
+
+def wait_until_serving(stack: Stack, started: float) -> None:
+    """Until the webserver answers and the code location has loaded."""
+    while time.monotonic() - started < START_TIMEOUT:
+        assert stack.process.poll() is None, f"flux dev exited:\n{stack.tail()}"
+        try:
+            data = stack.graphql(
+                WORKSPACE_QUERY,
+                selector={"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY},
+            )
+            if data["repositoryOrError"]["__typename"] == "Repository":
+                return
+        except (requests.ConnectionError, requests.Timeout):
+            pass
+        time.sleep(1)
+    raise AssertionError(f"the webserver did not serve in {START_TIMEOUT:.0f}s\n{stack.tail()}")
+
+
+def test_flux_dev_serves_runs_and_sensors_then_stops_on_sigterm(
+    stack: Stack, tmp_path: Path
+) -> None:
+    registry = load_registry()
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY}
+    repo = stack.graphql(WORKSPACE_QUERY, selector=selector)["repositoryOrError"]
+    assert "PostgreSQL" in stack.log.read_text(), "flux dev says which storage it uses"
+
+    # What an engineer sees: every agency's assets, their checks, sensors and schedules.
+    assets = {"/".join(a["assetKey"]["path"]): a for a in repo["assetNodes"]}
+    for agency in registry.agencies:
+        for dataset in agency.datasets:
+            assert f"{agency.id}/{dataset}" in assets
+            checks = {
+                c["name"] for c in assets[f"{agency.id}/{dataset}"]["assetChecksOrError"]["checks"]
+            }
+            assert {"conservation", "contract_schema"} <= checks
+    sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}
+    datasets = {d for a in registry.agencies for d in a.datasets}
+    assert {landing_sensor_name(d) for d in datasets} <= set(sensors)
+    assert all(sensors[landing_sensor_name(d)] == "RUNNING" for d in datasets)
+    schedules = {s["name"]: s["scheduleState"]["status"] for s in repo["schedules"]}
+    assert schedules and all(status == "RUNNING" for status in schedules.values()), schedules
+    assert "ingest_nasa" in {j["name"] for j in repo["jobs"]}
+
+    # A partitioned run launched over GraphQL: queued, dequeued by the daemon, succeeds.
+    clicked = time.monotonic()
+    launched = stack.graphql(
+        LAUNCH_RUN,
+        params={
+            "selector": {**selector, "jobName": "ingest_nasa"},
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": LAUNCHED_DAY}]},
+        },
+    )["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    assert launched["run"]["status"] in ("QUEUED", "NOT_STARTED")
+    run = stack.wait_for_run(launched["run"]["runId"])
+    launch_seconds = time.monotonic() - clicked
+    assert run["status"] == "SUCCESS", stack.tail()
+    assert {"key": "dagster/partition", "value": LAUNCHED_DAY} in run["tags"]
+
+    # A delivery dropped into the landing zone: its sensor requests a run, which succeeds.
+    dropped = time.monotonic()
+    deliver(Path(stack_home(stack)), "nasa", "meteorites", SENSED_DAY, rows=300, seed=32)
+    sensed = wait_for_sensor_run(stack, SENSED_DAY)
+    drop_seconds = time.monotonic() - dropped
+    assert sensed["status"] == "SUCCESS", stack.tail()
+    tags = {t["key"]: t["value"] for t in sensed["tags"]}
+    assert tags["dagster/sensor_name"] == landing_sensor_name("meteorites")
+    assert tags["flux/delivery"] and tags["dagster/run_key"].startswith("nasa/meteorites/")
+
+    # SIGTERM to flux dev stops the webserver, the daemon and the code servers.
+    processes = descendants(stack.process.pid)
+    assert len(processes) >= 3, "webserver, daemon and code server run under flux dev"
+    stopping = time.monotonic()
+    stack.process.send_signal(signal.SIGTERM)
+    stack.process.wait(timeout=STOP_TIMEOUT)
+    stop_seconds = time.monotonic() - stopping
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in processes if alive(p)], f"left running:\n{stack.tail()}"
+    assert stack.process.returncode == 0, stack.tail()
+
+    print(
+        f"\nflux dev serving after {stack.started_seconds:.1f}s; GraphQL launch -> SUCCESS "
+        f"{launch_seconds:.1f}s; dropped file -> sensor run SUCCESS {drop_seconds:.1f}s; "
+        f"SIGTERM -> all {len(processes)} processes gone {stop_seconds:.1f}s"
+    )
+
+
+def stack_home(stack: Stack) -> str:
+    """The FLUX_HOME ``flux dev`` was started with (from its command line)."""
+    args = stack.process.args
+    assert isinstance(args, list)
+    return str(args[args.index("--home") + 1])
+
+
+def wait_for_sensor_run(stack: Stack, day: str) -> dict[str, Any]:
+    """The sensor's run for ``day`` once it has finished (sensor interval 15 s)."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        runs = stack.graphql(
+            RUNS_TAGGED,
+            filter={"tags": [{"key": "dagster/partition", "value": day}]},
+        )["runsOrError"]["results"]
+        if runs and runs[0]["status"] in FINISHED:
+            return runs[0]
+        time.sleep(1)
+    raise AssertionError(f"no finished sensor run for {day} in {RUN_TIMEOUT:.0f}s\n{stack.tail()}")
