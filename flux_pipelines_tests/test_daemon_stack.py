@@ -1,15 +1,20 @@
 """The real stack: ``flux dev`` (Dagster's webserver and daemon) on loopback against a real
 PostgreSQL, driven only over GraphQL and the landing zone, as an engineer would.
 
-One test walks the whole path so the stack starts once (~20 s here): list assets, checks,
+One test walks the whole path so the stack starts once (~15 s here): list assets, checks,
 sensors and schedules; launch a partitioned run through GraphQL and watch the queued run
 coordinator and daemon take it to SUCCESS; drop a delivery into the landing zone and watch
-its sensor start a run that succeeds; then SIGTERM ``flux dev`` and see every process of
-the stack gone. The measured seconds are printed (``-s``) for the closing figures.
+its sensor start a run that succeeds; kill a run worker mid-run and watch run monitoring
+mark the run failed and run retries re-execute it to SUCCESS; then SIGTERM ``flux dev``
+and see every process of the stack gone. The measured seconds are printed (``-s``).
+
+Here the code server sees its run worker exit and fails the run at once; a run whose code
+server died too is caught by the launcher's health check (``test_crash_recovery``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -24,7 +29,9 @@ from typing import Any
 import pytest
 import requests
 
+from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.faults import arm
 from flux_pipelines.sensors.landing import landing_sensor_name
 from flux_pipelines_tests.conftest import deliver
 
@@ -87,6 +94,8 @@ query Runs($filter: RunsFilter!) {
 """
 
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+# dagster.yaml: run monitoring polls every 10 s; one pass takes well under a second here.
+DETECTION_BOUND = 30.0
 
 
 def _free_port() -> int:
@@ -177,10 +186,8 @@ def stack(tmp_path: Path, pg_env: dict[str, str]) -> Iterator[Stack]:
     finally:
         if process.poll() is None:  # the test failed before stopping it: leave nothing behind
             for pid in descendants(process.pid) | {process.pid}:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             process.wait()
 
 
@@ -213,11 +220,10 @@ def test_flux_dev_serves_runs_and_sensors_then_stops_on_sigterm(
     assets = {"/".join(a["assetKey"]["path"]): a for a in repo["assetNodes"]}
     for agency in registry.agencies:
         for dataset in agency.datasets:
-            assert f"{agency.id}/{dataset}" in assets
-            checks = {
-                c["name"] for c in assets[f"{agency.id}/{dataset}"]["assetChecksOrError"]["checks"]
-            }
-            assert {"conservation", "contract_schema"} <= checks
+            raw, curated, quarantine = (k.to_user_string() for k in asset_keys(agency, dataset))
+            assert {raw, curated, quarantine} <= set(assets)
+            checks = assets[curated]["assetChecksOrError"]["checks"]
+            assert {"conservation", "contract_schema"} <= {c["name"] for c in checks}
     sensors = {s["name"]: s["sensorState"]["status"] for s in repo["sensors"]}
     datasets = {d for a in registry.agencies for d in a.datasets}
     assert {landing_sensor_name(d) for d in datasets} <= set(sensors)
@@ -228,16 +234,7 @@ def test_flux_dev_serves_runs_and_sensors_then_stops_on_sigterm(
 
     # A partitioned run launched over GraphQL: queued, dequeued by the daemon, succeeds.
     clicked = time.monotonic()
-    launched = stack.graphql(
-        LAUNCH_RUN,
-        params={
-            "selector": {**selector, "jobName": "ingest_nasa"},
-            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": LAUNCHED_DAY}]},
-        },
-    )["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    assert launched["run"]["status"] in ("QUEUED", "NOT_STARTED")
-    run = stack.wait_for_run(launched["run"]["runId"])
+    run = stack.wait_for_run(launch(stack, selector, LAUNCHED_DAY))
     launch_seconds = time.monotonic() - clicked
     assert run["status"] == "SUCCESS", stack.tail()
     assert {"key": "dagster/partition", "value": LAUNCHED_DAY} in run["tags"]
@@ -251,6 +248,20 @@ def test_flux_dev_serves_runs_and_sensors_then_stops_on_sigterm(
     tags = {t["key"]: t["value"] for t in sensed["tags"]}
     assert tags["dagster/sensor_name"] == landing_sensor_name("meteorites")
     assert tags["flux/delivery"] and tags["dagster/run_key"].startswith("nasa/meteorites/")
+
+    # A run worker killed mid-run: the daemon's run monitoring marks the run failed, run
+    # retries re-execute it from failure once its pool slot is freed, and the retry succeeds.
+    wait_until_idle(stack)
+    fault = arm("ingest.started", "kill", stack_home(stack))
+    killed_id = launch(stack, selector, LAUNCHED_DAY)
+    died = wait_for_fault_taken(fault)
+    killed = stack.wait_for_run(killed_id)
+    detect_seconds = time.monotonic() - died
+    assert killed["status"] == "FAILURE", stack.tail()
+    assert detect_seconds < DETECTION_BOUND, f"run monitoring took {detect_seconds:.0f}s"
+    retried = wait_for_tagged_run(stack, "dagster/parent_run_id", killed_id)
+    retry_seconds = time.monotonic() - died
+    assert retried["status"] == "SUCCESS", stack.tail()
 
     # SIGTERM to flux dev stops the webserver, the daemon and the code servers.
     processes = descendants(stack.process.pid)
@@ -268,6 +279,8 @@ def test_flux_dev_serves_runs_and_sensors_then_stops_on_sigterm(
     print(
         f"\nflux dev serving after {stack.started_seconds:.1f}s; GraphQL launch -> SUCCESS "
         f"{launch_seconds:.1f}s; dropped file -> sensor run SUCCESS {drop_seconds:.1f}s; "
+        f"killed run worker -> run FAILURE {detect_seconds:.1f}s, -> retry SUCCESS "
+        f"{retry_seconds:.1f}s; "
         f"SIGTERM -> all {len(processes)} processes gone {stop_seconds:.1f}s"
     )
 
@@ -279,15 +292,52 @@ def stack_home(stack: Stack) -> str:
     return str(args[args.index("--home") + 1])
 
 
-def wait_for_sensor_run(stack: Stack, day: str) -> dict[str, Any]:
-    """The sensor's run for ``day`` once it has finished (sensor interval 15 s)."""
+def launch(stack: Stack, selector: dict[str, str], day: str) -> str:
+    """Launch nasa's job for one partition as the UI's Materialize button does; the run id."""
+    launched = stack.graphql(
+        LAUNCH_RUN,
+        params={
+            "selector": {**selector, "jobName": "ingest_nasa"},
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
+        },
+    )["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    assert launched["run"]["status"] in ("QUEUED", "NOT_STARTED")
+    return str(launched["run"]["runId"])
+
+
+def wait_for_tagged_run(stack: Stack, key: str, value: str) -> dict[str, Any]:
+    """The newest run tagged ``key=value`` once it has finished."""
     deadline = time.monotonic() + RUN_TIMEOUT
     while time.monotonic() < deadline:
-        runs = stack.graphql(
-            RUNS_TAGGED,
-            filter={"tags": [{"key": "dagster/partition", "value": day}]},
-        )["runsOrError"]["results"]
-        if runs and runs[0]["status"] in FINISHED:
-            return runs[0]
+        runs = stack.graphql(RUNS_TAGGED, filter={"tags": [{"key": key, "value": value}]})
+        results = runs["runsOrError"]["results"]
+        if results and results[0]["status"] in FINISHED:
+            return results[0]
         time.sleep(1)
-    raise AssertionError(f"no finished sensor run for {day} in {RUN_TIMEOUT:.0f}s\n{stack.tail()}")
+    raise AssertionError(f"no finished run {key}={value} in {RUN_TIMEOUT:.0f}s\n{stack.tail()}")
+
+
+def wait_for_sensor_run(stack: Stack, day: str) -> dict[str, Any]:
+    """The sensor's run for ``day`` once it has finished (sensor interval 15 s)."""
+    return wait_for_tagged_run(stack, "dagster/partition", day)
+
+
+def wait_until_idle(stack: Stack) -> None:
+    """No run queued or in flight (the sensor's first tick also loads the launched day)."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        runs = stack.graphql(RUNS_TAGGED, filter={})["runsOrError"]["results"]
+        if all(r["status"] in FINISHED for r in runs):
+            return
+        time.sleep(1)
+    raise AssertionError(f"runs still in flight after {RUN_TIMEOUT:.0f}s\n{stack.tail()}")
+
+
+def wait_for_fault_taken(fault: Path) -> float:
+    """When the run worker took the armed crash point, i.e. killed itself."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while fault.exists():
+        assert time.monotonic() < deadline, "no run reached the armed crash point"
+        time.sleep(0.1)
+    return time.monotonic()

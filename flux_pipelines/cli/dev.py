@@ -58,13 +58,15 @@ def run_dev(home: Path, host: str, port: int) -> int:
 
 
 def shut_down(process: subprocess.Popen[bytes], write_fd: int) -> int:
-    if process.poll() is None:
-        send_ipc_shutdown_message(write_fd)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            typer.echo(f"dagster dev did not stop within {STOP_TIMEOUT:.0f}s; killing it", err=True)
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    os.close(write_fd)
-    return process.returncode or 0
+    if process.poll() is not None:
+        os.close(write_fd)
+        return process.returncode
+    send_ipc_shutdown_message(write_fd)  # closes write_fd
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        typer.echo(f"dagster dev did not stop within {STOP_TIMEOUT:.0f}s; killing it", err=True)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return 1
+    return process.returncode
