@@ -67,3 +67,20 @@ class RunStorageUnavailable(TransientError):
             "(run retries do this automatically)."
         )
         self.run_id = run_id
+
+
+class AuditTrailCorrupt(FluxError):
+    """The audit trail's tail disagrees with its anchor; appending would bury the evidence.
+
+    Not transient and not a configuration mistake: someone (or a crash the trail cannot
+    explain) changed the trail, and a human must look before anything else is written.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(
+            f"audit trail {path}: {problem}. Appends are refused so the evidence stays as "
+            "found: run `flux audit verify` and restore the trail from a copy; only if the "
+            "change is understood and accepted, move head.json aside to re-anchor the trail."
+        )
+        self.path = path
+        self.problem = problem

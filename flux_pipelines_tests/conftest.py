@@ -81,6 +81,7 @@ def make_loader(
     day: dt.date = DAY,
     chunk_rows: int = 1000,
     run_id: str = "run-1",
+    references: dict[str, Contract] | None = None,
 ) -> PartitionLoader:
     return PartitionLoader(
         conn,
@@ -90,6 +91,7 @@ def make_loader(
         run_id=run_id,
         raw_root=root / "raw" / contract.dataset,
         chunk_rows=chunk_rows,
+        references=references,
     )
 
 

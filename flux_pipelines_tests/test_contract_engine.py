@@ -261,8 +261,32 @@ BROKEN: dict[str, tuple[Any, str]] = {
         "needs a stable id",
     ),
     "unsupported quality rule": (
-        lambda d: d["schema"][0].update(quality=[{"id": "q", "type": "sql", "query": "x"}]),
+        lambda d: d["schema"][0].update(quality=[{"id": "q", "type": "text"}]),
         "unsupported quality rule",
+    ),
+    "cross-dataset sql without this": (
+        lambda d: d["schema"][0].update(quality=[{"id": "q", "type": "sql", "query": "x"}]),
+        "must read {{this}}",
+    ),
+    "relationship without a target dataset": (
+        lambda d: d["schema"][0].update(
+            relationships=[{"id": "r", "type": "foreignKey", "from": ["id"], "to": ["b"]}]
+        ),
+        "to must read <dataset>.<column>",
+    ),
+    "sum reconciliation without a column": (
+        lambda d: d["schema"][0].update(
+            quality=[
+                {
+                    "id": "s",
+                    "type": "custom",
+                    "engine": "flux",
+                    "rule": "sumReconciliation",
+                    "arguments": {"key": ["id"], "otherDataset": "other"},
+                }
+            ]
+        ),
+        "sumReconciliation needs arguments",
     ),
     "duplicate column": (
         lambda d: d["schema"][0]["properties"].append({"name": "b", "logicalType": "string"}),

@@ -40,9 +40,13 @@ def _number(frame: pl.DataFrame, column: str) -> pl.Expr:
 
 
 def _load_all(
-    tmp_path: Path, contract: Contract, files: list[Path]
+    tmp_path: Path,
+    contract: Contract,
+    files: list[Path],
+    conn: duckdb.DuckDBPyConnection | None = None,
 ) -> tuple[duckdb.DuckDBPyConnection, dict[str, PartitionResult]]:
-    conn = duckdb.connect(str(tmp_path / "smithsonian-serc.duckdb"))
+    conn = conn or duckdb.connect(str(tmp_path / "smithsonian-serc.duckdb"))
+    registry = load_registry()
     results = {}
     for i, path in enumerate(files):
         day = FIRST_DAY + dt.timedelta(days=i)
@@ -53,9 +57,24 @@ def _load_all(
             day=day,
             run_id="ccn-test",
             raw_root=tmp_path / "raw" / contract.dataset,
+            references=registry.references_for(contract, day),
         )
         results[path.name] = load_partition(loader, [path])
     return conn, results
+
+
+@pytest.fixture(scope="module")
+def ccn_loaded(
+    tmp_path_factory: pytest.TempPathFactory, real_data: Path
+) -> tuple[duckdb.DuckDBPyConnection, dict[str, PartitionResult], dict[str, PartitionResult]]:
+    """Every study's cores, then every study's depthseries, into one agency file."""
+    registry = load_registry()
+    tmp = tmp_path_factory.mktemp("ccn")
+    conn, cores = _load_all(tmp, registry.latest("ccn_cores"), _study_files(real_data, "cores"))
+    _, depths = _load_all(
+        tmp, registry.latest("ccn_depthseries"), _study_files(real_data, "depthseries"), conn
+    )
+    return conn, cores, depths
 
 
 def _flagged(conn: duckdb.DuckDBPyConnection, table: str, rule_id: str) -> set[tuple[str, int]]:
@@ -85,11 +104,11 @@ def _missing_required(path: Path, contract: Contract) -> list[str]:
     return [c for c in contract.required_columns if c not in header]
 
 
-def test_ccn_depthseries_every_study(tmp_path: Path, real_data: Path) -> None:
+def test_ccn_depthseries_every_study(real_data: Path, ccn_loaded) -> None:  # type: ignore[no-untyped-def]
     contract = load_registry().latest("ccn_depthseries")
     files = _study_files(real_data, "depthseries")
     assert len(files) >= 100
-    conn, results = _load_all(tmp_path, contract, files)
+    conn, _, results = ccn_loaded
 
     # Nothing lost: every study's rows are curated or quarantined.
     for path in files:
@@ -129,10 +148,10 @@ def test_ccn_depthseries_every_study(tmp_path: Path, real_data: Path) -> None:
     assert overlap == (0,)
 
 
-def test_ccn_cores_every_study(tmp_path: Path, real_data: Path) -> None:
+def test_ccn_cores_every_study(real_data: Path, ccn_loaded) -> None:  # type: ignore[no-untyped-def]
     contract = load_registry().latest("ccn_cores")
     files = _study_files(real_data, "cores")
-    conn, results = _load_all(tmp_path, contract, files)
+    conn, results, _ = ccn_loaded
     for path in files:
         result = results[path.name]
         assert result.rows_in == pl.read_csv(path, infer_schema=False).height, path.name
@@ -167,3 +186,51 @@ def test_ccn_cores_every_study(tmp_path: Path, real_data: Path) -> None:
         ).fetchall()
     }
     assert "deltaic" in values
+
+
+def test_ccn_depthseries_must_reference_cores_of_the_same_study(  # type: ignore[no-untyped-def]
+    real_data: Path, ccn_loaded
+) -> None:
+    """The cross-dataset rule finds exactly the depth intervals whose core is not curated.
+
+    Expected rows come from plain polars: every depthseries row (of a file that was not
+    rejected, that no row rule quarantined) whose (study_id, core_id) is not a curated core.
+    """
+    conn, _, depths = ccn_loaded
+    rule = "ccn_depthseries.core_exists"
+    cores = {(s, c) for s, c in conn.execute("SELECT study_id, core_id FROM ccn_cores").fetchall()}
+    row_rules = {
+        (f, int(r))
+        for f, r in conn.execute(
+            "SELECT _file, _row_number FROM ccn_depthseries_quarantine "
+            "WHERE rule_id <> ? AND severity = 'fatal' AND _row_number IS NOT NULL",
+            [rule],
+        ).fetchall()
+    }
+    expected: set[tuple[str, int]] = set()
+    for path in _study_files(real_data, "depthseries"):
+        if depths[path.name].errors:
+            continue
+        frame = _read(path).select(
+            "row",
+            pl.col("study_id").str.strip_chars(),
+            pl.col("core_id").str.strip_chars(),
+        )
+        for row, study, core in frame.iter_rows():
+            key_present = study is not None and core is not None
+            if key_present and (path.name, row) not in row_rules and (study, core) not in cores:
+                expected.add((path.name, row))
+    found = _flagged(conn, "ccn_depthseries_quarantine", rule)
+    assert expected, "real studies deliver depth intervals whose cores were rejected"
+    assert len(found - expected) == 0, sorted(found - expected)[:5]
+    assert len(expected - found) == 0, sorted(expected - found)[:5]
+    # Both sides' values: the keys provided and how many cores the study has.
+    sample = conn.execute(
+        "SELECT value_provided, expected FROM ccn_depthseries_quarantine WHERE rule_id = ? LIMIT 1",
+        [rule],
+    ).fetchall()[0]
+    assert sample[0].startswith("study_id=") and ", core_id=" in sample[0]
+    assert "ccn_cores rows share study_id" in sample[1]
+    # Nothing lost, now that the rule moved rows from curated to quarantine.
+    for name, result in depths.items():
+        assert result.rows_curated + result.rows_quarantined == result.rows_in, name

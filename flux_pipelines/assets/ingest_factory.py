@@ -29,6 +29,7 @@ from flux_pipelines.contracts.ddl import (
     quote,
 )
 from flux_pipelines.contracts.model import Contract
+from flux_pipelines.contracts.page import rule_catalogue_markdown
 from flux_pipelines.contracts.pandera_schema import pandera_schema
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.errors import PartitionRejected, TransientError
@@ -104,8 +105,10 @@ def column_schema(contract: Contract) -> dg.TableSchema:
 
 def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.AssetsDefinition:
     """The raw / curated / quarantine multi-asset for one agency's dataset."""
-    contract = registry.latest(dataset)
+    contract = registry.latest_for(dataset, agency)
     raw_key, curated_key, quarantine_key = asset_keys(agency, dataset)
+    # Cross-dataset rules read other curated tables of the agency: load those first.
+    referenced = sorted({d for r in contract.cross_rules for d in r.datasets})
     tables = DatasetTables.for_dataset(dataset)
     common = {
         "group_name": agency.key,
@@ -124,7 +127,7 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
         ),
         dg.AssetSpec(
             curated_key,
-            deps=[raw_key],
+            deps=[raw_key, *(asset_keys(agency, d)[1] for d in referenced)],
             description=f"{contract.title} rows of {agency.name} that pass every fatal rule of "
             f"contract {contract.id}, typed. {contract.description}".strip(),
             kinds={"duckdb", "pandera"},
@@ -133,7 +136,8 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
                 "dagster/table_name": f"{agency.id}.{tables.curated}",
                 "contract": dg.MetadataValue.path(contract.source_path),
                 "contract_version": contract.version,
-                "rules": len(contract.rules),
+                "rules": len(contract.catalogue()),
+                "rule_catalogue": dg.MetadataValue.md(rule_catalogue_markdown(contract)),
             },
             freshness_policy=delivery_freshness(agency),
             **common,
@@ -229,7 +233,7 @@ def _load_one(
     partition_key: str,
 ) -> tuple[PartitionResult, dict[str, object]]:
     day = dt.date.fromisoformat(partition_key)
-    contract = registry.contract_for(dataset, day)
+    contract = registry.contract_for(dataset, day, agency)
     folder = warehouse.landing_dir(agency.id, dataset, partition_key)
     files, manifest = delivered_files(folder), delivery_manifest(folder)
     loader = PartitionLoader(
@@ -239,6 +243,7 @@ def _load_one(
         day=day,
         run_id=context.run.run_id,
         raw_root=warehouse.raw_root(agency.id, dataset),
+        references=registry.references_for(contract, day),
     )
     result = load_partition(loader, files, manifest)
     checks = {

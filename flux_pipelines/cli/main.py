@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from flux_pipelines.audit.cli import audit_app
 from flux_pipelines.errors import ConfigurationError
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 contracts_app = typer.Typer(help="List and show data contracts.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(audit_app, name="audit")
 
 DEMO_AGENCIES = ["nasa", "nga", "national-archives", "smithsonian-serc", "dod"]
 DEMO_FIRST_DAY = dt.date(2026, 1, 5)
@@ -125,7 +127,7 @@ def contracts_list() -> None:
             agencies = ", ".join(a.id for a in registry.agencies_for(dataset))
             typer.echo(
                 f"{dataset:<24} {c.version:<9} {c.effective_from!s:<11} {c.domain:<12} "
-                f"{len(c.rules):>5}  {agencies}"
+                f"{len(c.catalogue()):>5}  {agencies}"
             )
 
 
@@ -136,6 +138,9 @@ def contracts_show(
     output: Annotated[
         str, typer.Option("--format", help="page | json-schema | ddl | rules")
     ] = "page",
+    agency: Annotated[
+        str | None, typer.Option(help="Show rules as this agency sees them (its overrides)")
+    ] = None,
 ) -> None:
     """Show a contract as a readable page, its JSON Schema, its DuckDB DDL or its rules."""
     from flux_pipelines.contracts.ddl import ddl_script
@@ -152,15 +157,29 @@ def contracts_show(
     if not chosen:
         _fail(f"{dataset} has no version {version}; have {[c.version for c in versions]}")
     contract = chosen[-1]
+    if agency is not None:
+        try:
+            seen_by = registry.agency(agency)
+        except ConfigurationError as exc:
+            _fail(str(exc))
+        contract = registry.contract_for(dataset, contract.effective_from, seen_by)
+    overrides = {
+        a.id: dict(a.severity_overrides[dataset])
+        for a in registry.agencies_for(dataset)
+        if a.severity_overrides.get(dataset)
+    }
     if output == "page":
-        typer.echo(contract_page(contract))
+        typer.echo(contract_page(contract, overrides))
     elif output == "json-schema":
         typer.echo(json.dumps(json_schema(contract), indent=2))
     elif output == "ddl":
         typer.echo(ddl_script(contract) + ";")
     elif output == "rules":
-        for r in contract.rules:
-            typer.echo(f"{r.id:<40} {r.severity:<8} {r.category:<12} {r.message}")
+        for r in contract.catalogue():
+            mark = " (override)" if r.severity != r.default_severity else ""
+            typer.echo(
+                f"{r.id:<44} {r.scope:<13} {r.severity + mark:<19} {r.category:<12} {r.message}"
+            )
     else:
         _fail(f"--format must be page, json-schema, ddl or rules, not {output!r}")
 

@@ -38,7 +38,10 @@ class Verdict:
 
 
 def validate_file(path: Path, *, dataset: str, day: dt.date, agency: str) -> Verdict:
-    contract = load_registry().contract_for(dataset, day)
+    # Cross-dataset rules need the agency's other tables; they run at load, not here.
+    registry = load_registry()
+    known = next((a for a in registry.agencies if a.id == agency), None)
+    contract = registry.contract_for(dataset, day, known).model_copy(update={"cross_rules": ()})
     tables = DatasetTables.for_dataset(dataset)
     with tempfile.TemporaryDirectory(prefix="flux-validate-") as scratch:
         conn = duckdb.connect(":memory:")

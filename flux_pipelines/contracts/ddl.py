@@ -38,6 +38,7 @@ VIOLATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("field", "VARCHAR"),
     ("value_provided", "VARCHAR"),
     ("expected", "VARCHAR"),
+    ("difference", "VARCHAR"),  # cross-dataset sum rules: this side minus the other side
     ("severity", "VARCHAR NOT NULL"),
     ("category", "VARCHAR"),
     ("message", "VARCHAR NOT NULL"),

@@ -29,6 +29,7 @@ from open_data_contract_standard.model import (
 )
 from pydantic import ValidationError
 
+from flux_pipelines.contracts.cross_rules import compile_quality, compile_relationship
 from flux_pipelines.contracts.model import (
     RULE_CATEGORY,
     AllowedValue,
@@ -112,8 +113,16 @@ def compile_contract(odcs: OpenDataContractStandard, source: str) -> Contract:
     for prop, col in zip(table.properties, columns, strict=True):
         rules.extend(_column_rules(col, _custom(prop.customProperties)))
         rules.extend(_quality_rules(prop.quality or [], names, default_column=col.name))
-    rules.extend(_quality_rules(table.quality or [], names, default_column=None))
-    ids = [r.id for r in rules]
+    cross = [compile_relationship(r, dataset, names) for r in table.relationships or []]
+    row_level: list[DataQuality] = []
+    for q in table.quality or []:
+        compiled = compile_quality(q, dataset, names)
+        if compiled is None:
+            row_level.append(q)
+        else:
+            cross.append(compiled)
+    rules.extend(_quality_rules(row_level, names, default_column=None))
+    ids = [r.id for r in rules] + [r.id for r in cross]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise ConfigurationError(f"duplicate rule ids: {dupes}")
@@ -130,6 +139,7 @@ def compile_contract(odcs: OpenDataContractStandard, source: str) -> Contract:
         null_values=tuple(str(v) for v in top.get("nullValues", ["", "NA"])),
         columns=columns,
         rules=tuple(rules),
+        cross_rules=tuple(cross),
         source_path=source,
         extra={k: str(v) for k, v in top.items() if k not in {"effectiveFrom", "nullValues"}},
     )

@@ -45,6 +45,43 @@ RULE_CATEGORY: dict[RuleKind, Category] = {
 
 _frozen = ConfigDict(frozen=True, extra="forbid")
 
+# Delivery-level rules: a file that breaks one is quarantined whole (always fatal).
+# rule id -> (message, expected)
+DELIVERY_RULES: dict[str, tuple[str, str]] = {
+    "delivery.empty_file": ("the file has no data rows", "at least one data row"),
+    "delivery.bad_encoding": ("the file is not UTF-8 text", "UTF-8 text"),
+    "delivery.unreadable": ("the file cannot be parsed", "a well-formed file"),
+    "delivery.duplicate_columns": ("a column header appears twice", "each column once"),
+    "delivery.missing_required_columns": (
+        "a required column is missing",
+        "every required column present",
+    ),
+    "delivery.unsupported_format": (
+        "the file type is not supported",
+        "csv, json, jsonl or parquet",
+    ),
+    "delivery.manifest_invalid": (
+        "the manifest cannot be read",
+        "a manifest in the documented format",
+    ),
+    "delivery.manifest_missing_file": (
+        "a file the manifest lists was not delivered",
+        "every file the manifest lists",
+    ),
+    "delivery.manifest_unlisted_file": (
+        "a file is not listed in the manifest",
+        "only files the manifest lists",
+    ),
+    "delivery.manifest_sha256_mismatch": (
+        "the file's sha256 differs from the manifest",
+        "the sha256 the manifest gives",
+    ),
+    "delivery.manifest_row_count_mismatch": (
+        "the file's row count differs from the manifest",
+        "the row count the manifest gives",
+    ),
+}
+
 
 class AllowedValue(BaseModel):
     model_config = _frozen
@@ -92,6 +129,44 @@ class Rule(BaseModel):
     expression: str | None = None
 
 
+CrossKind = Literal["reference", "sum", "sql"]
+CROSS_OUTPUT_COLUMNS = ("_file", "_row_number", "field", "value_provided", "expected", "difference")
+
+
+class CrossRule(BaseModel):
+    """A rule over this dataset's partition and other datasets of the same agency file.
+
+    Compiled to one SQL query returning the violating rows of this partition
+    (``CROSS_OUTPUT_COLUMNS``); ``{{this}}`` stands for the partition's curated rows and
+    ``{{<dataset>}}`` for another dataset's curated table (every day of it).
+    """
+
+    model_config = _frozen
+    id: str
+    kind: CrossKind
+    datasets: tuple[str, ...]  # the other datasets it reads
+    columns: tuple[str, ...] = ()  # this dataset's columns it judges
+    target_columns: tuple[str, ...] = ()  # reference rules: the key columns referenced
+    severity: Severity = "fatal"
+    category: Category = "existence"
+    message: str
+    expected: str
+    query: str
+
+
+class CatalogueEntry(BaseModel):
+    """One line of a contract's rule catalogue, whatever the rule's kind."""
+
+    model_config = _frozen
+    id: str
+    scope: Literal["row", "cross-dataset", "delivery"]
+    severity: Severity
+    category: Category
+    message: str
+    expected: str
+    default_severity: Severity
+
+
 class Contract(BaseModel):
     """A dataset version: columns, rules and delivery conventions."""
 
@@ -107,6 +182,9 @@ class Contract(BaseModel):
     null_values: tuple[str, ...] = ("", "NA")
     columns: tuple[ColumnSpec, ...]
     rules: tuple[Rule, ...]
+    cross_rules: tuple[CrossRule, ...] = ()
+    # Per-agency severity overrides applied to this copy (rule id -> contract's severity).
+    overridden: dict[str, Severity] = Field(default_factory=dict)
     source_path: str = ""
     extra: dict[str, str] = Field(default_factory=dict)
 
@@ -128,6 +206,81 @@ class Contract(BaseModel):
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    @property
+    def rule_ids(self) -> set[str]:
+        return {r.id for r in self.rules} | {r.id for r in self.cross_rules}
+
+    def catalogue(self) -> list[CatalogueEntry]:
+        """Every rule with a stable id, as the contract page and the UI list them."""
+        entries = [
+            CatalogueEntry(
+                id=r.id,
+                scope="row",
+                severity=r.severity,
+                category=r.category,
+                message=r.message,
+                expected=r.expected,
+                default_severity=self.overridden.get(r.id, r.severity),
+            )
+            for r in self.rules
+        ]
+        entries += [
+            CatalogueEntry(
+                id=r.id,
+                scope="cross-dataset",
+                severity=r.severity,
+                category=r.category,
+                message=r.message,
+                expected=r.expected,
+                default_severity=self.overridden.get(r.id, r.severity),
+            )
+            for r in self.cross_rules
+        ]
+        entries += [
+            CatalogueEntry(
+                id=rule_id,
+                scope="delivery",
+                severity="fatal",
+                category="existence",
+                message=message,
+                expected=expected,
+                default_severity="fatal",
+            )
+            for rule_id, (message, expected) in DELIVERY_RULES.items()
+        ]
+        return entries
+
+    def with_severities(self, overrides: dict[str, Severity]) -> Contract:
+        """This contract as one agency sees it (the Broker lets agencies set significance)."""
+        unknown = sorted(set(overrides) - self.rule_ids)
+        if unknown:
+            raise KeyError(", ".join(unknown))
+        if not overrides:
+            return self
+        return self.model_copy(
+            update={
+                "rules": tuple(
+                    r.model_copy(update={"severity": overrides[r.id]}) if r.id in overrides else r
+                    for r in self.rules
+                ),
+                "cross_rules": tuple(
+                    r.model_copy(update={"severity": overrides[r.id]}) if r.id in overrides else r
+                    for r in self.cross_rules
+                ),
+                "overridden": {
+                    rid: self.rule_severity(rid)
+                    for rid in overrides
+                    if overrides[rid] != self.rule_severity(rid)
+                },
+            }
+        )
+
+    def rule_severity(self, rule_id: str) -> Severity:
+        for r in (*self.rules, *self.cross_rules):
+            if r.id == rule_id:
+                return r.severity
+        raise KeyError(rule_id)
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:

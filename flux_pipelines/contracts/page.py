@@ -6,7 +6,29 @@ from flux_pipelines.contracts.ddl import ddl_script
 from flux_pipelines.contracts.model import Contract
 
 
-def contract_page(contract: Contract) -> str:
+def rule_catalogue_markdown(contract: Contract) -> str:
+    """Every rule with its stable id, scope, severity and category (an override is marked)."""
+    lines = [
+        "| rule id | scope | severity | category | message | expected |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in contract.catalogue():
+        expected = r.expected.replace("|", "\\|").replace("\n", " ")
+        if len(expected) > 120:
+            expected = expected[:117] + "..."
+        severity = r.severity
+        if r.default_severity != r.severity:
+            severity = f"{r.severity} (agency override; contract: {r.default_severity})"
+        lines.append(
+            f"| `{r.id}` | {r.scope} | {severity} | {r.category} | "
+            f"{r.message.replace('|', '/')} | {expected} |"
+        )
+    return "\n".join(lines)
+
+
+def contract_page(contract: Contract, overrides: dict[str, dict[str, str]] | None = None) -> str:
+    """The contract page; ``overrides`` lists agencies' severity overrides (agency -> rules)."""
+    overrides = overrides or {}
     lines = [
         f"# {contract.title} — `{contract.dataset}` {contract.version}",
         "",
@@ -29,21 +51,24 @@ def contract_page(contract: Contract) -> str:
             f"| `{c.name}` | {c.logical_type} | {'yes' if c.required else ''} | "
             f"{c.unit or ''} | {desc} |"
         )
+    catalogue = contract.catalogue()
     lines += [
         "",
-        f"## Rules ({len(contract.rules)})",
+        f"## Rule catalogue ({len(catalogue)} rules)",
         "",
-        "| rule id | severity | category | message | expected |",
-        "|---|---|---|---|---|",
+        rule_catalogue_markdown(contract),
     ]
-    for r in contract.rules:
-        expected = r.expected.replace("|", "\\|")
-        if len(expected) > 120:
-            expected = expected[:117] + "..."
-        lines.append(
-            f"| `{r.id}` | {r.severity} | {r.category} | {r.message.replace('|', '/')} | "
-            f"{expected} |"
-        )
+    if overrides:
+        lines += ["", "### Agency severity overrides", ""]
+        lines += [
+            f"- `{agency}`: " + ", ".join(f"`{rid}` -> {sev}" for rid, sev in sorted(o.items()))
+            for agency, o in sorted(overrides.items())
+        ]
+    if contract.cross_rules:
+        lines += ["", "### Cross-dataset rule queries", ""]
+        for r in contract.cross_rules:
+            lines += [f"`{r.id}` ({r.kind}, reads {', '.join(r.datasets)}):", "", "```sql"]
+            lines += [r.query, "```", ""]
     enums = [c for c in contract.columns if c.allowed_values]
     if enums:
         lines += ["", "## Allowed values", ""]

@@ -18,8 +18,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from flux_pipelines.contracts.cross_rules import check_cross_rules
 from flux_pipelines.contracts.loader import load_contract
-from flux_pipelines.contracts.model import Contract
+from flux_pipelines.contracts.model import Contract, Severity
 from flux_pipelines.contracts.slugs import check_slug, dagster_name
 from flux_pipelines.errors import ConfigurationError
 
@@ -37,6 +38,9 @@ class Agency(BaseModel):
     source_names: tuple[str, ...] = ()
     # When each day's delivery is due (cron, UTC); freshness is judged against it.
     delivery_deadline: str = "0 9 * * *"
+    # dataset -> rule id -> fatal | warning: the agency's own significance for a rule, as the
+    # Broker lets each agency set it. Applied to every version of the dataset's contract.
+    severity_overrides: dict[str, dict[str, Severity]] = {}
 
     @field_validator("delivery_deadline")
     @classmethod
@@ -90,8 +94,9 @@ class Registry(BaseModel):
     def latest(self, dataset: str) -> Contract:
         return self.versions(dataset)[-1]
 
-    def contract_for(self, dataset: str, day: dt.date) -> Contract:
-        """The version in force on a delivery day (the newest whose effectiveFrom <= day)."""
+    def contract_for(self, dataset: str, day: dt.date, agency: Agency | None = None) -> Contract:
+        """The version in force on a delivery day (the newest whose effectiveFrom <= day),
+        with the agency's severity overrides applied when an agency is given."""
         in_force = [c for c in self.versions(dataset) if c.effective_from <= day]
         if not in_force:
             first = self.versions(dataset)[0]
@@ -99,10 +104,32 @@ class Registry(BaseModel):
                 f"no {dataset} contract is in force on {day}: the first version "
                 f"({first.version}) starts {first.effective_from}"
             )
-        return in_force[-1]
+        return _as_seen_by(in_force[-1], agency)
+
+    def latest_for(self, dataset: str, agency: Agency | None) -> Contract:
+        return _as_seen_by(self.latest(dataset), agency)
+
+    def references_for(self, contract: Contract, day: dt.date) -> dict[str, Contract]:
+        """The contracts of the datasets a contract's cross-dataset rules read."""
+        wanted = {d for rule in contract.cross_rules for d in rule.datasets}
+        return {d: self._in_force_or_first(d, day) for d in sorted(wanted)}
+
+    def _in_force_or_first(self, dataset: str, day: dt.date) -> Contract:
+        in_force = [c for c in self.versions(dataset) if c.effective_from <= day]
+        return in_force[-1] if in_force else self.versions(dataset)[0]
 
     def agencies_for(self, dataset: str) -> list[Agency]:
         return [a for a in self.agencies if dataset in a.datasets]
+
+
+def _as_seen_by(contract: Contract, agency: Agency | None) -> Contract:
+    """The contract with the agency's severity overrides (those its rules know)."""
+    if agency is None:
+        return contract
+    overrides = agency.severity_overrides.get(contract.dataset, {})
+    return contract.with_severities(
+        {rid: sev for rid, sev in overrides.items() if rid in contract.rule_ids}
+    )
 
 
 def contracts_dir() -> Path:
@@ -122,7 +149,43 @@ def load_registry(root: Path | None = None) -> Registry:
                     f"{root / 'agencies.yaml'}: agency {agency.id} delivers {dataset!r} but "
                     f"there is no contract in {root / 'datasets' / dataset}"
                 )
+    _check_overrides(root, agencies, contracts)
+    check_cross_rules(
+        [c for versions in contracts.values() for c in versions],
+        {dataset: versions[-1] for dataset, versions in contracts.items()},
+        _delivered_beside(agencies),
+    )
     return Registry(root=root, agencies=tuple(agencies), contracts=contracts)
+
+
+def _check_overrides(
+    root: Path, agencies: list[Agency], contracts: dict[str, tuple[Contract, ...]]
+) -> None:
+    for agency in agencies:
+        for dataset, overrides in agency.severity_overrides.items():
+            if dataset not in agency.datasets:
+                raise ConfigurationError(
+                    f"{root / 'agencies.yaml'}: agency {agency.id} overrides rules of "
+                    f"{dataset!r}, which it does not deliver"
+                )
+            known = set().union(*(c.rule_ids for c in contracts[dataset]))
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise ConfigurationError(
+                    f"{root / 'agencies.yaml'}: agency {agency.id} overrides unknown "
+                    f"{dataset} rules {unknown} (see `flux contracts show {dataset} "
+                    "--format rules`)"
+                )
+
+
+def _delivered_beside(agencies: list[Agency]) -> dict[str, set[str]]:
+    """Per dataset, the datasets every agency delivering it also delivers."""
+    beside: dict[str, set[str]] = {}
+    for agency in agencies:
+        for dataset in agency.datasets:
+            mine = set(agency.datasets)
+            beside[dataset] = beside[dataset] & mine if dataset in beside else mine
+    return beside
 
 
 def _load_agencies(path: Path) -> list[Agency]:

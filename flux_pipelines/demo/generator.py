@@ -1481,9 +1481,11 @@ def generate_landing(
         for day in dates
         if _in_force(registry, dataset, day)
     ]
-    formats = _delivery_formats(len(deliveries))
+    formats = dict(zip(deliveries, _delivery_formats(len(deliveries)), strict=True))
     written: list[Path] = []
-    for (agency, dataset, day), fmt in zip(deliveries, formats, strict=True):
+    generated: dict[tuple[str, str, dt.date], GeneratedDelivery] = {}
+    # Referenced datasets first, so references can point at rows the agency really sent.
+    for agency, dataset, day in sorted(deliveries, key=lambda d: _depth(registry, d[1])):
         style = random.Random(f"{seed}/{agency}")
         rate = style.choice((0.0, 0.005, 0.01, 0.02, 0.05, 0.1))
         windows = style.random() < 0.3
@@ -1491,10 +1493,97 @@ def generate_landing(
         n_rows = max(1, round(rows_per_delivery * local.uniform(0.8, 1.2)))
         contract = registry.contract_for(dataset, day)
         delivery = generate_rows(contract, n_rows, seed=local.getrandbits(63), defect_rate=rate)
+        delivery = link_references(
+            delivery,
+            contract,
+            {d: g for (a, d, when), g in generated.items() if a == agency and when == day},
+            seed=local.getrandbits(63),
+            orphan_rate=rate / 2,
+        )
+        generated[(agency, dataset, day)] = delivery
+        fmt = formats[(agency, dataset, day)]
         stem = f"{dataset}_{day.isoformat()}"
         path = landing_root / agency / dataset / day.isoformat() / f"{stem}.{fmt}"
         written.append(write_delivery(delivery.frame, path, fmt, bom=windows, crlf=windows))
-    return written
+    return sorted(written)
+
+
+def _depth(registry: Registry, dataset: str, seen: frozenset[str] = frozenset()) -> int:
+    """How many reference hops a dataset is from one that references nothing."""
+    parents = {d for r in registry.latest(dataset).cross_rules for d in r.datasets}
+    if not parents or dataset in seen:
+        return 0
+    return 1 + max(_depth(registry, p, seen | {dataset}) for p in parents)
+
+
+def link_references(
+    delivery: GeneratedDelivery,
+    contract: Contract,
+    siblings: Mapping[str, GeneratedDelivery],
+    *,
+    seed: int,
+    orphan_rate: float,
+) -> GeneratedDelivery:
+    """Point foreign keys at rows of the referenced delivery of the same agency and day.
+
+    Rows keep their generated (orphan) key with probability ``orphan_rate``; those are
+    recorded as planted violations of the reference rule. Rows with a planted defect in a
+    key column, or an empty key, are left alone.
+    """
+    frame, planted = delivery.frame, delivery.planted
+    rng = random.Random(seed)
+    for rule in contract.cross_rules:
+        parent = siblings.get(rule.datasets[0]) if rule.kind == "reference" else None
+        if parent is None:
+            continue
+        target_cols = rule.target_columns
+        keys = parent.frame.select(
+            pl.col(parent.headers[c]).alias(m)
+            for m, c in zip(rule.columns, target_cols, strict=True)
+        )
+        if keys.height == 0:
+            continue
+        mine = [delivery.headers[c] for c in rule.columns]
+        defective = set(
+            planted.filter(
+                pl.col("rule_id").is_in(
+                    [r.id for r in contract.rules if r.column in set(rule.columns)]
+                )
+            )
+            .get_column("row_number")
+            .to_list()
+        )
+        picks = [rng.randrange(keys.height) for _ in range(frame.height)]
+        orphan = [rng.random() < orphan_rate for _ in range(frame.height)]
+        first = delivery.row_offset + 1
+        present = frame.select(pl.all_horizontal(pl.col(c).is_not_null() for c in mine)).to_series()
+        link = [
+            bool(present[i]) and not orphan[i] and (first + i) not in defective
+            for i in range(frame.height)
+        ]
+        chosen = keys[picks]
+        frame = frame.with_columns(
+            pl.when(pl.Series(link)).then(chosen.get_column(m)).otherwise(pl.col(h)).alias(h)
+            for m, h in zip(rule.columns, mine, strict=True)
+        )
+        known = set(keys.iter_rows())
+        orphans = [
+            first + i
+            for i, row in enumerate(frame.select(mine).iter_rows())
+            if bool(present[i]) and (first + i) not in defective and tuple(row) not in known
+        ]
+        planted = pl.concat(
+            [
+                planted,
+                pl.DataFrame(
+                    {"row_number": orphans, "rule_id": [rule.id] * len(orphans)},
+                    schema=PLANTED_SCHEMA,
+                ),
+            ]
+        )
+    return GeneratedDelivery(
+        frame=frame, planted=planted, headers=delivery.headers, row_offset=delivery.row_offset
+    )
 
 
 def _in_force(registry: Registry, dataset: str, day: dt.date) -> bool:

@@ -23,7 +23,7 @@ import os
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,7 @@ from flux_pipelines.contracts.ddl import (
     DatasetTables,
     quote,
 )
-from flux_pipelines.contracts.model import Contract
+from flux_pipelines.contracts.model import DELIVERY_RULES, Contract
 from flux_pipelines.contracts.slugs import normalise_header
 from flux_pipelines.contracts.validator import (
     FILE,
@@ -49,6 +49,7 @@ from flux_pipelines.contracts.validator import (
 )
 from flux_pipelines.errors import DeliveryError
 from flux_pipelines.faults import crash_point
+from flux_pipelines.ingest.cross_checks import apply_cross_rules
 from flux_pipelines.ingest.manifest import (
     MANIFEST_NAMES,
     Manifest,
@@ -190,8 +191,11 @@ class PartitionLoader:
         run_id: str,
         raw_root: Path,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        references: Mapping[str, Contract] | None = None,
     ) -> None:
         self.conn = conn
+        # Contracts of the datasets this one's cross-dataset rules read (same agency file).
+        self.references = dict(references or {})
         self.raw_dir = partition_dir(raw_root, day)
         self.staging = raw_root / f".staging-{day.isoformat()}-{uuid.uuid4().hex[:8]}"
         self._raw_parts: dict[str, list[Path]] = {}
@@ -238,6 +242,15 @@ class PartitionLoader:
             self._insert_split(facts)
         for folder in (KEYS_DIR, SPLIT_DIR):
             shutil.rmtree(self.staging / folder, ignore_errors=True)
+        if self.contract.cross_rules:
+            apply_cross_rules(
+                self.conn,
+                self.contract,
+                self.day,
+                run_id=self.run_id,
+                loaded_at=self.loaded_at,
+                references=self.references,
+            )
         crash_point("loader.inserted")
         self._recount(outcomes)
         self._record_deliveries(outcomes)
@@ -717,19 +730,7 @@ def _alias_map(contract: Contract) -> dict[str, str]:
 
 
 def _expected_for(rule_id: str) -> str:
-    return {
-        "delivery.empty_file": "at least one data row",
-        "delivery.bad_encoding": "UTF-8 text",
-        "delivery.unreadable": "a well-formed file",
-        "delivery.duplicate_columns": "each column once",
-        "delivery.missing_required_columns": "every required column present",
-        "delivery.unsupported_format": "csv, json, jsonl or parquet",
-        "delivery.manifest_invalid": "a manifest in the documented format",
-        "delivery.manifest_missing_file": "every file the manifest lists",
-        "delivery.manifest_unlisted_file": "only files the manifest lists",
-        "delivery.manifest_sha256_mismatch": "the sha256 the manifest gives",
-        "delivery.manifest_row_count_mismatch": "the row count the manifest gives",
-    }.get(rule_id, "an acceptable file")
+    return DELIVERY_RULES.get(rule_id, ("", "an acceptable file"))[1]
 
 
 def _check_against_manifest(manifest: Manifest, outcome: FileOutcome) -> None:

@@ -12,6 +12,7 @@ import codecs
 import csv
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 SUPPORTED_SUFFIXES = CSV_SUFFIXES | JSONL_SUFFIXES | {".json", ".parquet"}
 HASH_BLOCK = 8 * 1024 * 1024
 DEFAULT_CHUNK_ROWS = 250_000
+EOL_SNIFF_BYTES = 1 << 16
 
 
 class FileProblem(Exception):
@@ -122,7 +124,7 @@ def _hash_and_check_text(path: Path, *, check_utf8: bool) -> str:
 
 
 def _reject_duplicates(headers: Sequence[str]) -> None:
-    duplicates = sorted({h for h in headers if headers.count(h) > 1})
+    duplicates = sorted(h for h, n in Counter(headers).items() if n > 1)
     if duplicates:
         raise FileProblem(
             "delivery.duplicate_columns",
@@ -155,6 +157,7 @@ def _scan(path: Path, fmt: str) -> pl.LazyFrame:
     if fmt == "csv":
         frame = pl.scan_csv(
             path,
+            eol_char=_eol_char(path),
             infer_schema=False,
             with_column_names=lambda cols: [normalise_header(c) for c in cols],
             raise_if_empty=False,
@@ -174,6 +177,17 @@ def _scan(path: Path, fmt: str) -> pl.LazyFrame:
             _as_text(name, dtype) for name, dtype in frame.collect_schema().items()
         )
     return frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+
+
+def _eol_char(path: Path) -> str:
+    """'\\r' for files with classic Mac line ends (no '\\n' at all; Treasury's tas_list.csv).
+
+    polars splits lines on one character only; read with '\\n', such a file is one huge
+    header line. CRLF files end in '\\n' and read fine either way.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(EOL_SNIFF_BYTES)
+    return "\r" if b"\r" in head and b"\n" not in head else "\n"
 
 
 def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:

@@ -59,6 +59,7 @@ from open_data_contract_standard.model import (
     Description,
     EnumValue,
     OpenDataContractStandard,
+    Relationship,
     SchemaObject,
     SchemaProperty,
 )
@@ -150,6 +151,13 @@ _ROW_RULES: tuple[_RowRule, ...] = (
         description="depth_min (top of the interval) must not exceed depth_max (its bottom)",
     ),
 )
+
+# Cross-dataset references: a table's rows must name a row of another table of the same
+# agency file (the dictionary's hierarchy: study -> site -> core -> depth interval).
+# table -> (referenced table, key columns); emitted when both tables have the key columns.
+_REFERENCES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "depthseries": ("cores", ("study_id", "core_id")),
+}
 
 # Uniqueness only where the real studies prove it: core_id is unique within each of the
 # 101 *_cores.csv files (the identity is (study_id, core_id); core_id alone repeats across
@@ -417,6 +425,34 @@ def row_rules(columns: set[str]) -> list[DataQuality] | None:
     return rules or None
 
 
+def references(table: str, columns: set[str]) -> list[Relationship] | None:
+    """The table's foreign key to its parent table, as an ODCS relationship."""
+    if table not in _REFERENCES:
+        return None
+    parent, key = _REFERENCES[table]
+    if not set(key) <= columns:
+        return None
+    return [
+        Relationship.model_validate(  # "from" is a keyword: only its alias populates it
+            {
+                "id": f"{dataset_id(table)}.{parent.rstrip('s')}_exists",
+                "type": "foreignKey",
+                "from": list(key),
+                "to": [f"{dataset_id(parent)}.{k}" for k in key],
+                "customProperties": [
+                    CustomProperty(property="severity", value="fatal"),
+                    CustomProperty(property="category", value="existence"),
+                    CustomProperty(
+                        property="message",
+                        value=f"{', '.join(key)} does not name a {parent} row the study delivered "
+                        f"(deliver its {parent} first, or correct the ids)",
+                    ),
+                ],
+            }
+        )
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # Building the contracts
 # --------------------------------------------------------------------------------------------
@@ -444,6 +480,7 @@ def contract(
         description=description,
         properties=[schema_property(a, vocabularies, types) for a in attributes],
         quality=row_rules(set(names)),
+        relationships=references(table, set(names)),
     )
     return OpenDataContractStandard(
         apiVersion=API_VERSION,

@@ -1,0 +1,40 @@
+"""The audit trail: an append-only, hash-chained record of deliveries, loads, quarantines,
+publications, contract versions, overrides and reports (see ``trail`` for what it proves)."""
+
+from flux_pipelines.audit.trail import (
+    RECORD_KINDS,
+    Anchor,
+    AuditRecord,
+    AuditTrail,
+    Problem,
+    RecordKind,
+    TrailEntry,
+    VerifyReport,
+    contract_version_record,
+    default_trail,
+    delivery_record,
+    load_record,
+    override_record,
+    publication_record,
+    quarantine_record,
+    report_record,
+)
+
+__all__ = [
+    "RECORD_KINDS",
+    "Anchor",
+    "AuditRecord",
+    "AuditTrail",
+    "Problem",
+    "RecordKind",
+    "TrailEntry",
+    "VerifyReport",
+    "contract_version_record",
+    "default_trail",
+    "delivery_record",
+    "load_record",
+    "override_record",
+    "publication_record",
+    "quarantine_record",
+    "report_record",
+]
