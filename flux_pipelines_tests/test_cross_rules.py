@@ -215,7 +215,7 @@ def test_cross_rule_sql_is_checked_when_definitions_load(tmp_path: Path) -> None
         "engine": "flux",
         "query": "SELECT t._file, t._row_number FROM {{this}} t JOIN {{parents}} p ON p.nope = 1",
     }
-    with pytest.raises(ConfigurationError, match="children.bad_sql: the query does not run"):
+    with pytest.raises(ConfigurationError, match=r"children\.bad_sql: the query does not run"):
         _registry(tmp_path, quality=[bad])
     short = dict(bad, query="SELECT t._file, t._row_number FROM {{this}} t, {{parents}} p")
     with pytest.raises(ConfigurationError, match="must return exactly"):
