@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -18,7 +19,7 @@ runner = CliRunner()
 
 
 def test_validate_reports_planted_defects_and_loads_nothing(tmp_path: Path) -> None:
-    contract = load_registry().latest("meteorites")
+    contract = load_registry().contract_for("meteorites", dt.date(2026, 1, 5))
     delivery = generate_rows(contract, 300, seed=21, defect_rate=0.05)
     path = write_delivery(delivery.frame, tmp_path / "meteorites.csv", "csv")
     errors = tmp_path / "errors.csv"

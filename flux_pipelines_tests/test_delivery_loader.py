@@ -512,6 +512,28 @@ def test_huge_field_is_truncated_in_original_row(
     assert rows(conn, "SELECT strlen(name) FROM raw_items WHERE _row_number = 1") == [(20_000,)]
 
 
+def test_huge_extra_columns_keep_original_row_valid_json(
+    tmp_path: Path, conn: duckdb.DuckDBPyConnection, contract: Contract
+) -> None:
+    """Oversized unknown columns of a quarantined row cannot break the JSON column."""
+    big = "F" * 50_000
+    path = write(
+        tmp_path,
+        "flex.csv",
+        csv_text(
+            [(1, "a", 5, "zz", big), (2, "b", 5, "x", "small")], "id,name,score,kind,flex_big"
+        ),
+    )
+    result = run_load(conn, contract, [path], tmp_path)
+    assert result.rows_quarantined == 1 and result.rows_curated == 1
+    (text,) = rows(conn, "SELECT original_row FROM items_quarantine")[0]
+    original = json.loads(text)
+    assert original["kind"] == "zz"
+    assert original["_unmapped"].startswith("[")
+    assert "bytes of extra columns, truncated by Flux" in original["_unmapped"]
+    assert rows(conn, "SELECT count(*) FROM raw_items") == [(2,)]
+
+
 def test_empty_keys_are_never_duplicates(tmp_path: Path, conn: duckdb.DuckDBPyConnection) -> None:
     """Optional unique columns: many empty cells are not a repeated key (real NGA ulanid)."""
     doc = contract_doc(

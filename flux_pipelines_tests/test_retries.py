@@ -360,6 +360,7 @@ def test_configuration_errors_fail_once(tmp_path: Path) -> None:
 
     contracts = tmp_path / "contracts"
     shutil.copytree(load_registry().root, contracts)
+    (contracts / "datasets" / "meteorites" / "2.0.0.odcs.yaml").unlink()  # only v1, from 2027
     contract_file = contracts / "datasets" / "meteorites" / "1.0.0.odcs.yaml"
     text = contract_file.read_text()
     assert 'value: "2000-01-01"' in text

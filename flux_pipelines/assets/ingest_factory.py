@@ -21,6 +21,8 @@ import pandera.errors
 import polars as pl
 from dagster import AssetExecutionContext
 
+from flux_pipelines.assets.delivery_outputs import audit_partition, write_report
+from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.contracts.ddl import (
     DELIVERIES_TABLE,
     DUCKDB_TYPES,
@@ -43,6 +45,7 @@ from flux_pipelines.ingest.delivery import (
     raw_counts,
 )
 from flux_pipelines.instance.launcher import record_run_worker
+from flux_pipelines.reports import DeliveryReport
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 
 PARTITIONS_START = "2020-01-01"
@@ -195,7 +198,10 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
                     results.append(result)
                     check_rows.append(check)
                     context.log.info(_summary_line(result))
-                schema = [schema_check(conn, c, days) for c, days in _days_by_contract(results)]
+                schema = [
+                    schema_check(conn, registry.storage_contract(c), days)
+                    for c, days in _days_by_contract(results)
+                ]
         except TransientError as exc:
             # Only transient errors (a held lock) are retried; data and configuration errors
             # fail at once with their message.
@@ -244,16 +250,28 @@ def _load_one(
         run_id=context.run.run_id,
         raw_root=warehouse.raw_root(agency.id, dataset),
         references=registry.references_for(contract, day),
+        storage=registry.storage_contract(contract),
     )
     result = load_partition(loader, files, manifest)
     checks = {
         "day": partition_key,
         **conservation(conn, contract, day, raw_counts(loader.raw_dir, conn)),
     }
-    publish_partition(
+    published = publish_partition(
         conn, warehouse, agency.id, dataset, DatasetTables.for_dataset(dataset).curated, day
     )
     crash_point("ingest.published")
+    if result.files:  # a day without a delivery has nothing to report or audit
+        report = write_report(conn, warehouse.root, agency.id, result)
+        audit_partition(
+            AuditTrail(warehouse.root),
+            conn,
+            result,
+            run_id=context.run.run_id,
+            published=published,
+            report=report,
+        )
+        checks["report"] = report
     return result, checks
 
 
@@ -341,6 +359,7 @@ def _materializations(
             "dagster/row_count": rows_in,
             "files": dg.MetadataValue.md(_files_table(results)),
             "unmapped_columns": ", ".join(drift) or "none",
+            "schema_drift": "; ".join(f"{f.file}: {f.drift}" for f in files if f.drift) or "none",
         },
     )
     conservation_ok = all(bool(c["conservation_ok"]) for c in checks)
@@ -388,16 +407,33 @@ def _materializations(
             "rows_quarantined": quarantined,
             "reject_rate": quarantined / rows_in if rows_in else 0.0,
             "top_rules": dg.MetadataValue.md(_rules_table(rules)),
+            **_report_links([c["report"] for c in checks if "report" in c]),  # type: ignore[misc]
         },
     )
 
 
+def _report_links(reports: list[DeliveryReport]) -> dict[str, object]:
+    """Where the agency's reports are (the latest day's, for a range)."""
+    if not reports:
+        return {}
+    last = reports[-1]
+    return {
+        "agency_report": dg.MetadataValue.path(str(last.summary)),
+        "error_report_csv": dg.MetadataValue.path(str(last.error_report)),
+        "warning_report_csv": dg.MetadataValue.path(str(last.warning_report)),
+        "report_errors": last.errors,
+        "report_warnings": last.warnings,
+        "reports_written": len(reports),
+    }
+
+
 def _summary_line(r: PartitionResult) -> str:
     top = ", ".join(f"{k}={v}" for k, v in r.rule_counts.most_common(3)) or "none"
+    drift = "".join(f"; drift in {f.file}: {f.drift}" for f in r.files if f.drift)
     return (
         f"{r.agency}/{r.dataset} {r.day}: {len(r.files)} file(s), {r.rows_in} rows in, "
         f"{r.rows_curated} curated, {r.rows_quarantined} quarantined "
-        f"(contract {r.contract.version}); top rules: {top}"
+        f"(contract {r.contract.version}); top rules: {top}{drift}"
     )
 
 

@@ -66,6 +66,8 @@ DELIVERY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("rows_with_warnings", "BIGINT NOT NULL"),
     ("unmapped_columns", "VARCHAR[]"),
     ("missing_columns", "VARCHAR[]"),
+    ("columns_reordered", "BOOLEAN"),
+    ("drift", "VARCHAR"),  # schema drift in plain words, for the agency report
     ("contract_version", "VARCHAR NOT NULL"),
     ("run_id", "VARCHAR NOT NULL"),
     ("loaded_at", "TIMESTAMP NOT NULL"),

@@ -208,6 +208,11 @@ def _column(prop: SchemaProperty) -> ColumnSpec:
         date_format=opts.get("format"),
         unit=custom.get("unit"),
         examples=tuple(str(e) for e in prop.examples or []),
+        renamed_from=(
+            check_column(str(custom["renamedFrom"]), "renamedFrom")
+            if custom.get("renamedFrom")
+            else None
+        ),
     )
 
 

@@ -112,6 +112,9 @@ class ColumnSpec(BaseModel):
     date_format: str | None = None
     unit: str | None = None
     examples: tuple[str, ...] = ()
+    # The column's name in the previous contract version (a rename): older days' rows are
+    # stored under the new name, and deliveries still sending the old header map to it.
+    renamed_from: str | None = None
 
 
 class Rule(BaseModel):
@@ -206,6 +209,35 @@ class Contract(BaseModel):
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def renamed(self, names: dict[str, str]) -> Contract:
+        """This version with columns renamed (old -> new): how its rows are stored once a
+        later version renamed them. Rules follow their columns."""
+        if not names:
+            return self
+
+        def new(name: str | None) -> str | None:
+            return names.get(name, name) if name is not None else None
+
+        return self.model_copy(
+            update={
+                "columns": tuple(
+                    c.model_copy(update={"name": names[c.name], "renamed_from": c.name})
+                    if c.name in names
+                    else c
+                    for c in self.columns
+                ),
+                "rules": tuple(
+                    r.model_copy(
+                        update={
+                            "column": new(r.column),
+                            "columns": tuple(names.get(c, c) for c in r.columns),
+                        }
+                    )
+                    for r in self.rules
+                ),
+            }
+        )
 
     @property
     def rule_ids(self) -> set[str]:

@@ -109,6 +109,21 @@ class Registry(BaseModel):
     def latest_for(self, dataset: str, agency: Agency | None) -> Contract:
         return _as_seen_by(self.latest(dataset), agency)
 
+    def storage_contract(self, contract: Contract) -> Contract:
+        """The version as its rows are stored: columns renamed by any later version."""
+        versions = self.versions(contract.dataset)
+        later = [v for v in versions if v.effective_from > contract.effective_from]
+        names: dict[str, str] = {}
+        for version in later:
+            for column in version.columns:
+                if column.renamed_from is None:
+                    continue
+                for old, new in list(names.items()):
+                    if new == column.renamed_from:
+                        names[old] = column.name
+                names.setdefault(column.renamed_from, column.name)
+        return contract.renamed(names)
+
     def references_for(self, contract: Contract, day: dt.date) -> dict[str, Contract]:
         """The contracts of the datasets a contract's cross-dataset rules read."""
         wanted = {d for rule in contract.cross_rules for d in rule.datasets}

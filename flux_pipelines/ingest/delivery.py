@@ -94,6 +94,19 @@ class FileOutcome:
     rows_with_warnings: int = 0
     unmapped: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    reordered: bool = False  # the contract's columns arrived in another order
+
+    @property
+    def drift(self) -> str:
+        """Schema drift in plain words ('' when the file matches the contract's layout)."""
+        parts = []
+        if self.unmapped:
+            parts.append(f"extra columns kept in raw: {', '.join(self.unmapped)}")
+        if self.missing:
+            parts.append(f"missing optional columns: {', '.join(self.missing)}")
+        if self.reordered:
+            parts.append("columns in another order than the contract's")
+        return "; ".join(parts)
 
 
 @dataclass
@@ -192,8 +205,17 @@ class PartitionLoader:
         raw_root: Path,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         references: Mapping[str, Contract] | None = None,
+        storage: Contract | None = None,
     ) -> None:
         self.conn = conn
+        # The version as stored (a later version may have renamed columns); rows validate
+        # against ``contract`` and are written under ``storage``'s column names.
+        self.storage = storage or contract
+        self._renames = {
+            old.name: new.name
+            for old, new in zip(contract.columns, self.storage.columns, strict=True)
+            if old.name != new.name
+        }
         # Contracts of the datasets this one's cross-dataset rules read (same agency file).
         self.references = dict(references or {})
         self.raw_dir = partition_dir(raw_root, day)
@@ -221,7 +243,7 @@ class PartitionLoader:
         self, files: Sequence[Path], manifest: Manifest | ManifestInvalid | None = None
     ) -> PartitionResult:
         """Replace the partition with these files' rows (call inside a transaction)."""
-        ensure_tables(self.conn, self.contract)
+        ensure_tables(self.conn, self.storage)
         self._delete_partition()
         self._remove_leftovers()
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -286,6 +308,7 @@ class PartitionLoader:
             facts = inspect_file(path)
             outcome.size_bytes, outcome.format = facts.size_bytes, facts.format
             mapping, outcome.unmapped, outcome.missing = self._map_headers(facts.headers)
+            outcome.reordered = self._reordered(facts.headers)
             missing_required = [c for c in self.contract.required_columns if c in outcome.missing]
             rows = self._stage_raw(facts, mapping)
             outcome.rows_read = rows
@@ -312,6 +335,11 @@ class PartitionLoader:
         present = set(mapping.values())
         missing = [c for c in self.contract.column_names if c not in present]
         return mapping, unmapped, missing
+
+    def _reordered(self, headers: Sequence[str]) -> bool:
+        delivered = [self._aliases[h] for h in headers if h in self._aliases]
+        expected = [c for c in self.contract.column_names if c in set(delivered)]
+        return delivered != expected
 
     def _stage_raw(self, facts: FileFacts, mapping: dict[str, str]) -> int:
         rows = 0
@@ -398,6 +426,8 @@ class PartitionLoader:
         """
         if frame.height == 0:
             return
+        if table == self.tables.curated and self._renames:
+            frame = frame.rename(self._renames)
         parts = self._split_parts.setdefault(facts.path.name, {}).setdefault(table, [])
         part = self.staging / SPLIT_DIR / f"{table}-{self._parts_written:06d}.parquet"
         self._parts_written += 1
@@ -429,7 +459,7 @@ class PartitionLoader:
                         [
                             pl.col("original_row").str.head(-1),
                             pl.lit(',"_unmapped":'),
-                            truncate(pl.col("_unmapped"), MAX_CELL_BYTES * 4),
+                            _bounded_json(pl.col("_unmapped"), MAX_CELL_BYTES * 4),
                             pl.lit("}"),
                         ]
                     )
@@ -635,8 +665,8 @@ class PartitionLoader:
                     ? AS size_bytes, ? AS format, ? AS status, ? AS rule_id, ? AS reason,
                     ? AS rows_read, ? AS rows_curated, ? AS rows_quarantined,
                     ? AS rows_with_warnings, ?::VARCHAR[] AS unmapped_columns,
-                    ?::VARCHAR[] AS missing_columns, ? AS contract_version, ? AS run_id,
-                    ?::TIMESTAMP AS loaded_at""",
+                    ?::VARCHAR[] AS missing_columns, ? AS columns_reordered, ? AS drift,
+                    ? AS contract_version, ? AS run_id, ?::TIMESTAMP AS loaded_at""",
                 [
                     self.contract.dataset,
                     self.day,
@@ -653,6 +683,8 @@ class PartitionLoader:
                     o.rows_with_warnings,
                     o.unmapped,
                     o.missing,
+                    o.reordered,
+                    o.drift or None,
                     self.contract.version,
                     self.run_id,
                     self.loaded_at,
@@ -724,9 +756,18 @@ def _alias_map(contract: Contract) -> dict[str, str]:
     """Normalised header spelling -> contract column (its name and its sourceNames)."""
     aliases: dict[str, str] = {}
     for column in contract.columns:
-        for spelling in (column.name, *column.source_names):
+        old = (column.renamed_from,) if column.renamed_from else ()
+        for spelling in (column.name, *column.source_names, *old):
             aliases[normalise_header(spelling)] = column.name
     return aliases
+
+
+def _bounded_json(expr: pl.Expr, limit: int) -> pl.Expr:
+    """A JSON value of at most ``limit`` bytes: cutting JSON text would leave it malformed,
+    so an oversized object becomes a JSON string saying where the full row is (raw)."""
+    size = expr.str.len_bytes()
+    marker = pl.format('"[{} bytes of extra columns, truncated by Flux: see the raw table]"', size)
+    return pl.when(size > limit).then(marker).otherwise(expr)
 
 
 def _expected_for(rule_id: str) -> str:

@@ -22,7 +22,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field
 
-from flux_pipelines.contracts.ddl import contract_ddl, create_table_sql, quote
+from flux_pipelines.contracts.ddl import DatasetTables, contract_ddl, create_table_sql, quote
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import TransientError
@@ -129,12 +129,22 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection, contract: Contract) -> None:
         [list(wanted)],
     ).fetchall():
         existing.setdefault(table, set()).add(column)
+    renames = {c.name: c.renamed_from for c in contract.columns if c.renamed_from}
+    curated = DatasetTables.for_dataset(contract.dataset).curated
     for table, columns in wanted.items():
         if table not in existing:
             conn.execute(create_table_sql(table, columns))
             continue
+        have = existing[table]
+        for name, old in renames.items():
+            # A renamed column keeps its data: rename it in place (the contract's migration).
+            if table == curated and name not in have and old in have:
+                conn.execute(
+                    f"ALTER TABLE {quote(table)} RENAME COLUMN {quote(old)} TO {quote(name)}"
+                )
+                have = (have - {old}) | {name}
         for name, sql_type in columns:
-            if name not in existing[table]:
+            if name not in have:
                 nullable_type = sql_type.replace(" NOT NULL", "")
                 conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {nullable_type}")
 

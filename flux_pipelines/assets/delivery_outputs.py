@@ -1,0 +1,145 @@
+"""What each loaded partition leaves for people: the agency's report and the audit trail.
+
+Both are written after the partition's DuckDB commit, inside the same step, so an agency
+gets its report (and the trail its records) for every delivery, including one whose files
+were rejected whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import duckdb
+
+from flux_pipelines.audit.trail import (
+    AuditRecord,
+    AuditTrail,
+    contract_version_record,
+    delivery_record,
+    load_record,
+    publication_record,
+    quarantine_record,
+    report_record,
+)
+from flux_pipelines.contracts.ddl import PARTITION, DatasetTables, quote
+from flux_pipelines.contracts.model import Contract
+from flux_pipelines.ingest.delivery import PartitionResult
+from flux_pipelines.reports import DeliveryReport, write_delivery_report
+
+_CONTRACTS_RECORDED: set[tuple[str, str, str]] = set()
+
+
+def outbox_root(home: Path) -> Path:
+    """Reports back to agencies: ``outbox/<agency>/<dataset>/<day>/``."""
+    return home / "outbox"
+
+
+def write_report(
+    conn: duckdb.DuckDBPyConnection, home: Path, agency: str, result: PartitionResult
+) -> DeliveryReport:
+    return write_delivery_report(
+        conn,
+        agency=agency,
+        contract=result.contract,
+        day=result.day,
+        outbox_root=outbox_root(home),
+    )
+
+
+def audit_partition(
+    trail: AuditTrail,
+    conn: duckdb.DuckDBPyConnection,
+    result: PartitionResult,
+    *,
+    run_id: str,
+    published: Path | None,
+    report: DeliveryReport,
+) -> None:
+    """One batch of records per partition: contract, deliveries, load, quarantines, outputs."""
+    agency, dataset, day = result.agency, result.dataset, result.day
+    records: list[AuditRecord] = _contract_records(trail, result.contract)
+    records += [
+        delivery_record(
+            agency,
+            dataset,
+            day,
+            file=f.file,
+            sha256=f.sha256 or "",
+            size=f.size_bytes or 0,
+            run_id=run_id,
+        )
+        for f in result.files
+    ]
+    records.append(
+        load_record(
+            agency,
+            dataset,
+            day,
+            run_id=run_id,
+            rows_read=result.rows_in,
+            rows_curated=result.rows_curated,
+            rows_quarantined=result.rows_quarantined,
+            contract_version=result.contract.version,
+        )
+    )
+    records += [
+        quarantine_record(agency, dataset, day, file=f, rule_id=r, rows=n, run_id=run_id)
+        for f, r, n in _quarantined_by_rule(conn, dataset, day)
+    ]
+    if published is not None:
+        records.append(
+            publication_record(
+                agency,
+                dataset,
+                day,
+                target=str(published),
+                rows=result.rows_curated,
+                sha256=_sha256(published),
+                run_id=run_id,
+            )
+        )
+    records.append(
+        report_record(
+            [str(report.error_report), str(report.warning_report), str(report.summary)],
+            agency=agency,
+            day=day.isoformat(),
+        )
+    )
+    trail.append_many(records)
+
+
+def _contract_records(trail: AuditTrail, contract: Contract) -> list[AuditRecord]:
+    """A contract version enters the trail the first time a load applies it."""
+    digest = _sha256(Path(contract.source_path)) if contract.source_path else ""
+    key = (contract.dataset, contract.version, digest)
+    if key in _CONTRACTS_RECORDED:
+        return []
+    seen = any(
+        e.payload.get("version") == contract.version and e.payload.get("sha256") == digest
+        for e in trail.iter_records(kind="contract_version", dataset=contract.dataset)
+    )
+    _CONTRACTS_RECORDED.add(key)
+    return [] if seen else [contract_version_record(contract.dataset, contract.version, digest)]
+
+
+def _quarantined_by_rule(
+    conn: duckdb.DuckDBPyConnection, dataset: str, day: dt.date
+) -> list[tuple[str, str, int]]:
+    """Rows quarantined per file and fatal rule (a rejected file counts once, as a file)."""
+    table = quote(DatasetTables.for_dataset(dataset).quarantine)
+    rows = conn.execute(
+        f"SELECT _file, rule_id, greatest(count(DISTINCT _row_number), 1) FROM {table} "
+        f"WHERE {PARTITION} = ? AND severity = 'fatal' GROUP BY 1, 2 ORDER BY 1, 2",
+        [day],
+    ).fetchall()
+    return [(str(f), str(r), int(n)) for f, r, n in rows]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
