@@ -6,6 +6,7 @@ import os
 
 import dagster as dg
 
+from flux_pipelines.assets.cross_agency_factory import cross_agency_assets
 from flux_pipelines.assets.publish_factory import catalog_assets
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.domains import collections, science, spending
@@ -31,7 +32,7 @@ def build_definitions() -> dg.Definitions:
         science.definitions(registry),
         spending.definitions(registry),
         dg.Definitions(
-            assets=catalog_assets(registry),
+            assets=[*catalog_assets(registry), *cross_agency_assets(registry)],
             jobs=[*per_agency.values(), all_agencies_job(registry), refresh],
             sensors=landing_sensors(registry, per_agency),
             schedules=[daily_refresh_schedule(refresh)],

@@ -525,6 +525,7 @@ def test_requested_run_lands_the_delivery(
     assert check_results(result) == {
         "nasa/meteorites:conservation": True,
         "nasa/meteorites:contract_schema": True,
+        "nasa/meteorites:anomalies": True,
     }
     assert _curated_by_day(tmp_path, "nasa", "meteorites") == {DAY: 120 - len(planted)}
     run = instance.get_run_by_id(result.run_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -26,9 +27,41 @@ from flux_pipelines.audit.trail import (
 from flux_pipelines.contracts.ddl import PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.ingest.delivery import PartitionResult
+from flux_pipelines.quality.metrics import REJECT_RATE, ROW_COUNT, delivery_metrics
+from flux_pipelines.quality.monitors import evaluate_and_record
 from flux_pipelines.reports import DeliveryReport, write_delivery_report
 
 _CONTRACTS_RECORDED: set[tuple[str, str, str]] = set()
+
+
+@dataclass(frozen=True)
+class MonitorOutcome:
+    """The anomaly monitors' verdict on one delivery day, as the check and scorecard need it."""
+
+    day: dt.date
+    severity: str | None  # None, WARN or ERROR
+    findings: tuple[str, ...]
+    notes: tuple[str, ...]
+    metadata: dict[str, float]
+
+    @property
+    def summary(self) -> str:
+        return "; ".join(self.findings)
+
+
+def monitor_partition(
+    conn: duckdb.DuckDBPyConnection, contract: Contract, day: dt.date
+) -> MonitorOutcome:
+    """Compute the day's metrics and judge them against the agency's history."""
+    metrics = delivery_metrics(conn, contract, day)
+    result = evaluate_and_record(conn, contract.dataset, day, metrics)
+    return MonitorOutcome(
+        day=day,
+        severity=result.worst,
+        findings=tuple(str(f) for f in result.findings),
+        notes=tuple(result.notes),
+        metadata={k: metrics[k] for k in (ROW_COUNT, REJECT_RATE) if k in metrics},
+    )
 
 
 def outbox_root(home: Path) -> Path:

@@ -21,7 +21,12 @@ import pandera.errors
 import polars as pl
 from dagster import AssetExecutionContext
 
-from flux_pipelines.assets.delivery_outputs import audit_partition, write_report
+from flux_pipelines.assets.delivery_outputs import (
+    MonitorOutcome,
+    audit_partition,
+    monitor_partition,
+    write_report,
+)
 from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.contracts.ddl import (
     DELIVERIES_TABLE,
@@ -45,6 +50,7 @@ from flux_pipelines.ingest.delivery import (
     raw_counts,
 )
 from flux_pipelines.instance.launcher import record_run_worker
+from flux_pipelines.quality.scorecard import publish_scorecard, record_scorecard
 from flux_pipelines.reports import DeliveryReport
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 
@@ -61,6 +67,7 @@ def retry_delay(attempt: int, base: float = 2.0, cap: float = 60.0) -> float:
 
 
 CONTRACT_SCHEMA = "contract_schema"
+ANOMALIES = "anomalies"
 
 
 def delivery_freshness(agency: Agency) -> dg.FreshnessPolicy:
@@ -169,6 +176,14 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
             description=f"The curated partition satisfies the pandera schema generated from "
             f"contract {contract.id} (fatal rules).",
         ),
+        dg.AssetCheckSpec(
+            ANOMALIES,
+            asset=curated_key,
+            description="Delivery metrics (row count, reject rate, null rates, numeric means) "
+            "against this agency's own history: DPLA's volume-drop and reject-rate rules, "
+            "seasonal z-scores (weekday, day of month), an Isolation Forest. WARN or ERROR; an "
+            "ERROR holds the day out of the cross-agency outputs until overridden.",
+        ),
     ]
 
     @dg.multi_asset(
@@ -262,6 +277,21 @@ def _load_one(
     )
     crash_point("ingest.published")
     if result.files:  # a day without a delivery has nothing to report or audit
+        monitor = monitor_partition(conn, registry.storage_contract(contract), day)
+        record_scorecard(
+            conn,
+            agency=agency.id,
+            dataset=dataset,
+            day=day,
+            run_id=context.run.run_id,
+            deadline_cron=agency.delivery_deadline,
+            files=files,
+            anomaly_severity=monitor.severity,
+            anomalies=len(monitor.findings),
+            anomaly_summary=monitor.summary,
+        )
+        publish_scorecard(conn, warehouse.root / "published", agency.id, dataset, day)
+        checks["monitor"] = monitor
         report = write_report(conn, warehouse.root, agency.id, result)
         audit_partition(
             AuditTrail(warehouse.root),
@@ -389,6 +419,7 @@ def _materializations(
                     or "none",  # type: ignore[attr-defined]
                 },
             ),
+            _anomaly_result([c["monitor"] for c in checks if "monitor" in c]),  # type: ignore[misc]
             dg.AssetCheckResult(
                 check_name=CONTRACT_SCHEMA,
                 passed=schema_ok,
@@ -408,6 +439,24 @@ def _materializations(
             "reject_rate": quarantined / rows_in if rows_in else 0.0,
             "top_rules": dg.MetadataValue.md(_rules_table(rules)),
             **_report_links([c["report"] for c in checks if "report" in c]),  # type: ignore[misc]
+        },
+    )
+
+
+def _anomaly_result(outcomes: list[MonitorOutcome]) -> dg.AssetCheckResult:
+    """One result for the step's days: the worst severity, every finding listed."""
+    findings = [f"{o.day}: {f}" for o in outcomes for f in o.findings]
+    worst = "ERROR" if any(o.severity == "ERROR" for o in outcomes) else "WARN"
+    notes = sorted({n for o in outcomes for n in o.notes})
+    return dg.AssetCheckResult(
+        check_name=ANOMALIES,
+        passed=not findings,
+        severity=dg.AssetCheckSeverity.ERROR if worst == "ERROR" else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "findings": dg.MetadataValue.md("\n".join(f"- {f}" for f in findings) or "none"),
+            "days_checked": len(outcomes),
+            "notes": "; ".join(notes) or "none",
+            **(outcomes[-1].metadata if outcomes else {}),
         },
     )
 

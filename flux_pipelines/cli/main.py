@@ -21,6 +21,10 @@ app = typer.Typer(
 contracts_app = typer.Typer(help="List and show data contracts.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(audit_app, name="audit")
+quality_app = typer.Typer(
+    help="The quality scorecard and the certification gate.", no_args_is_help=True
+)
+app.add_typer(quality_app, name="quality")
 
 DEMO_AGENCIES = ["nasa", "nga", "national-archives", "smithsonian-serc", "dod"]
 DEMO_FIRST_DAY = dt.date(2026, 1, 5)
@@ -182,6 +186,71 @@ def contracts_show(
             )
     else:
         _fail(f"--format must be page, json-schema, ddl or rules, not {output!r}")
+
+
+@quality_app.command("override")
+def quality_override(
+    agency: Annotated[str, typer.Option(help="Agency id")],
+    dataset: Annotated[str, typer.Option(help="Dataset id")],
+    day: Annotated[str, typer.Option(help="Delivery day, YYYY-MM-DD")],
+    by: Annotated[str, typer.Option("--by", help="Who decides (name or e-mail)")],
+    reason: Annotated[str, typer.Option(help="Why the held-back day may be published")],
+    home: Annotated[Path, typer.Option(help="Flux home")] = Path(".flux"),
+) -> None:
+    """Certify an agency-day the anomaly monitors held back (recorded in the audit trail)."""
+    from flux_pipelines.audit.trail import AuditTrail
+    from flux_pipelines.quality.certification import override
+
+    try:
+        verdict = override(
+            home / "published",
+            AuditTrail(home),
+            agency=agency,
+            dataset=dataset,
+            day=dt.date.fromisoformat(day),
+            who=by,
+            reason=reason,
+        )
+    except (ConfigurationError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"{verdict.agency}/{verdict.dataset} {verdict.day} certified by {verdict.overridden_by} "
+        f"(was {verdict.anomaly_severity}: {verdict.summary}); the next cross-agency refresh "
+        "publishes it"
+    )
+
+
+@quality_app.command("scorecard")
+def quality_scorecard(
+    home: Annotated[Path, typer.Option(help="Flux home")] = Path(".flux"),
+    agency: Annotated[str | None, typer.Option(help="Only this agency")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset")] = None,
+) -> None:
+    """Rows, reject rate, rules fired, anomalies and timeliness per agency, dataset and day."""
+    import duckdb
+
+    from flux_pipelines.quality.scorecard import scorecard_glob
+
+    published = home / "published"
+    if not list(published.glob("*/_scorecard/*/*.parquet")):
+        _fail(f"no scorecard under {published} yet: load a delivery first", code=1)
+    pattern = scorecard_glob(published).replace("'", "''")
+    rows = duckdb.sql(
+        "SELECT agency, dataset, _partition_date, rows_in, reject_rate_pct, rules_fired, "
+        "coalesce(anomaly_severity, '-'), on_time FROM "
+        f"read_parquet('{pattern}', union_by_name = true) "
+        "WHERE ($agency IS NULL OR agency = $agency) AND ($dataset IS NULL OR dataset = $dataset) "
+        "ORDER BY 1, 2, 3",
+        params={"agency": agency, "dataset": dataset},
+    ).fetchall()
+    typer.echo(
+        f"{'agency':<20} {'dataset':<22} {'day':<10} {'rows':>7} {'reject%':>7} "
+        f"{'rules':>5} {'anomaly':<7} on_time"
+    )
+    for a, d, day, n, rate, fired, anomaly, on_time in rows:
+        typer.echo(
+            f"{a:<20} {d:<22} {day!s:<10} {n:>7} {rate:>7.2f} {fired:>5} {anomaly:<7} {on_time}"
+        )
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from flux_pipelines.assets.cross_agency_factory import GROUP as CROSS_AGENCY_GROUP
 from flux_pipelines.assets.publish_factory import catalog_key
 from flux_pipelines.contracts.registry import Registry
 
@@ -17,8 +18,10 @@ DAILY_REFRESH_JOB = "daily_refresh"
 def daily_refresh_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         DAILY_REFRESH_JOB,
-        selection=dg.AssetSelection.assets(*(catalog_key(a) for a in registry.agencies)),
-        description="Rebuild every agency's published catalog (read-only views for analysts).",
+        selection=dg.AssetSelection.assets(*(catalog_key(a) for a in registry.agencies))
+        | dg.AssetSelection.groups(CROSS_AGENCY_GROUP),
+        description="Rebuild every agency's published catalog (read-only views for analysts), "
+        "the cross-agency outputs behind the certification gate and the quality scorecard.",
         tags={"flux/kind": "refresh"},
     )
 

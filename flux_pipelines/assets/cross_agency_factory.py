@@ -1,0 +1,173 @@
+"""Cross-agency outputs: one table per dataset delivered by several agencies, certified days only.
+
+Built from the agencies' published, read-only copies (never their working files) into
+``published/cross_agency/<dataset>.parquet``; the certification gate holds back any
+agency-day whose anomaly monitors raised ERROR until someone overrides it
+(``flux quality override``). The quality scorecard of every agency is published beside it.
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from dagster import AssetExecutionContext
+
+from flux_pipelines.assets.ingest_factory import asset_keys
+from flux_pipelines.audit.trail import AuditTrail, publication_record
+from flux_pipelines.contracts.registry import Registry
+from flux_pipelines.quality.certification import DayVerdict, day_verdicts
+from flux_pipelines.quality.scorecard import scorecard_glob
+from flux_pipelines.resources.warehouse import FluxWarehouse
+
+GROUP = "cross_agency"
+CERTIFICATION = "certification"
+
+
+def cross_agency_key(dataset: str) -> dg.AssetKey:
+    return dg.AssetKey([GROUP, dataset])
+
+
+SCORECARD_KEY = dg.AssetKey([GROUP, "quality_scorecard"])
+
+
+def output_dir(warehouse: FluxWarehouse) -> Path:
+    return warehouse.root / "published" / GROUP
+
+
+def _write_atomically(conn: duckdb.DuckDBPyConnection, select: str, target: Path) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    literal = str(tmp).replace("'", "''")
+    conn.execute(f"COPY ({select}) TO '{literal}' (FORMAT parquet, COMPRESSION zstd)").fetchall()
+    ((rows,),) = conn.execute(f"SELECT count(*) FROM read_parquet('{literal}')").fetchall()
+    os.replace(tmp, target)
+    return int(rows)
+
+
+def _certified_files(warehouse: FluxWarehouse, verdicts: list[DayVerdict]) -> list[Path]:
+    files = [
+        warehouse.published_dir(v.agency, v.dataset) / f"{v.day.isoformat()}.parquet"
+        for v in verdicts
+        if v.certified
+    ]
+    return [f for f in files if f.is_file()]
+
+
+def build_cross_agency_asset(dataset: str, registry: Registry) -> dg.AssetsDefinition:
+    agencies = registry.agencies_for(dataset)
+    contract = registry.latest(dataset)
+
+    @dg.asset(
+        key=cross_agency_key(dataset),
+        deps=[asset_keys(a, dataset)[1] for a in agencies],
+        group_name=GROUP,
+        kinds={"duckdb", "parquet"},
+        tags={"layer": "cross_agency", "dataset": dataset},
+        description=f"{contract.title} of every agency ({len(agencies)}), certified days only: "
+        "an agency-day whose anomaly monitors raised ERROR is held back until overridden "
+        "(`flux quality override`). Column `agency` says whose row it is.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                CERTIFICATION,
+                asset=cross_agency_key(dataset),
+                description="No agency-day is held back by the certification gate.",
+            )
+        ],
+        pool="published_cross_agency",
+    )
+    def _cross_agency(
+        context: AssetExecutionContext, warehouse: FluxWarehouse
+    ) -> dg.MaterializeResult:
+        trail = AuditTrail(warehouse.root)
+        verdicts = day_verdicts(warehouse.root / "published", trail, dataset)
+        held = [v for v in verdicts if not v.certified]
+        overridden = [v for v in verdicts if v.overridden_by]
+        files = _certified_files(warehouse, verdicts)
+        target = output_dir(warehouse) / f"{dataset}.parquet"
+        rows = 0
+        if files:
+            listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+            select = (
+                "SELECT split_part(filename, '/', -3) AS agency, * EXCLUDE (filename) "
+                f"FROM read_parquet([{listed}], union_by_name = true, filename = true)"
+            )
+            with duckdb.connect() as conn:
+                rows = _write_atomically(conn, select, target)
+            trail.append(
+                publication_record(
+                    "cross-agency",
+                    dataset,
+                    max(v.day for v in verdicts),
+                    target=str(target),
+                    rows=rows,
+                    run_id=context.run.run_id,
+                )
+            )
+        else:
+            target.unlink(missing_ok=True)
+        context.log.info(f"{dataset}: {len(files)} agency-days published, {len(held)} held back")
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(target)),
+                "dagster/row_count": rows,
+                "agency_days_published": len(files),
+                "agency_days_held_back": len(held),
+                "overridden": ", ".join(
+                    f"{v.agency} {v.day} by {v.overridden_by}" for v in overridden
+                )
+                or "none",
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=CERTIFICATION,
+                    passed=not held,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "held_back": "; ".join(f"{v.agency} {v.day}: {v.summary}" for v in held)
+                        or "none",
+                    },
+                )
+            ],
+        )
+
+    return _cross_agency
+
+
+def build_scorecard_asset(registry: Registry) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=SCORECARD_KEY,
+        deps=[asset_keys(a, d)[1] for a in registry.agencies for d in a.datasets],
+        group_name=GROUP,
+        kinds={"duckdb", "parquet"},
+        tags={"layer": "cross_agency"},
+        description="The quality scorecard: one row per agency, dataset and delivery day (rows, "
+        "reject rate, rules fired, anomalies, delivered on time against the agency's "
+        "deadline), from every agency's published scorecard rows.",
+        pool="published_cross_agency",
+    )
+    def _scorecard(warehouse: FluxWarehouse) -> dg.MaterializeResult:
+        published = warehouse.root / "published"
+        target = output_dir(warehouse) / "quality_scorecard.parquet"
+        if not list(published.glob("*/_scorecard/*/*.parquet")):
+            return dg.MaterializeResult(metadata={"dagster/row_count": 0})
+        pattern = scorecard_glob(published).replace("'", "''")
+        with duckdb.connect() as conn:
+            rows = _write_atomically(
+                conn,
+                f"SELECT * FROM read_parquet('{pattern}', union_by_name = true) "
+                "ORDER BY agency, dataset, _partition_date",
+                target,
+            )
+        return dg.MaterializeResult(
+            metadata={"path": dg.MetadataValue.path(str(target)), "dagster/row_count": rows}
+        )
+
+    return _scorecard
+
+
+def cross_agency_assets(registry: Registry) -> list[dg.AssetsDefinition]:
+    shared = sorted(d for d in registry.contracts if len(registry.agencies_for(d)) > 1)
+    return [build_cross_agency_asset(d, registry) for d in shared] + [
+        build_scorecard_asset(registry)
+    ]

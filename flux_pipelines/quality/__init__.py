@@ -1,0 +1,1 @@
+"""Data-quality management: anomaly monitors, the scorecard, the certification gate."""

@@ -1,0 +1,414 @@
+"""Anomaly monitors per agency and dataset: each delivery against the agency's own history.
+
+State lives in the agency file: ``_flux_monitor_state`` holds Welford statistics (n, mean,
+m2) per metric and seasonal bucket, O(1) in the number of days; ``_flux_metric_history``
+keeps each day's values so a re-loaded day is first removed from the statistics (runs are
+idempotent) and so the Isolation Forest has vectors to learn from.
+
+Rules, in order of trust:
+- DPLA's gates (ingestion3 defaults): row count drops 15% (WARN) / 30% (ERROR) below the
+  baseline; reject rate rises 10 (WARN) / 20 (ERROR) points above it.
+- z-scores for null rates and numeric means: |z| >= 3 WARN, >= 5 ERROR, and only for a
+  change that also matters (>= 5 points of null rate, >= 10% of a mean): with a hundred
+  columns, chance alone crosses z = 3 every few days.
+- An Isolation Forest over the day's metric vector once 30 earlier days exist: WARN only,
+  and only when the day is more isolated than every day it learnt from.
+
+Seasonality: federal reporting is weekly and monthly, so a day is compared with its weekday
+(``dow:<0-6>``, from 4 values) and its day of month (``dom:<1-31>``, from 3 values); the
+bucket that explains the day best (smallest |z|) is the baseline, and ``all`` (from 7
+values) when neither has enough history. With no history at all the day only teaches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+from flux_pipelines.contracts.ddl import PARTITION
+from flux_pipelines.quality.metrics import MEAN, NULL_RATE, REJECT_RATE, ROW_COUNT
+from flux_pipelines.quality.welford import RunningStats
+
+STATE_TABLE = "_flux_monitor_state"
+HISTORY_TABLE = "_flux_metric_history"
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+class MonitorConfig(BaseModel):
+    """Thresholds (DPLA's defaults for volume and reject rate)."""
+
+    model_config = ConfigDict(frozen=True)
+    count_drop_warn_pct: float = 15.0
+    count_drop_error_pct: float = 30.0
+    reject_rise_warn_points: float = 10.0
+    reject_rise_error_points: float = 20.0
+    z_warn: float = 3.0
+    z_error: float = 5.0
+    min_null_change_points: float = 5.0
+    min_mean_change_pct: float = 10.0
+    min_history_all: int = 7
+    min_history_dow: int = 4
+    min_history_dom: int = 3
+    seasonality: bool = True
+    forest_min_history: int = 30
+    forest_max_history: int = 365
+
+
+@dataclass(frozen=True)
+class Finding:
+    metric: str
+    rule: str  # monitor.count_drop | monitor.reject_rate_rise | monitor.zscore | ...
+    severity: str  # WARN | ERROR
+    value: float
+    expected: float | None
+    message: str
+    z: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.rule}: {self.message}"
+
+
+@dataclass
+class MonitorResult:
+    day: dt.date
+    metrics: dict[str, float]
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def worst(self) -> str | None:
+        severities = {f.severity for f in self.findings}
+        return "ERROR" if "ERROR" in severities else ("WARN" if severities else None)
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    bucket: str
+    stats: RunningStats
+
+    def describe(self, day: dt.date) -> str:
+        if self.bucket.startswith("dow:"):
+            name = f"{WEEKDAYS[day.weekday()]} baseline"
+        elif self.bucket.startswith("dom:"):
+            name = f"day-{day.day}-of-month baseline"
+        else:
+            name = "baseline"
+        return f"{name} {self.stats.mean:,.2f} (n={self.stats.n})"
+
+
+def buckets(day: dt.date) -> list[str]:
+    return ["all", f"dow:{day.weekday()}", f"dom:{day.day}"]
+
+
+def evaluate_and_record(
+    conn: duckdb.DuckDBPyConnection,
+    dataset: str,
+    day: dt.date,
+    metrics: dict[str, float],
+    config: MonitorConfig | None = None,
+) -> MonitorResult:
+    """Judge the day against history without it, then fold it in (idempotent per day)."""
+    config = config or MonitorConfig()
+    _ensure_tables(conn)
+    state = _load_state(conn, dataset)
+    previous = _history_of_day(conn, dataset, day)
+    for metric, value in previous.items():
+        for bucket in buckets(day):
+            state.setdefault((metric, bucket), RunningStats()).remove(value)
+    result = MonitorResult(day=day, metrics=metrics)
+    skipped = sorted(m for m, v in metrics.items() if not math.isfinite(v))
+    if skipped:
+        result.notes.append(f"not finite, not judged: {', '.join(skipped)}")
+    for metric, value in metrics.items():
+        if math.isfinite(value):
+            finding = _judge(
+                metric, value, day, state, config, _previous_value(conn, dataset, day, metric)
+            )
+            if finding is not None:
+                result.findings.append(finding)
+    if not any(state.get((m, "all"), RunningStats()).n for m in metrics):
+        result.notes.append("first delivery: no history yet, nothing judged")
+    forest = _forest_finding(conn, dataset, day, metrics, config)
+    if isinstance(forest, Finding):
+        result.findings.append(forest)
+    elif forest:
+        result.notes.append(forest)
+    for metric, value in metrics.items():
+        for bucket in buckets(day):
+            state.setdefault((metric, bucket), RunningStats()).add(value)
+    _save(conn, dataset, day, state, metrics)
+    return result
+
+
+def _judge(
+    metric: str,
+    value: float,
+    day: dt.date,
+    state: dict[tuple[str, str], RunningStats],
+    config: MonitorConfig,
+    previous: float | None,
+) -> Finding | None:
+    baseline = _baseline(metric, value, day, state, config)
+    if metric == ROW_COUNT:
+        return _count_drop(value, day, baseline, previous, config)
+    if metric == REJECT_RATE:
+        return _reject_rise(value, day, baseline, previous, config)
+    return _zscore(metric, value, day, baseline, config)
+
+
+def _baseline(
+    metric: str,
+    value: float,
+    day: dt.date,
+    state: dict[tuple[str, str], RunningStats],
+    config: MonitorConfig,
+) -> _Baseline | None:
+    """The seasonal bucket that explains the day best, else the overall history."""
+    seasonal: list[_Baseline] = []
+    if config.seasonality:
+        for bucket, minimum in (
+            (f"dow:{day.weekday()}", config.min_history_dow),
+            (f"dom:{day.day}", config.min_history_dom),
+        ):
+            stats = state.get((metric, bucket))
+            if stats is not None and stats.n >= minimum:
+                seasonal.append(_Baseline(bucket, stats))
+    if seasonal:
+        return min(seasonal, key=lambda b: abs(_distance(b.stats, value)))
+    stats = state.get((metric, "all"))
+    if stats is not None and stats.n >= config.min_history_all:
+        return _Baseline("all", stats)
+    return None
+
+
+def _distance(stats: RunningStats, value: float) -> float:
+    z = stats.z(value)
+    if z is not None:
+        return z
+    return 0.0 if value == stats.mean else math.inf
+
+
+def _count_drop(
+    value: float,
+    day: dt.date,
+    baseline: _Baseline | None,
+    previous: float | None,
+    config: MonitorConfig,
+) -> Finding | None:
+    expected = baseline.stats.mean if baseline else previous
+    if expected is None or expected <= 0:
+        return None
+    drop = 100.0 * (expected - value) / expected
+    severity = _level(drop, config.count_drop_warn_pct, config.count_drop_error_pct)
+    if severity is None:
+        return None
+    against = baseline.describe(day) if baseline else f"previous delivery {expected:,.0f}"
+    return Finding(
+        ROW_COUNT,
+        "monitor.count_drop",
+        severity,
+        value,
+        expected,
+        f"row_count {value:,.0f} is {drop:.0f}% below the {against}",
+    )
+
+
+def _reject_rise(
+    value: float,
+    day: dt.date,
+    baseline: _Baseline | None,
+    previous: float | None,
+    config: MonitorConfig,
+) -> Finding | None:
+    expected = baseline.stats.mean if baseline else previous
+    if expected is None:
+        return None
+    rise = value - expected
+    severity = _level(rise, config.reject_rise_warn_points, config.reject_rise_error_points)
+    if severity is None:
+        return None
+    against = baseline.describe(day) if baseline else f"previous delivery {expected:.1f}%"
+    return Finding(
+        REJECT_RATE,
+        "monitor.reject_rate_rise",
+        severity,
+        value,
+        expected,
+        f"reject rate {value:.1f}% is {rise:.1f} points above the {against}",
+    )
+
+
+def _zscore(
+    metric: str, value: float, day: dt.date, baseline: _Baseline | None, config: MonitorConfig
+) -> Finding | None:
+    if baseline is None:
+        return None
+    expected = baseline.stats.mean
+    change = abs(value - expected)
+    if metric.startswith(NULL_RATE) and change < config.min_null_change_points:
+        return None
+    if metric.startswith(MEAN) and change < abs(expected) * config.min_mean_change_pct / 100:
+        return None
+    z = baseline.stats.z(value)
+    if z is None:
+        # A constant history: any real change is worth a look, never an ERROR by itself.
+        return Finding(
+            metric, "monitor.constant_changed", "WARN", value, expected,
+            f"{metric} is {value:,.4g}; it was always {expected:,.4g} ({baseline.describe(day)})",
+        )  # fmt: skip
+    severity = _level(abs(z), config.z_warn, config.z_error)
+    if severity is None:
+        return None
+    return Finding(
+        metric, "monitor.zscore", severity, value, expected,
+        f"{metric} {value:,.4g} is {z:+.1f} standard deviations from the {baseline.describe(day)}",
+        z,
+    )  # fmt: skip
+
+
+def _level(amount: float, warn: float, error: float) -> str | None:
+    if amount >= error:
+        return "ERROR"
+    return "WARN" if amount >= warn else None
+
+
+def _forest_finding(
+    conn: duckdb.DuckDBPyConnection,
+    dataset: str,
+    day: dt.date,
+    metrics: dict[str, float],
+    config: MonitorConfig,
+) -> Finding | str | None:
+    """Isolation Forest over the metric vector; a note when there is too little history."""
+    rows = conn.execute(
+        f"SELECT {PARTITION}, metric, value FROM {HISTORY_TABLE} "
+        f"WHERE dataset = ? AND {PARTITION} < ? AND {PARTITION} >= ?",
+        [dataset, day, day - dt.timedelta(days=config.forest_max_history)],
+    ).fetchall()
+    days = sorted({r[0] for r in rows})
+    if len(days) < config.forest_min_history:
+        return (
+            f"isolation forest waits for {config.forest_min_history} days of history ({len(days)})"
+        )
+    from sklearn.ensemble import IsolationForest  # ~0.5 s to import: only when used
+
+    names = sorted(m for m in metrics if math.isfinite(metrics[m]))
+    index = {d: i for i, d in enumerate(days)}
+    column = {m: j for j, m in enumerate(names)}
+    history = np.full((len(days), len(names)), np.nan)
+    for d, metric, value in rows:
+        if metric in column:
+            history[index[d], column[metric]] = value
+    medians = np.nanmedian(np.where(np.isnan(history).all(axis=0), 0.0, history), axis=0)
+    history = np.where(np.isnan(history), medians, history)
+    center, scale = history.mean(axis=0), history.std(axis=0)
+    scale[scale == 0] = 1.0
+    today = (np.array([metrics[m] for m in names]) - center) / scale
+    forest = IsolationForest(n_estimators=200, random_state=0).fit((history - center) / scale)
+    score = float(forest.score_samples(today[None, :])[0])
+    floor = float(forest.score_samples((history - center) / scale).min())
+    if score >= floor:
+        return None
+    worst = names[int(np.argmax(np.abs(today)))]
+    return Finding(
+        "vector", "monitor.isolation_forest", "WARN", score, floor,
+        f"the day's metrics are more isolated than any of the {len(days)} earlier days "
+        f"(score {score:.3f} < {floor:.3f}); furthest from normal: {worst}",
+    )  # fmt: skip
+
+
+def _previous_value(
+    conn: duckdb.DuckDBPyConnection, dataset: str, day: dt.date, metric: str
+) -> float | None:
+    rows = conn.execute(
+        f"SELECT value FROM {HISTORY_TABLE} WHERE dataset = ? AND metric = ? "
+        f"AND {PARTITION} < ? ORDER BY {PARTITION} DESC LIMIT 1",
+        [dataset, metric, day],
+    ).fetchall()
+    return float(rows[0][0]) if rows else None
+
+
+def _ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (dataset VARCHAR NOT NULL, "
+        "metric VARCHAR NOT NULL, bucket VARCHAR NOT NULL, n BIGINT NOT NULL, "
+        "mean DOUBLE NOT NULL, m2 DOUBLE NOT NULL)"
+    ).fetchall()
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (dataset VARCHAR NOT NULL, "
+        f"{PARTITION} DATE NOT NULL, metric VARCHAR NOT NULL, value DOUBLE NOT NULL)"
+    ).fetchall()
+
+
+def _load_state(
+    conn: duckdb.DuckDBPyConnection, dataset: str
+) -> dict[tuple[str, str], RunningStats]:
+    rows = conn.execute(
+        f"SELECT metric, bucket, n, mean, m2 FROM {STATE_TABLE} WHERE dataset = ?", [dataset]
+    ).fetchall()
+    return {(m, b): RunningStats(int(n), float(mean), float(m2)) for m, b, n, mean, m2 in rows}
+
+
+def _history_of_day(
+    conn: duckdb.DuckDBPyConnection, dataset: str, day: dt.date
+) -> dict[str, float]:
+    rows = conn.execute(
+        f"SELECT metric, value FROM {HISTORY_TABLE} WHERE dataset = ? AND {PARTITION} = ?",
+        [dataset, day],
+    ).fetchall()
+    return {str(m): float(v) for m, v in rows}
+
+
+def _insert(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """One bulk insert (executemany goes row by row)."""
+    if frame.height == 0:
+        return
+    conn.register("_flux_rows", frame)
+    try:
+        conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _flux_rows").fetchall()
+    finally:
+        conn.unregister("_flux_rows")
+
+
+def _save(
+    conn: duckdb.DuckDBPyConnection,
+    dataset: str,
+    day: dt.date,
+    state: dict[tuple[str, str], RunningStats],
+    metrics: dict[str, float],
+) -> None:
+    """Replace the dataset's statistics and the day's values in one transaction."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(f"DELETE FROM {STATE_TABLE} WHERE dataset = ?", [dataset]).fetchall()
+        _insert(
+            conn,
+            STATE_TABLE,
+            pl.DataFrame(
+                [(dataset, m, b, s.n, s.mean, s.m2) for (m, b), s in state.items() if s.n],
+                schema=["dataset", "metric", "bucket", "n", "mean", "m2"],
+                orient="row",
+            ),
+        )
+        conn.execute(
+            f"DELETE FROM {HISTORY_TABLE} WHERE dataset = ? AND {PARTITION} = ?", [dataset, day]
+        ).fetchall()
+        _insert(
+            conn,
+            HISTORY_TABLE,
+            pl.DataFrame(
+                [(dataset, day, m, v) for m, v in metrics.items() if math.isfinite(v)],
+                schema=["dataset", PARTITION, "metric", "value"],
+                orient="row",
+            ),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
