@@ -11,8 +11,10 @@ Rules, in order of trust:
 - z-scores for null rates and numeric means: |z| >= 3 WARN, >= 5 ERROR, and only for a
   change that also matters (>= 5 points of null rate, >= 10% of a mean): with a hundred
   columns, chance alone crosses z = 3 every few days.
-- An Isolation Forest over the day's metric vector once 30 earlier days exist: WARN only,
-  and only when the day is more isolated than every day it learnt from.
+- An Isolation Forest over the day's metric vector once 30 earlier days exist, fitted on
+  the earlier days plus the day itself: WARN only, when the day is more isolated than
+  every earlier day. A normal day is the most isolated by chance with probability
+  1/(n+1) (2.4% at 40 days, 0.3% at a year), hence WARN and never ERROR.
 
 Seasonality: federal reporting is weekly and monthly, so a day is compared with its weekday
 (``dow:<0-6>``, from 4 values) and its day of month (``dom:<1-31>``, from 3 values); the
@@ -307,15 +309,18 @@ def _forest_finding(
             history[index[d], column[metric]] = value
     medians = np.nanmedian(np.where(np.isnan(history).all(axis=0), 0.0, history), axis=0)
     history = np.where(np.isnan(history), medians, history)
-    center, scale = history.mean(axis=0), history.std(axis=0)
+    # Fit on history plus the day: trees split only within the values they see, so a day
+    # beyond every earlier value is isolated only if it is among them (transductive use).
+    vectors = np.vstack([history, [metrics[m] for m in names]])
+    center, scale = vectors.mean(axis=0), vectors.std(axis=0)
     scale[scale == 0] = 1.0
-    today = (np.array([metrics[m] for m in names]) - center) / scale
-    forest = IsolationForest(n_estimators=200, random_state=0).fit((history - center) / scale)
-    score = float(forest.score_samples(today[None, :])[0])
-    floor = float(forest.score_samples((history - center) / scale).min())
+    scaled = (vectors - center) / scale
+    forest = IsolationForest(n_estimators=200, random_state=0).fit(scaled)
+    scores = forest.score_samples(scaled)
+    score, floor = float(scores[-1]), float(scores[:-1].min())
     if score >= floor:
         return None
-    worst = names[int(np.argmax(np.abs(today)))]
+    worst = names[int(np.argmax(np.abs(scaled[-1])))]
     return Finding(
         "vector", "monitor.isolation_forest", "WARN", score, floor,
         f"the day's metrics are more isolated than any of the {len(days)} earlier days "

@@ -1,0 +1,108 @@
+"""An injected 40% volume drop raises ERROR and holds the day out of the cross-agency output
+until someone overrides it; the override is an audit record. Through Dagster, real DuckDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from flux_pipelines.assets.cross_agency_factory import build_cross_agency_asset, cross_agency_key
+from flux_pipelines.audit.trail import AuditTrail
+from flux_pipelines.cli.main import app
+from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.resources.warehouse import FluxWarehouse
+from flux_pipelines_tests.conftest import deliver, ingest_assets
+
+pytestmark = pytest.mark.slow
+FIRST = dt.date(2026, 3, 2)
+DAYS = 12  # 11 normal days of ~300 rows, then the drop
+
+
+def _backfill(home: Path, agency: str, last: dt.date) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        ingest_assets([(agency, "constituents")]),
+        resources={"warehouse": FluxWarehouse(home=str(home))},
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={
+            "dagster/asset_partition_range_start": FIRST.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+        raise_on_error=False,
+    )
+
+
+def _cross_agency(home: Path) -> dg.ExecuteInProcessResult:
+    asset = build_cross_agency_asset("constituents", load_registry())
+    return dg.materialize(
+        [asset], resources={"warehouse": FluxWarehouse(home=str(home))}, raise_on_error=False
+    )
+
+
+def _published_days(home: Path) -> set[tuple[str, str]]:
+    path = home / "published" / "cross_agency" / "constituents.parquet"
+    rows = duckdb.sql(f"SELECT DISTINCT agency, _partition_date::VARCHAR FROM '{path}'").fetchall()
+    return {(a, d) for a, d in rows}
+
+
+def test_volume_drop_blocks_publication_until_overridden(tmp_path: Path) -> None:
+    days = [FIRST + dt.timedelta(days=i) for i in range(DAYS)]
+    for i, day in enumerate(days):
+        rows = 180 if i == DAYS - 1 else 300  # the last nga delivery: 40% fewer rows
+        deliver(tmp_path, "nga", "constituents", day.isoformat(), rows=rows, seed=100 + i)
+        deliver(tmp_path, "national-archives", "constituents", day.isoformat(), 300, 200 + i)
+    nga = _backfill(tmp_path, "nga", days[-1])
+    archives = _backfill(tmp_path, "national-archives", days[-1])
+    assert nga.success and archives.success
+
+    [anomalies] = [e for e in nga.get_asset_check_evaluations() if e.check_name == "anomalies"]
+    assert not anomalies.passed
+    assert anomalies.severity == dg.AssetCheckSeverity.ERROR
+    findings = anomalies.metadata["findings"].value  # type: ignore[attr-defined]
+    assert f"{days[-1]}: ERROR monitor.count_drop: row_count 180 is 40% below" in findings
+    [archives_check] = [
+        e for e in archives.get_asset_check_evaluations() if e.check_name == "anomalies"
+    ]
+    assert archives_check.passed, archives_check.metadata
+
+    gate = _cross_agency(tmp_path)
+    assert gate.success
+    [cert] = gate.get_asset_check_evaluations()
+    assert not cert.passed and cert.severity == dg.AssetCheckSeverity.WARN
+    held = ("nga", days[-1].isoformat())
+    assert held not in _published_days(tmp_path)
+    assert ("national-archives", days[-1].isoformat()) in _published_days(tmp_path)
+    assert len(_published_days(tmp_path)) == 2 * DAYS - 1
+
+    runner = CliRunner()
+    override = [
+        "quality", "override", "--home", str(tmp_path), "--agency", "nga",
+        "--dataset", "constituents", "--day", days[-1].isoformat(),
+        "--by", "ana@nga.example", "--reason", "collection split into two feeds this week",
+    ]  # fmt: skip
+    result = runner.invoke(app, override)
+    assert result.exit_code == 0, result.output
+    again = runner.invoke(app, override)
+    assert again.exit_code == 2 and "already overridden" in again.output
+    not_held = runner.invoke(app, [*override[:9], days[0].isoformat(), *override[10:]])
+    assert not_held.exit_code == 2 and "not held back" in not_held.output
+
+    released = _cross_agency(tmp_path)
+    assert released.get_asset_check_evaluations()[0].passed
+    assert held in _published_days(tmp_path)
+    [record] = list(AuditTrail(tmp_path).iter_records(kind="override"))
+    assert record.payload["who"] == "ana@nga.example" and record.day == days[-1].isoformat()
+    assert AuditTrail(tmp_path).verify().ok
+
+    scorecard = runner.invoke(
+        app, ["quality", "scorecard", "--home", str(tmp_path), "--agency", "nga"]
+    )
+    assert scorecard.exit_code == 0
+    lines = [line for line in scorecard.output.splitlines() if line.startswith("nga")]
+    assert len(lines) == DAYS
+    assert "ERROR" in lines[-1] and all("ERROR" not in line for line in lines[:-1])
+    assert cross_agency_key("constituents").to_user_string() == "cross_agency/constituents"
