@@ -225,3 +225,44 @@ def test_treasury_accounts_reference_tas_and_contracts_reconcile_with_accounts(
         ).fetchall()
         assert [r[0] for r in warned] == flagged_awards.get_column("row").to_list()
         assert warned, "agencies without account obligations in the FY18 file are flagged"
+
+
+def test_real_meteorites_under_contract_v1_and_v2(tmp_path: Path, real_data: Path) -> None:
+    """The same real file on a v1 day and on a v2 day: the tightened rule moves the future
+    years from warnings to quarantine; the old header recclass lands in meteorite_class."""
+    source = real_data / "nasa" / "Meteorite_Landings.csv"
+    v1_day, v2_day = "2026-01-08", "2026-01-09"
+    for day in (v1_day, v2_day):
+        land(tmp_path, "nasa", "meteorites", day, source)
+        result = materialize(tmp_path, [("nasa", "meteorites")], day)
+        assert result.success, day
+    truth = pl.read_csv(source, infer_schema=False)
+    future = truth.filter(pl.col("year").cast(pl.Int64, strict=False) > 2026).height
+    with _db(tmp_path, "nasa") as conn:
+        by_day = dict(
+            conn.execute(
+                "SELECT _partition_date::VARCHAR, count(*) FROM meteorites_quarantine "
+                "WHERE rule_id = 'year.maximum' GROUP BY 1"
+            ).fetchall()
+        )
+        assert by_day == {v2_day: future} and future >= 1
+        warned = _scalar(
+            conn,
+            "SELECT count(*) FROM meteorites_warnings WHERE rule_id = 'year.maximum' "
+            "AND _partition_date = ?",
+            [v1_day],
+        )
+        assert warned == future
+        versions = dict(
+            conn.execute(
+                "SELECT _partition_date::VARCHAR, any_value(_contract_version) FROM meteorites "
+                "GROUP BY 1"
+            ).fetchall()
+        )
+        assert versions == {v1_day: "1.0.0", v2_day: "2.0.0"}
+        classes = _scalar(
+            conn,
+            "SELECT count(DISTINCT meteorite_class) FROM meteorites WHERE _partition_date = ?",
+            [v2_day],
+        )
+        assert classes == truth.get_column("recclass").n_unique() > 400

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -28,7 +28,7 @@ from flux_pipelines.contracts.ddl import PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.ingest.delivery import PartitionResult
 from flux_pipelines.quality.metrics import REJECT_RATE, ROW_COUNT, delivery_metrics
-from flux_pipelines.quality.monitors import evaluate_and_record
+from flux_pipelines.quality.monitors import Finding, evaluate_and_record
 from flux_pipelines.reports import DeliveryReport, write_delivery_report
 
 _CONTRACTS_RECORDED: set[tuple[str, str, str]] = set()
@@ -48,13 +48,22 @@ class MonitorOutcome:
     def summary(self) -> str:
         return "; ".join(self.findings)
 
+    def with_forest(self, verdict: Finding | str | None) -> MonitorOutcome:
+        """This outcome with the Isolation Forest's finding (WARN) or note added."""
+        if isinstance(verdict, Finding):
+            severity = self.severity or verdict.severity
+            return replace(self, severity=severity, findings=(*self.findings, str(verdict)))
+        if verdict:
+            return replace(self, notes=(*self.notes, verdict))
+        return self
+
 
 def monitor_partition(
     conn: duckdb.DuckDBPyConnection, contract: Contract, day: dt.date
 ) -> MonitorOutcome:
     """Compute the day's metrics and judge them against the agency's history."""
     metrics = delivery_metrics(conn, contract, day)
-    result = evaluate_and_record(conn, contract.dataset, day, metrics)
+    result = evaluate_and_record(conn, contract.dataset, day, metrics, forest=False)
     return MonitorOutcome(
         day=day,
         severity=result.worst,

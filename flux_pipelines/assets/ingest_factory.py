@@ -50,7 +50,8 @@ from flux_pipelines.ingest.delivery import (
     raw_counts,
 )
 from flux_pipelines.instance.launcher import record_run_worker
-from flux_pipelines.quality.scorecard import publish_scorecard, record_scorecard
+from flux_pipelines.quality.monitors import forest_findings
+from flux_pipelines.quality.scorecard import scorecard_row, write_scorecard
 from flux_pipelines.reports import DeliveryReport
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 
@@ -217,6 +218,16 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
                     schema_check(conn, registry.storage_contract(c), days)
                     for c, days in _days_by_contract(results)
                 ]
+                _finish_monitors(conn, dataset, check_rows)
+                write_scorecard(
+                    conn,
+                    warehouse.root / "published",
+                    [
+                        _scorecard_row(r, c, context.run.run_id, agency)
+                        for r, c in zip(results, check_rows, strict=True)
+                        if "monitor" in c
+                    ],
+                )
         except TransientError as exc:
             # Only transient errors (a held lock) are retried; data and configuration errors
             # fail at once with their message.
@@ -277,21 +288,8 @@ def _load_one(
     )
     crash_point("ingest.published")
     if result.files:  # a day without a delivery has nothing to report or audit
-        monitor = monitor_partition(conn, registry.storage_contract(contract), day)
-        record_scorecard(
-            conn,
-            agency=agency.id,
-            dataset=dataset,
-            day=day,
-            run_id=context.run.run_id,
-            deadline_cron=agency.delivery_deadline,
-            files=files,
-            anomaly_severity=monitor.severity,
-            anomalies=len(monitor.findings),
-            anomaly_summary=monitor.summary,
-        )
-        publish_scorecard(conn, warehouse.root / "published", agency.id, dataset, day)
-        checks["monitor"] = monitor
+        checks["monitor"] = monitor_partition(conn, registry.storage_contract(contract), day)
+        checks["files_delivered"] = files
         report = write_report(conn, warehouse.root, agency.id, result)
         audit_partition(
             AuditTrail(warehouse.root),
@@ -440,6 +438,31 @@ def _materializations(
             "top_rules": dg.MetadataValue.md(_rules_table(rules)),
             **_report_links([c["report"] for c in checks if "report" in c]),  # type: ignore[misc]
         },
+    )
+
+
+def _finish_monitors(
+    conn: duckdb.DuckDBPyConnection, dataset: str, checks: list[dict[str, object]]
+) -> None:
+    """Add the Isolation Forest's verdicts: one fit for every delivered day of the step."""
+    judged = [c for c in checks if "monitor" in c]
+    verdicts = forest_findings(conn, dataset, [c["monitor"].day for c in judged])  # type: ignore[attr-defined]
+    for c in judged:
+        outcome: MonitorOutcome = c["monitor"]  # type: ignore[assignment]
+        c["monitor"] = outcome.with_forest(verdicts.get(outcome.day))
+
+
+def _scorecard_row(
+    result: PartitionResult, checks: dict[str, object], run_id: str, agency: Agency
+) -> dict[str, object]:
+    outcome: MonitorOutcome = checks["monitor"]  # type: ignore[assignment]
+    return scorecard_row(
+        result,
+        run_id=run_id,
+        deadline_cron=agency.delivery_deadline,
+        files=checks["files_delivered"],  # type: ignore[arg-type]
+        anomaly_severity=outcome.severity,
+        anomalies=list(outcome.findings),
     )
 
 

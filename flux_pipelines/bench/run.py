@@ -161,9 +161,15 @@ def run_bench(
     backfill_multi_days: int = 0,
     only: str = "all",
 ) -> list[str]:
-    """Run the parts ``only`` names (all | throughput | backfill); returns backfill problems."""
+    """Run the parts ``only`` names (all | throughput | backfill | monitors); returns
+    backfill problems."""
     if only in ("all", "throughput"):
         run_throughput_bench(rows=rows, workdir=workdir, big_gb=big_gb, threads=threads)
+    if only in ("all", "monitors"):
+        from flux_pipelines.bench.monitors import run_monitor_bench
+
+        for line in run_monitor_bench(workdir):
+            typer.echo(line)
     if only not in ("all", "backfill"):
         return []
     from flux_pipelines.bench.backfill import run_backfill_bench

@@ -167,13 +167,8 @@ def contracts_show(
         except ConfigurationError as exc:
             _fail(str(exc))
         contract = registry.contract_for(dataset, contract.effective_from, seen_by)
-    overrides = {
-        a.id: dict(a.severity_overrides[dataset])
-        for a in registry.agencies_for(dataset)
-        if a.severity_overrides.get(dataset)
-    }
     if output == "page":
-        typer.echo(contract_page(contract, overrides))
+        typer.echo(contract_page(contract, registry.severity_overrides(dataset)))
     elif output == "json-schema":
         typer.echo(json.dumps(json_schema(contract), indent=2))
     elif output == "ddl":
@@ -186,6 +181,27 @@ def contracts_show(
             )
     else:
         _fail(f"--format must be page, json-schema, ddl or rules, not {output!r}")
+
+
+@contracts_app.command("pages")
+def contracts_pages(
+    out: Annotated[Path, typer.Option(help="Folder for one Markdown page per dataset")] = Path(
+        ".flux/contract_pages"
+    ),
+) -> None:
+    """Write every dataset's contract page (latest version, agencies' overrides listed)."""
+    from flux_pipelines.contracts.page import contract_page
+    from flux_pipelines.contracts.registry import load_registry
+
+    registry = _registry_or_fail(load_registry)
+    out.mkdir(parents=True, exist_ok=True)
+    for dataset, versions in sorted(registry.contracts.items()):
+        page = contract_page(versions[-1], registry.severity_overrides(dataset))
+        if len(versions) > 1:
+            history = ", ".join(f"{c.version} from {c.effective_from}" for c in versions)
+            page = page.replace("\n\n", f"\n\nVersions: {history}.\n\n", 1)
+        (out / f"{dataset}.md").write_text(page, encoding="utf-8")
+    typer.echo(f"wrote {len(registry.contracts)} contract pages to {out}")
 
 
 @quality_app.command("override")
@@ -268,7 +284,7 @@ def bench(
         typer.Option(min=0, max=3660, help="Days in the multi-agency backfill (0 = skip)"),
     ] = 30,
     only: Annotated[
-        str, typer.Option(help="Which part to run: all | throughput | backfill")
+        str, typer.Option(help="Which part to run: all | throughput | backfill | monitors")
     ] = "all",
 ) -> None:
     """Print throughput (DuckDB read_csv vs Flux load) and backfill (partitions/min) figures.
@@ -277,8 +293,8 @@ def bench(
     """
     from flux_pipelines.bench.run import run_bench
 
-    if only not in ("all", "throughput", "backfill"):
-        _fail(f"--only must be all, throughput or backfill, not {only!r}")
+    if only not in ("all", "throughput", "backfill", "monitors"):
+        _fail(f"--only must be all, throughput, backfill or monitors, not {only!r}")
     problems = run_bench(
         rows=rows,
         workdir=workdir.resolve(),

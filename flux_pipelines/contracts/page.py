@@ -47,6 +47,8 @@ def contract_page(contract: Contract, overrides: dict[str, dict[str, str]] | Non
     ]
     for c in contract.columns:
         desc = c.description.replace("\n", " ").replace("|", "\\|")
+        if c.renamed_from:
+            desc += f" (renamed from `{c.renamed_from}`)"
         lines.append(
             f"| `{c.name}` | {c.logical_type} | {'yes' if c.required else ''} | "
             f"{c.unit or ''} | {desc} |"

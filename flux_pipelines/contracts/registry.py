@@ -133,6 +133,14 @@ class Registry(BaseModel):
         in_force = [c for c in self.versions(dataset) if c.effective_from <= day]
         return in_force[-1] if in_force else self.versions(dataset)[0]
 
+    def severity_overrides(self, dataset: str) -> dict[str, dict[str, str]]:
+        """Agency id -> its severity overrides of the dataset's rules (for contract pages)."""
+        return {
+            a.id: dict(a.severity_overrides[dataset])
+            for a in self.agencies_for(dataset)
+            if a.severity_overrides.get(dataset)
+        }
+
     def agencies_for(self, dataset: str) -> list[Agency]:
         return [a for a in self.agencies if dataset in a.datasets]
 

@@ -12,9 +12,10 @@ Rules, in order of trust:
   change that also matters (>= 5 points of null rate, >= 10% of a mean): with a hundred
   columns, chance alone crosses z = 3 every few days.
 - An Isolation Forest over the day's metric vector once 30 earlier days exist, fitted on
-  the earlier days plus the day itself: WARN only, when the day is more isolated than
-  every earlier day. A normal day is the most isolated by chance with probability
-  1/(n+1) (2.4% at 40 days, 0.3% at a year), hence WARN and never ERROR.
+  the earlier days plus the judged ones (one fit per step, so a year-long backfill fits
+  once): WARN only, when the day is more isolated than every earlier day. A normal day is
+  the most isolated by chance with probability 1/(n+1) (2.4% at 40 days, 0.3% at a
+  year), hence WARN and never ERROR.
 
 Seasonality: federal reporting is weekly and monthly, so a day is compared with its weekday
 (``dow:<0-6>``, from 4 values) and its day of month (``dom:<1-31>``, from 3 values); the
@@ -114,8 +115,14 @@ def evaluate_and_record(
     day: dt.date,
     metrics: dict[str, float],
     config: MonitorConfig | None = None,
+    *,
+    forest: bool = True,
 ) -> MonitorResult:
-    """Judge the day against history without it, then fold it in (idempotent per day)."""
+    """Judge the day against history without it, then fold it in (idempotent per day).
+
+    ``forest=False`` leaves the Isolation Forest to ``forest_findings`` (one fit for all the
+    days of a backfill instead of one per day).
+    """
     config = config or MonitorConfig()
     _ensure_tables(conn)
     state = _load_state(conn, dataset)
@@ -136,15 +143,16 @@ def evaluate_and_record(
                 result.findings.append(finding)
     if not any(state.get((m, "all"), RunningStats()).n for m in metrics):
         result.notes.append("first delivery: no history yet, nothing judged")
-    forest = _forest_finding(conn, dataset, day, metrics, config)
-    if isinstance(forest, Finding):
-        result.findings.append(forest)
-    elif forest:
-        result.notes.append(forest)
     for metric, value in metrics.items():
         for bucket in buckets(day):
             state.setdefault((metric, bucket), RunningStats()).add(value)
     _save(conn, dataset, day, state, metrics)
+    if forest:
+        found = forest_findings(conn, dataset, [day], config).get(day)
+        if isinstance(found, Finding):
+            result.findings.append(found)
+        elif found:
+            result.notes.append(found)
     return result
 
 
@@ -280,52 +288,62 @@ def _level(amount: float, warn: float, error: float) -> str | None:
     return "WARN" if amount >= warn else None
 
 
-def _forest_finding(
+def forest_findings(
     conn: duckdb.DuckDBPyConnection,
     dataset: str,
-    day: dt.date,
-    metrics: dict[str, float],
-    config: MonitorConfig,
-) -> Finding | str | None:
-    """Isolation Forest over the metric vector; a note when there is too little history."""
+    days: list[dt.date],
+    config: MonitorConfig | None = None,
+) -> dict[dt.date, Finding | str]:
+    """Isolation Forest verdicts for recorded days, from one fit over them and their history.
+
+    The forest is fitted on the earlier days plus the judged days (trees split only within
+    the values they see, so a day beyond every earlier value is isolated only if it is among
+    them); a day is flagged when it is more isolated than every day before it.
+    """
+    config = config or MonitorConfig()
+    if not days:
+        return {}
+    first, last = min(days), max(days)
     rows = conn.execute(
         f"SELECT {PARTITION}, metric, value FROM {HISTORY_TABLE} "
-        f"WHERE dataset = ? AND {PARTITION} < ? AND {PARTITION} >= ?",
-        [dataset, day, day - dt.timedelta(days=config.forest_max_history)],
+        f"WHERE dataset = ? AND {PARTITION} <= ? AND {PARTITION} >= ?",
+        [dataset, last, first - dt.timedelta(days=config.forest_max_history)],
     ).fetchall()
-    days = sorted({r[0] for r in rows})
-    if len(days) < config.forest_min_history:
-        return (
-            f"isolation forest waits for {config.forest_min_history} days of history ({len(days)})"
-        )
+    known = sorted({r[0] for r in rows})
+    earlier = {d: sum(1 for k in known if k < d) for d in days}
+    if all(n < config.forest_min_history for n in earlier.values()):
+        wanted = config.forest_min_history
+        note = f"isolation forest waits for {wanted} days of history"
+        return {d: f"{note} ({earlier[d]} so far)" for d in days}
     from sklearn.ensemble import IsolationForest  # ~0.5 s to import: only when used
 
-    names = sorted(m for m in metrics if math.isfinite(metrics[m]))
-    index = {d: i for i, d in enumerate(days)}
+    names = sorted({r[1] for r in rows})
+    index = {d: i for i, d in enumerate(known)}
     column = {m: j for j, m in enumerate(names)}
-    history = np.full((len(days), len(names)), np.nan)
+    vectors = np.full((len(known), len(names)), np.nan)
     for d, metric, value in rows:
-        if metric in column:
-            history[index[d], column[metric]] = value
-    medians = np.nanmedian(np.where(np.isnan(history).all(axis=0), 0.0, history), axis=0)
-    history = np.where(np.isnan(history), medians, history)
-    # Fit on history plus the day: trees split only within the values they see, so a day
-    # beyond every earlier value is isolated only if it is among them (transductive use).
-    vectors = np.vstack([history, [metrics[m] for m in names]])
+        vectors[index[d], column[metric]] = value
+    medians = np.nanmedian(np.where(np.isnan(vectors).all(axis=0), 0.0, vectors), axis=0)
+    vectors = np.where(np.isnan(vectors), medians, vectors)
     center, scale = vectors.mean(axis=0), vectors.std(axis=0)
     scale[scale == 0] = 1.0
     scaled = (vectors - center) / scale
-    forest = IsolationForest(n_estimators=200, random_state=0).fit(scaled)
-    scores = forest.score_samples(scaled)
-    score, floor = float(scores[-1]), float(scores[:-1].min())
-    if score >= floor:
-        return None
-    worst = names[int(np.argmax(np.abs(scaled[-1])))]
-    return Finding(
-        "vector", "monitor.isolation_forest", "WARN", score, floor,
-        f"the day's metrics are more isolated than any of the {len(days)} earlier days "
-        f"(score {score:.3f} < {floor:.3f}); furthest from normal: {worst}",
-    )  # fmt: skip
+    scores = IsolationForest(n_estimators=200, random_state=0).fit(scaled).score_samples(scaled)
+    verdicts: dict[dt.date, Finding | str] = {}
+    for day in days:
+        if day not in index or earlier[day] < config.forest_min_history:
+            verdicts[day] = f"isolation forest waits for {config.forest_min_history} days"
+            continue
+        i = index[day]
+        score, floor = float(scores[i]), float(scores[:i].min())
+        if score < floor:
+            worst = names[int(np.argmax(np.abs(scaled[i])))]
+            verdicts[day] = Finding(
+                "vector", "monitor.isolation_forest", "WARN", score, floor,
+                f"the day's metrics are more isolated than any of the {i} earlier days "
+                f"(score {score:.3f} < {floor:.3f}); furthest from normal: {worst}",
+            )  # fmt: skip
+    return verdicts
 
 
 def _previous_value(

@@ -12,9 +12,11 @@ import os
 from pathlib import Path
 
 import duckdb
+import polars as pl
 from dagster._utils.schedules import cron_string_iterator
 
-from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables, quote
+from flux_pipelines.contracts.ddl import PARTITION, quote
+from flux_pipelines.ingest.delivery import PartitionResult
 
 SCORECARD_TABLE = "_flux_scorecard"
 SCORECARD_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -57,94 +59,86 @@ def delivered_at(files: list[Path]) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(newest, dt.UTC).replace(tzinfo=None)
 
 
-def record_scorecard(
-    conn: duckdb.DuckDBPyConnection,
+def scorecard_row(
+    result: PartitionResult,
     *,
-    agency: str,
-    dataset: str,
-    day: dt.date,
     run_id: str,
     deadline_cron: str,
     files: list[Path],
     anomaly_severity: str | None,
-    anomalies: int,
-    anomaly_summary: str,
-) -> None:
-    """Replace the day's scorecard row, computed from the deliveries log and the tables."""
-    _ensure_table(conn)
-    t = DatasetTables.for_dataset(dataset)
+    anomalies: list[str],
+) -> dict[str, object]:
+    """The day's scorecard row, from what the load counted (no table scan)."""
     arrived = delivered_at(files)
-    deadline = deadline_for(deadline_cron, day)
-    conn.execute(
-        f"DELETE FROM {SCORECARD_TABLE} WHERE agency = ? AND dataset = ? AND {PARTITION} = ?",
-        [agency, dataset, day],
-    ).fetchall()
-    conn.execute(
-        f"""INSERT INTO {SCORECARD_TABLE} BY NAME
-        WITH d AS (
-          SELECT * FROM {DELIVERIES_TABLE} WHERE dataset = ? AND {PARTITION} = ?
-        ), rules AS (
-          SELECT rule_id, count(*) AS n FROM (
-            SELECT rule_id FROM {quote(t.quarantine)} WHERE {PARTITION} = ?
-            UNION ALL SELECT rule_id FROM {quote(t.warnings)} WHERE {PARTITION} = ?)
-          GROUP BY 1
-        )
-        SELECT ? AS agency, ? AS dataset, ?::DATE AS {PARTITION},
-          (SELECT max(contract_version) FROM d) AS contract_version,
-          (SELECT count(*) FROM d) AS files,
-          (SELECT count(*) FILTER (WHERE status = 'rejected') FROM d) AS files_rejected,
-          (SELECT coalesce(sum(rows_read), 0) FROM d) AS rows_in,
-          (SELECT coalesce(sum(rows_curated), 0) FROM d) AS rows_curated,
-          (SELECT coalesce(sum(rows_quarantined), 0) FROM d) AS rows_quarantined,
-          (SELECT coalesce(sum(rows_with_warnings), 0) FROM d) AS rows_with_warnings,
-          (SELECT CASE WHEN coalesce(sum(rows_read), 0) = 0 THEN 0.0
-                  ELSE 100.0 * sum(rows_quarantined) / sum(rows_read) END FROM d)
-            AS reject_rate_pct,
-          (SELECT count(*) FROM rules) AS rules_fired,
-          (SELECT string_agg(rule_id || '=' || n, ', ' ORDER BY n DESC, rule_id)
-             FROM (SELECT * FROM rules ORDER BY n DESC, rule_id LIMIT 5)) AS top_rules,
-          ? AS anomaly_severity, ? AS anomalies, ? AS anomaly_summary,
-          ?::TIMESTAMP AS delivered_at, ?::TIMESTAMP AS deadline,
-          CASE WHEN ?::TIMESTAMP IS NULL THEN NULL ELSE ?::TIMESTAMP <= ?::TIMESTAMP END
-            AS on_time,
-          (SELECT max(loaded_at) FROM d) AS loaded_at, ? AS run_id""",
-        [
-            dataset,
-            day,
-            day,
-            day,
-            agency,
-            dataset,
-            day,
-            anomaly_severity,
-            anomalies,
-            anomaly_summary or None,
-            arrived,
-            deadline,
-            arrived,
-            arrived,
-            deadline,
-            run_id,
-        ],
-    ).fetchall()
+    deadline = deadline_for(deadline_cron, result.day)
+    rules = result.rule_counts.most_common()
+    return {
+        "agency": result.agency,
+        "dataset": result.dataset,
+        PARTITION: result.day,
+        "contract_version": result.contract.version,
+        "files": len(result.files),
+        "files_rejected": sum(1 for f in result.files if f.status == "rejected"),
+        "rows_in": result.rows_in,
+        "rows_curated": result.rows_curated,
+        "rows_quarantined": result.rows_quarantined,
+        "rows_with_warnings": result.rows_with_warnings,
+        "reject_rate_pct": 100.0 * result.reject_rate,
+        "rules_fired": len(rules),
+        "top_rules": ", ".join(f"{r}={n}" for r, n in rules[:5]) or None,
+        "anomaly_severity": anomaly_severity,
+        "anomalies": len(anomalies),
+        "anomaly_summary": "; ".join(anomalies) or None,
+        "delivered_at": arrived,
+        "deadline": deadline,
+        "on_time": None if arrived is None else arrived <= deadline,
+        "loaded_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+        "run_id": run_id,
+    }
 
 
-def publish_scorecard(
-    conn: duckdb.DuckDBPyConnection, published_root: Path, agency: str, dataset: str, day: dt.date
-) -> Path:
-    """The day's row as a read-only Parquet copy, swapped in atomically."""
-    folder = published_root / agency / "_scorecard" / dataset
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{day.isoformat()}.parquet"
-    tmp = folder / f".{day.isoformat()}.parquet.tmp"
-    literal = str(tmp).replace("'", "''")
-    conn.execute(
-        f"COPY (SELECT * FROM {SCORECARD_TABLE} WHERE agency = ? AND dataset = ? "
-        f"AND {PARTITION} = ?) TO '{literal}' (FORMAT parquet)",
-        [agency, dataset, day],
-    ).fetchall()
-    os.replace(tmp, target)
-    return target
+def write_scorecard(
+    conn: duckdb.DuckDBPyConnection, published_root: Path, rows: list[dict[str, object]]
+) -> list[Path]:
+    """Replace the days' rows in ``_flux_scorecard`` and publish one Parquet file per day."""
+    if not rows:
+        return []
+    _ensure_table(conn)
+    frame = pl.DataFrame(rows, schema=_POLARS_SCHEMA)
+    conn.register("_flux_scorecard_rows", frame)
+    try:
+        conn.execute(
+            f"DELETE FROM {SCORECARD_TABLE} s USING _flux_scorecard_rows r "
+            f"WHERE s.agency = r.agency AND s.dataset = r.dataset "
+            f"AND s.{PARTITION} = r.{PARTITION}"
+        ).fetchall()
+        conn.execute(
+            f"INSERT INTO {SCORECARD_TABLE} BY NAME SELECT * FROM _flux_scorecard_rows"
+        ).fetchall()
+    finally:
+        conn.unregister("_flux_scorecard_rows")
+    written = []
+    for row in frame.iter_slices(1):
+        agency, dataset, day = row["agency"][0], row["dataset"][0], row[PARTITION][0]
+        folder = published_root / agency / "_scorecard" / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{day.isoformat()}.parquet"
+        tmp = folder / f".{day.isoformat()}.parquet.tmp"
+        row.write_parquet(tmp)
+        os.replace(tmp, target)
+        written.append(target)
+    return written
+
+
+_POLARS_TYPES: dict[str, pl.DataType] = {
+    "VARCHAR": pl.String(),
+    "DATE": pl.Date(),
+    "BIGINT": pl.Int64(),
+    "DOUBLE": pl.Float64(),
+    "TIMESTAMP": pl.Datetime("us"),
+    "BOOLEAN": pl.Boolean(),
+}
+_POLARS_SCHEMA = {n: _POLARS_TYPES[t.split(" ")[0]] for n, t in SCORECARD_COLUMNS}
 
 
 def scorecard_glob(published_root: Path) -> str:

@@ -10,6 +10,7 @@ Delivered values are hostile input, so the template is rendered with autoescapin
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -356,7 +357,9 @@ def chart(points: Sequence[DayPoint], *, current: dt.date) -> Chart:
     return Chart(width, height, top, bottom, left, right, max_rows, max_rate, tuple(marks))
 
 
+@functools.cache
 def _environment() -> jinja2.Environment:
+    """One environment per process: it caches the compiled template (~60 ms to compile)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("flux_pipelines.reports", "templates"),
         autoescape=True,  # every delivered value is hostile input
