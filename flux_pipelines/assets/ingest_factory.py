@@ -22,12 +22,10 @@ import polars as pl
 from dagster import AssetExecutionContext
 
 from flux_pipelines.assets.delivery_outputs import (
+    DeliveryOutputs,
     MonitorOutcome,
-    audit_partition,
     monitor_partition,
-    write_report,
 )
-from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.contracts.ddl import (
     DELIVERIES_TABLE,
     DUCKDB_TYPES,
@@ -207,13 +205,20 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
             # One connection for every partition of the step: opening and checkpointing the
             # agency file per day cost ~35 ms a partition in a year-long backfill.
             with warehouse.connect(agency.id) as conn:
-                for key in context.partition_keys:
-                    result, check = _load_one(
-                        context, conn, warehouse, registry, agency, dataset, key
-                    )
-                    results.append(result)
-                    check_rows.append(check)
-                    context.log.info(_summary_line(result))
+                outputs = DeliveryOutputs(conn, warehouse.root, context.run.run_id)
+                try:
+                    for key in context.partition_keys:
+                        result, check = _load_one(
+                            context, conn, outputs, warehouse, registry, agency, dataset, key
+                        )
+                        results.append(result)
+                        check_rows.append(check)
+                        context.log.info(_summary_line(result))
+                finally:
+                    outputs.close()
+                for check in check_rows:  # an error writing a report or the trail fails here
+                    if "report" in check:
+                        check["report"] = check["report"].result()  # type: ignore[attr-defined]
                 schema = [
                     schema_check(conn, registry.storage_contract(c), days)
                     for c, days in _days_by_contract(results)
@@ -258,6 +263,7 @@ def build_ingest_asset(agency: Agency, dataset: str, registry: Registry) -> dg.A
 def _load_one(
     context: AssetExecutionContext,
     conn: duckdb.DuckDBPyConnection,
+    outputs: DeliveryOutputs,
     warehouse: FluxWarehouse,
     registry: Registry,
     agency: Agency,
@@ -290,16 +296,7 @@ def _load_one(
     if result.files:  # a day without a delivery has nothing to report or audit
         checks["monitor"] = monitor_partition(conn, registry.storage_contract(contract), day)
         checks["files_delivered"] = files
-        report = write_report(conn, warehouse.root, agency.id, result)
-        audit_partition(
-            AuditTrail(warehouse.root),
-            conn,
-            result,
-            run_id=context.run.run_id,
-            published=published,
-            report=report,
-        )
-        checks["report"] = report
+        checks["report"] = outputs.submit(agency.id, result, published)
     return result, checks
 
 

@@ -134,11 +134,10 @@ def evaluate_and_record(
     skipped = sorted(m for m, v in metrics.items() if not math.isfinite(v))
     if skipped:
         result.notes.append(f"not finite, not judged: {', '.join(skipped)}")
+    previous = _previous_delivery(conn, dataset, day)
     for metric, value in metrics.items():
         if math.isfinite(value):
-            finding = _judge(
-                metric, value, day, state, config, _previous_value(conn, dataset, day, metric)
-            )
+            finding = _judge(metric, value, day, state, config, previous.get(metric))
             if finding is not None:
                 result.findings.append(finding)
     if not any(state.get((m, "all"), RunningStats()).n for m in metrics):
@@ -346,15 +345,16 @@ def forest_findings(
     return verdicts
 
 
-def _previous_value(
-    conn: duckdb.DuckDBPyConnection, dataset: str, day: dt.date, metric: str
-) -> float | None:
+def _previous_delivery(
+    conn: duckdb.DuckDBPyConnection, dataset: str, day: dt.date
+) -> dict[str, float]:
+    """Row count and reject rate of the latest earlier delivery (DPLA's comparison)."""
     rows = conn.execute(
-        f"SELECT value FROM {HISTORY_TABLE} WHERE dataset = ? AND metric = ? "
-        f"AND {PARTITION} < ? ORDER BY {PARTITION} DESC LIMIT 1",
-        [dataset, metric, day],
+        f"SELECT metric, arg_max(value, {PARTITION}) FROM {HISTORY_TABLE} "
+        f"WHERE dataset = ? AND metric IN (?, ?) AND {PARTITION} < ? GROUP BY 1",
+        [dataset, ROW_COUNT, REJECT_RATE, day],
     ).fetchall()
-    return float(rows[0][0]) if rows else None
+    return {str(m): float(v) for m, v in rows}
 
 
 def _ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
