@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -49,12 +50,37 @@ def _published_days(home: Path) -> set[tuple[str, str]]:
     return {(a, d) for a, d in rows}
 
 
-def test_volume_drop_blocks_publication_until_overridden(tmp_path: Path) -> None:
-    days = [FIRST + dt.timedelta(days=i) for i in range(DAYS)]
+def _deliver_generated(home: Path, days: list[dt.date]) -> str:
     for i, day in enumerate(days):
         rows = 180 if i == DAYS - 1 else 300  # the last nga delivery: 40% fewer rows
-        deliver(tmp_path, "nga", "constituents", day.isoformat(), rows=rows, seed=100 + i)
-        deliver(tmp_path, "national-archives", "constituents", day.isoformat(), 300, 200 + i)
+        deliver(home, "nga", "constituents", day.isoformat(), rows=rows, seed=100 + i)
+        deliver(home, "national-archives", "constituents", day.isoformat(), 300, 200 + i)
+    return "row_count 180 is 40% below"
+
+
+def _deliver_real(home: Path, days: list[dt.date], real_data: Path) -> str:
+    """Slices of the real NGA constituents file: 1,500 rows a day, 900 on the last nga day."""
+    people = pl.read_csv(real_data / "nga" / "constituents.csv", infer_schema=False)
+    for i, day in enumerate(days):
+        for agency, offset, rows in (
+            ("nga", 0, 900 if i == DAYS - 1 else 1500),
+            ("national-archives", 13_000, 1500),
+        ):
+            folder = home / "landing" / agency / "constituents" / day.isoformat()
+            folder.mkdir(parents=True, exist_ok=True)
+            people.slice(offset + i * 1000, rows).write_csv(folder / "constituents.csv")
+    return "row_count 900 is 40% below"
+
+
+@pytest.mark.parametrize("source", ["generated", pytest.param("real", marks=pytest.mark.realdata)])
+def test_volume_drop_blocks_publication_until_overridden(
+    tmp_path: Path, source: str, request: pytest.FixtureRequest
+) -> None:
+    days = [FIRST + dt.timedelta(days=i) for i in range(DAYS)]
+    if source == "real":
+        expected = _deliver_real(tmp_path, days, request.getfixturevalue("real_data"))
+    else:
+        expected = _deliver_generated(tmp_path, days)
     nga = _backfill(tmp_path, "nga", days[-1])
     archives = _backfill(tmp_path, "national-archives", days[-1])
     assert nga.success and archives.success
@@ -63,7 +89,7 @@ def test_volume_drop_blocks_publication_until_overridden(tmp_path: Path) -> None
     assert not anomalies.passed
     assert anomalies.severity == dg.AssetCheckSeverity.ERROR
     findings = anomalies.metadata["findings"].value  # type: ignore[attr-defined]
-    assert f"{days[-1]}: ERROR monitor.count_drop: row_count 180 is 40% below" in findings
+    assert f"{days[-1]}: ERROR monitor.count_drop: {expected}" in findings
     [archives_check] = [
         e for e in archives.get_asset_check_evaluations() if e.check_name == "anomalies"
     ]

@@ -127,7 +127,7 @@ def test_usaspending_split_by_awarding_agency(tmp_path: Path, real_data: Path) -
     result = materialize(tmp_path, [(a, "contract_transactions") for a in expected], DAY)
     assert result.success
     checks = check_results(result)
-    assert len(checks) == 2 * len(expected) and all(checks.values()), checks
+    assert len(checks) == 3 * len(expected) and all(checks.values()), checks
     for agency, delivered in expected.items():
         with _db(tmp_path, agency) as conn:
             curated = _scalar(conn, "SELECT count(*) FROM contract_transactions")
@@ -265,4 +265,5 @@ def test_real_meteorites_under_contract_v1_and_v2(tmp_path: Path, real_data: Pat
             "SELECT count(DISTINCT meteorite_class) FROM meteorites WHERE _partition_date = ?",
             [v2_day],
         )
-        assert classes == truth.get_column("recclass").n_unique() > 400
+        # Flux trims cells: "H5 " and "H5" are one class
+        assert classes == truth.get_column("recclass").str.strip_chars().n_unique() > 400

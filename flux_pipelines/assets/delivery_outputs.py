@@ -32,7 +32,7 @@ from flux_pipelines.quality.metrics import REJECT_RATE, ROW_COUNT, delivery_metr
 from flux_pipelines.quality.monitors import Finding, evaluate_and_record
 from flux_pipelines.reports import DeliveryReport, write_delivery_report
 
-_CONTRACTS_RECORDED: set[tuple[str, str, str]] = set()
+_CONTRACTS_RECORDED: set[tuple[str, str, str, str]] = set()  # (trail, dataset, version, sha)
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def audit_partition(
 def _contract_records(trail: AuditTrail, contract: Contract) -> list[AuditRecord]:
     """A contract version enters the trail the first time a load applies it."""
     digest = _sha256(Path(contract.source_path)) if contract.source_path else ""
-    key = (contract.dataset, contract.version, digest)
+    key = (str(trail.path), contract.dataset, contract.version, digest)
     if key in _CONTRACTS_RECORDED:
         return []
     seen = any(
