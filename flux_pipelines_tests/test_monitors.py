@@ -177,3 +177,69 @@ def test_isolation_forest_flags_a_vector_outside_history(conn: duckdb.DuckDBPyCo
         {ROW_COUNT: 1000.0, REJECT_RATE: 2.0, "mean.amount": 500.0},
     )  # fmt: skip
     assert _rules(far)["monitor.isolation_forest"] == "WARN"
+
+
+def _monthly(days: int, seed: int = 3) -> list[dict[str, float]]:
+    """Weekdays ~1000 rows, weekends ~200, x1.8 on the last two days of every month."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(days):
+        day = START + dt.timedelta(days=i)
+        rows = 200.0 if day.weekday() >= 5 else 1000.0
+        if (day + dt.timedelta(days=2)).month != day.month:
+            rows *= 1.8
+        out.append({ROW_COUNT: rows * rng.uniform(0.95, 1.05), REJECT_RATE: 2.0})
+    return out
+
+
+def test_month_end_peaks_on_weekends_are_normal_and_weekday_drops_still_caught(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    """Weekday and month-end effects combine (a month-end Saturday is ~360 rows): judged
+    against either alone, the day after a peak or a month-end weekend looks like a drop."""
+    results = [  # no forest: 400 fits would only slow the test down
+        evaluate_and_record(conn, "items", START + dt.timedelta(days=i), m, forest=False)
+        for i, m in enumerate(_monthly(400))
+    ]
+    judged = results[120:]
+    month_end_weekends = [
+        r
+        for r in judged
+        if r.day.weekday() >= 5 and (r.day + dt.timedelta(days=2)).month != r.day.month
+    ]
+    assert len(month_end_weekends) >= 4
+    assert all(r.worst is None for r in judged), [str(f) for r in judged for f in r.findings]
+    # A Thursday 22% short of its weekday level, mid-month: WARN against the Thursday level.
+    thursday = START + dt.timedelta(days=402)
+    assert thursday.weekday() == 3 and thursday.day == 11
+    mild = evaluate_and_record(
+        conn, "items", thursday, {ROW_COUNT: 780.0, REJECT_RATE: 2.0}, forest=False
+    )
+    assert _rules(mild) == {"monitor.count_drop": "WARN"}
+    # The last day of a month at a plain weekday's volume is a drop against the month-end level.
+    last = dt.date(2027, 3, 31)  # a Wednesday, 450 days in
+    flat = evaluate_and_record(
+        conn, "items", last, {ROW_COUNT: 1000.0, REJECT_RATE: 2.0}, forest=False
+    )
+    [finding] = flat.findings
+    assert finding.severity == "ERROR" and "on the last day of the month" in finding.message
+
+
+def test_an_error_value_does_not_widen_the_baseline_until_it_persists(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    series = [*_steady(20), {ROW_COUNT: 400.0, REJECT_RATE: 2.0}]
+    drop = _feed(conn, series, seasonality=False)[-1]
+    assert _rules(drop)["monitor.count_drop"] == "ERROR"
+    n_rows = f"SELECT n FROM {STATE_TABLE} WHERE metric = ? AND bucket = 'all'"
+    assert conn.execute(n_rows, [ROW_COUNT]).fetchall() == [(20,)]  # the ERROR is left out
+    assert conn.execute(n_rows, [REJECT_RATE]).fetchall() == [(21,)]  # a normal one is not
+    config = MonitorConfig(seasonality=False, relearn_after=3)
+    same = {ROW_COUNT: 400.0, REJECT_RATE: 2.0}
+    later = [
+        evaluate_and_record(conn, "items", drop.day + dt.timedelta(days=k), same, config)
+        for k in (1, 2)
+    ]
+    assert [r.worst for r in later] == ["ERROR", "ERROR"]
+    assert any("new level is learned" in note for note in later[-1].notes)  # third in a row
+    assert conn.execute(n_rows, [ROW_COUNT]).fetchall() == [(21,)]

@@ -17,14 +17,23 @@ Rules, in order of trust:
   the most isolated by chance with probability 1/(n+1) (2.4% at 40 days, 0.3% at a
   year), hence WARN and never ERROR.
 
-Seasonality: federal reporting is weekly and monthly, so a day is compared with its weekday
-(``dow:<0-6>``, from 4 values) and its day of month (``dom:<1-31>``, from 3 values); the
-bucket that explains the day best (smallest |z|) is the baseline, and ``all`` (from 7
-values) when neither has enough history. With no history at all the day only teaches.
+Seasonality: federal reporting is weekly and monthly. The expected value of a day is its
+weekday level (``dow:<0-6>``, from 4 values; ``all`` from 7 values before that) times (row
+count) or plus (rates, means) a month-position effect: the day's residual against its
+weekday level, kept per day of month (``dom:<1-31>``) and per days to the month's end
+(``eom:<0-30>``), taken from whichever of the two varied least in history and used only
+when significant (|mean| > 4 standard errors, from 3 values). The baseline is chosen from
+history, never by how well it excuses the day being judged. With no history at all the day
+only teaches.
+
+A metric that raised an ERROR is recorded but not folded into the statistics, so one bad
+delivery does not widen the band the next one is judged by; after ``relearn_after`` ERROR
+deliveries in a row the new level is taken as normal and folded in again.
 """
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import math
 from dataclasses import dataclass, field
@@ -58,6 +67,8 @@ class MonitorConfig(BaseModel):
     min_history_all: int = 7
     min_history_dow: int = 4
     min_history_dom: int = 3
+    season_significance_se: float = 4.0
+    relearn_after: int = 5
     seasonality: bool = True
     forest_min_history: int = 30
     forest_max_history: int = 365
@@ -90,23 +101,30 @@ class MonitorResult:
         return "ERROR" if "ERROR" in severities else ("WARN" if severities else None)
 
 
+SEASON = "season:"  # prefix of a metric's residual against its weekday level
+
+
 @dataclass(frozen=True)
 class _Baseline:
-    bucket: str
-    stats: RunningStats
+    """What a metric is expected to be on a day, how much it varies, and why."""
 
-    def describe(self, day: dt.date) -> str:
-        if self.bucket.startswith("dow:"):
-            name = f"{WEEKDAYS[day.weekday()]} baseline"
-        elif self.bucket.startswith("dom:"):
-            name = f"day-{day.day}-of-month baseline"
-        else:
-            name = "baseline"
-        return f"{name} {self.stats.mean:,.2f} (n={self.stats.n})"
+    expected: float
+    std: float | None  # None: no spread in history (a constant)
+    label: str
 
 
-def buckets(day: dt.date) -> list[str]:
-    return ["all", f"dow:{day.weekday()}", f"dom:{day.day}"]
+def level_buckets(day: dt.date) -> list[str]:
+    return ["all", f"dow:{day.weekday()}"]
+
+
+def month_buckets(day: dt.date) -> list[str]:
+    last = calendar.monthrange(day.year, day.month)[1]
+    return [f"dom:{day.day}", f"eom:{last - day.day}"]
+
+
+def _is_ratio(metric: str) -> bool:
+    """Volumes scale (a month-end weekend is a weekend x the month-end factor); rates add."""
+    return metric == ROW_COUNT
 
 
 def evaluate_and_record(
@@ -126,10 +144,9 @@ def evaluate_and_record(
     config = config or MonitorConfig()
     _ensure_tables(conn)
     state = _load_state(conn, dataset)
-    previous = _history_of_day(conn, dataset, day)
-    for metric, value in previous.items():
-        for bucket in buckets(day):
-            state.setdefault((metric, bucket), RunningStats()).remove(value)
+    for metric, value in _history_of_day(conn, dataset, day).items():
+        for key in _state_keys(metric, day):
+            state.setdefault(key, RunningStats()).remove(value)
     result = MonitorResult(day=day, metrics=metrics)
     skipped = sorted(m for m, v in metrics.items() if not math.isfinite(v))
     if skipped:
@@ -142,10 +159,8 @@ def evaluate_and_record(
                 result.findings.append(finding)
     if not any(state.get((m, "all"), RunningStats()).n for m in metrics):
         result.notes.append("first delivery: no history yet, nothing judged")
-    for metric, value in metrics.items():
-        for bucket in buckets(day):
-            state.setdefault((metric, bucket), RunningStats()).add(value)
-    _save(conn, dataset, day, state, metrics)
+    folded = _fold(conn, dataset, day, state, config, result)
+    _save(conn, dataset, day, state, metrics, folded)
     if forest:
         found = forest_findings(conn, dataset, [day], config).get(day)
         if isinstance(found, Finding):
@@ -153,6 +168,76 @@ def evaluate_and_record(
         elif found:
             result.notes.append(found)
     return result
+
+
+def _state_keys(metric: str, day: dt.date) -> list[tuple[str, str]]:
+    """The statistics a recorded value was folded into (residuals by month position)."""
+    names = month_buckets(day) if metric.startswith(SEASON) else level_buckets(day)
+    return [(metric, bucket) for bucket in names]
+
+
+def _fold(
+    conn: duckdb.DuckDBPyConnection,
+    dataset: str,
+    day: dt.date,
+    state: dict[tuple[str, str], RunningStats],
+    config: MonitorConfig,
+    result: MonitorResult,
+) -> dict[str, float]:
+    """Fold the day into the statistics; returns what was folded (values and residuals)."""
+    errors = {f.metric for f in result.findings if f.severity == "ERROR"}
+    streaks = _error_streaks(conn, dataset, day, errors)
+    folded: dict[str, float] = {}
+    for metric, value in result.metrics.items():
+        if not math.isfinite(value):
+            continue
+        level = _level(metric, day, state, config)
+        # Judged against the overall level while its weekday is still being learned, an
+        # ERROR may be the weekday's normal (a first Sunday): fold it in.
+        learning = config.seasonality and (level is None or level[0] == "baseline")
+        if metric in errors and not learning:
+            if streaks.get(metric, 0) + 1 < config.relearn_after:
+                continue
+            result.notes.append(
+                f"{metric}: {config.relearn_after} ERROR deliveries in a row; "
+                "its new level is learned as normal"
+            )
+        if level is not None:
+            _, stats = level
+            residual = _residual(metric, value, stats.mean)
+            if residual is not None:
+                folded[SEASON + metric] = residual
+        folded[metric] = value
+    for metric, value in folded.items():
+        for key in _state_keys(metric, day):
+            state.setdefault(key, RunningStats()).add(value)
+    return folded
+
+
+def _residual(metric: str, value: float, level: float) -> float | None:
+    if _is_ratio(metric):
+        return value / level if level > 0 else None
+    return value - level
+
+
+def _error_streaks(
+    conn: duckdb.DuckDBPyConnection, dataset: str, day: dt.date, metrics: set[str]
+) -> dict[str, int]:
+    """How many deliveries in a row before the day each metric was left out (an ERROR)."""
+    if not metrics:
+        return {}
+    rows = conn.execute(
+        f"""SELECT metric, count(*) FROM (
+              SELECT metric, folded, {PARTITION},
+                     max(CASE WHEN folded THEN {PARTITION} END) OVER (PARTITION BY metric)
+                       AS last_folded
+              FROM {HISTORY_TABLE}
+              WHERE dataset = ? AND {PARTITION} < ? AND metric IN (SELECT unnest(?)))
+            WHERE NOT folded AND ({PARTITION} > last_folded OR last_folded IS NULL)
+            GROUP BY 1""",
+        [dataset, day, sorted(metrics)],
+    ).fetchall()
+    return {str(m): int(n) for m, n in rows}
 
 
 def _judge(
@@ -163,61 +248,92 @@ def _judge(
     config: MonitorConfig,
     previous: float | None,
 ) -> Finding | None:
-    baseline = _baseline(metric, value, day, state, config)
+    baseline = _baseline(metric, day, state, config)
     if metric == ROW_COUNT:
-        return _count_drop(value, day, baseline, previous, config)
+        return _count_drop(value, baseline, previous, config)
     if metric == REJECT_RATE:
-        return _reject_rise(value, day, baseline, previous, config)
-    return _zscore(metric, value, day, baseline, config)
+        return _reject_rise(value, baseline, previous, config)
+    return _zscore(metric, value, baseline, config)
 
 
-def _baseline(
-    metric: str,
-    value: float,
-    day: dt.date,
-    state: dict[tuple[str, str], RunningStats],
-    config: MonitorConfig,
-) -> _Baseline | None:
-    """The seasonal bucket that explains the day best, else the overall history."""
-    seasonal: list[_Baseline] = []
+def _level(
+    metric: str, day: dt.date, state: dict[tuple[str, str], RunningStats], config: MonitorConfig
+) -> tuple[str, RunningStats] | None:
+    """The weekday's statistics once there are enough of them, else the overall ones."""
     if config.seasonality:
-        for bucket, minimum in (
-            (f"dow:{day.weekday()}", config.min_history_dow),
-            (f"dom:{day.day}", config.min_history_dom),
-        ):
-            stats = state.get((metric, bucket))
-            if stats is not None and stats.n >= minimum:
-                seasonal.append(_Baseline(bucket, stats))
-    if seasonal:
-        return min(seasonal, key=lambda b: abs(_distance(b.stats, value)))
+        stats = state.get((metric, f"dow:{day.weekday()}"))
+        if stats is not None and stats.n >= config.min_history_dow:
+            return f"{WEEKDAYS[day.weekday()]} baseline", stats
     stats = state.get((metric, "all"))
     if stats is not None and stats.n >= config.min_history_all:
-        return _Baseline("all", stats)
+        return "baseline", stats
     return None
 
 
-def _distance(stats: RunningStats, value: float) -> float:
-    z = stats.z(value)
-    if z is not None:
-        return z
-    return 0.0 if value == stats.mean else math.inf
+def _month_effect(
+    metric: str, day: dt.date, state: dict[tuple[str, str], RunningStats], config: MonitorConfig
+) -> tuple[str, RunningStats] | None:
+    """The month position (day of month or days to month end) that varied least in history,
+    with its effect when that effect is significant."""
+    candidates = [
+        (stats.std, bucket, stats)
+        for bucket in month_buckets(day)
+        if (stats := state.get((SEASON + metric, bucket))) is not None
+        and stats.n >= config.min_history_dom
+    ]
+    if not candidates:
+        return None
+    _, bucket, stats = min(candidates, key=lambda c: c[0])
+    neutral = 1.0 if _is_ratio(metric) else 0.0
+    standard_error = stats.std / math.sqrt(stats.n)
+    if abs(stats.mean - neutral) <= config.season_significance_se * standard_error:
+        return None
+    return _month_position(bucket), stats
+
+
+def _month_position(bucket: str) -> str:
+    kind, number = bucket.split(":")
+    if kind == "dom":
+        return f"day {number} of the month"
+    return "the last day of the month" if number == "0" else f"{number} days before month end"
+
+
+def _baseline(
+    metric: str, day: dt.date, state: dict[tuple[str, str], RunningStats], config: MonitorConfig
+) -> _Baseline | None:
+    level = _level(metric, day, state, config)
+    if level is None:
+        return None
+    name, stats = level
+    label = f"{name} {stats.mean:,.2f} (n={stats.n})"
+    effect = _month_effect(metric, day, state, config) if config.seasonality else None
+    if effect is None:
+        return _Baseline(stats.mean, stats.std if stats.n > 1 else None, label)
+    position, season = effect
+    if _is_ratio(metric):
+        expected, std = stats.mean * season.mean, stats.mean * season.std
+        label += f" x {season.mean:.2f} on {position} (n={season.n})"
+    else:
+        # a residual spread from a few months is not trusted to be narrower than the level's
+        expected, std = stats.mean + season.mean, max(season.std, stats.std)
+        label += f" {season.mean:+,.2f} on {position} (n={season.n})"
+    return _Baseline(expected, std, f"expected {expected:,.2f}: {label}")
 
 
 def _count_drop(
     value: float,
-    day: dt.date,
     baseline: _Baseline | None,
     previous: float | None,
     config: MonitorConfig,
 ) -> Finding | None:
-    expected = baseline.stats.mean if baseline else previous
+    expected = baseline.expected if baseline else previous
     if expected is None or expected <= 0:
         return None
     drop = 100.0 * (expected - value) / expected
-    severity = _level(drop, config.count_drop_warn_pct, config.count_drop_error_pct)
+    severity = _level_of(drop, config.count_drop_warn_pct, config.count_drop_error_pct)
     if severity is None:
         return None
-    against = baseline.describe(day) if baseline else f"previous delivery {expected:,.0f}"
+    against = baseline.label if baseline else f"previous delivery {expected:,.0f}"
     return Finding(
         ROW_COUNT,
         "monitor.count_drop",
@@ -230,19 +346,18 @@ def _count_drop(
 
 def _reject_rise(
     value: float,
-    day: dt.date,
     baseline: _Baseline | None,
     previous: float | None,
     config: MonitorConfig,
 ) -> Finding | None:
-    expected = baseline.stats.mean if baseline else previous
+    expected = baseline.expected if baseline else previous
     if expected is None:
         return None
     rise = value - expected
-    severity = _level(rise, config.reject_rise_warn_points, config.reject_rise_error_points)
+    severity = _level_of(rise, config.reject_rise_warn_points, config.reject_rise_error_points)
     if severity is None:
         return None
-    against = baseline.describe(day) if baseline else f"previous delivery {expected:.1f}%"
+    against = baseline.label if baseline else f"previous delivery {expected:.1f}%"
     return Finding(
         REJECT_RATE,
         "monitor.reject_rate_rise",
@@ -254,34 +369,34 @@ def _reject_rise(
 
 
 def _zscore(
-    metric: str, value: float, day: dt.date, baseline: _Baseline | None, config: MonitorConfig
+    metric: str, value: float, baseline: _Baseline | None, config: MonitorConfig
 ) -> Finding | None:
     if baseline is None:
         return None
-    expected = baseline.stats.mean
+    expected = baseline.expected
     change = abs(value - expected)
     if metric.startswith(NULL_RATE) and change < config.min_null_change_points:
         return None
     if metric.startswith(MEAN) and change < abs(expected) * config.min_mean_change_pct / 100:
         return None
-    z = baseline.stats.z(value)
-    if z is None:
+    if baseline.std is None or baseline.std <= 1e-12 * max(1.0, abs(expected)):
         # A constant history: any real change is worth a look, never an ERROR by itself.
         return Finding(
             metric, "monitor.constant_changed", "WARN", value, expected,
-            f"{metric} is {value:,.4g}; it was always {expected:,.4g} ({baseline.describe(day)})",
+            f"{metric} is {value:,.4g}; it was always {expected:,.4g} ({baseline.label})",
         )  # fmt: skip
-    severity = _level(abs(z), config.z_warn, config.z_error)
+    z = (value - expected) / baseline.std
+    severity = _level_of(abs(z), config.z_warn, config.z_error)
     if severity is None:
         return None
     return Finding(
         metric, "monitor.zscore", severity, value, expected,
-        f"{metric} {value:,.4g} is {z:+.1f} standard deviations from the {baseline.describe(day)}",
+        f"{metric} {value:,.4g} is {z:+.1f} standard deviations from the {baseline.label}",
         z,
     )  # fmt: skip
 
 
-def _level(amount: float, warn: float, error: float) -> str | None:
+def _level_of(amount: float, warn: float, error: float) -> str | None:
     if amount >= error:
         return "ERROR"
     return "WARN" if amount >= warn else None
@@ -305,8 +420,9 @@ def forest_findings(
     first, last = min(days), max(days)
     rows = conn.execute(
         f"SELECT {PARTITION}, metric, value FROM {HISTORY_TABLE} "
-        f"WHERE dataset = ? AND {PARTITION} <= ? AND {PARTITION} >= ?",
-        [dataset, last, first - dt.timedelta(days=config.forest_max_history)],
+        f"WHERE dataset = ? AND {PARTITION} <= ? AND {PARTITION} >= ? "
+        "AND NOT starts_with(metric, ?)",
+        [dataset, last, first - dt.timedelta(days=config.forest_max_history), SEASON],
     ).fetchall()
     known = sorted({r[0] for r in rows})
     earlier = {d: sum(1 for k in known if k < d) for d in days}
@@ -367,6 +483,9 @@ def _ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
         f"CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} (dataset VARCHAR NOT NULL, "
         f"{PARTITION} DATE NOT NULL, metric VARCHAR NOT NULL, value DOUBLE NOT NULL)"
     ).fetchall()
+    conn.execute(  # files from before ERROR values were kept out of the statistics
+        f"ALTER TABLE {HISTORY_TABLE} ADD COLUMN IF NOT EXISTS folded BOOLEAN DEFAULT true"
+    ).fetchall()
 
 
 def _load_state(
@@ -382,7 +501,8 @@ def _history_of_day(
     conn: duckdb.DuckDBPyConnection, dataset: str, day: dt.date
 ) -> dict[str, float]:
     rows = conn.execute(
-        f"SELECT metric, value FROM {HISTORY_TABLE} WHERE dataset = ? AND {PARTITION} = ?",
+        f"SELECT metric, value FROM {HISTORY_TABLE} "
+        f"WHERE dataset = ? AND {PARTITION} = ? AND folded",
         [dataset, day],
     ).fetchall()
     return {str(m): float(v) for m, v in rows}
@@ -405,6 +525,7 @@ def _save(
     day: dt.date,
     state: dict[tuple[str, str], RunningStats],
     metrics: dict[str, float],
+    folded: dict[str, float],
 ) -> None:
     """Replace the dataset's statistics and the day's values in one transaction."""
     conn.execute("BEGIN TRANSACTION")
@@ -426,8 +547,12 @@ def _save(
             conn,
             HISTORY_TABLE,
             pl.DataFrame(
-                [(dataset, day, m, v) for m, v in metrics.items() if math.isfinite(v)],
-                schema=["dataset", PARTITION, "metric", "value"],
+                [
+                    (dataset, day, m, v, m in folded)
+                    for m, v in {**metrics, **folded}.items()
+                    if math.isfinite(v)
+                ],
+                schema=["dataset", PARTITION, "metric", "value", "folded"],
                 orient="row",
             ),
         )
