@@ -192,9 +192,9 @@ def _fold(
         if not math.isfinite(value):
             continue
         level = _level(metric, day, state, config)
-        # Judged against the overall level while its weekday is still being learned, an
-        # ERROR may be the weekday's normal (a first Sunday): fold it in.
-        learning = config.seasonality and (level is None or level[0] == "baseline")
+        # Judged with too little history, or against the overall level while its weekday is
+        # still being learned, an ERROR may be the normal (a first Sunday): fold it in.
+        learning = level is None or (config.seasonality and level[0] == "baseline")
         if metric in errors and not learning:
             if streaks.get(metric, 0) + 1 < config.relearn_after:
                 continue
