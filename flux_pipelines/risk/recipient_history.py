@@ -1,0 +1,118 @@
+"""Per-recipient running statistics of obligations, persisted in the agency file.
+
+Each recipient keeps (n, mean, m2) of its obligations on a signed-log scale
+(sign(x) * ln(1 + |x|): amounts span nine orders of magnitude, and "far from its own
+history" means a factor, not a dollar difference). Days are folded in with Chan's parallel
+form of Welford's update, so the state is O(recipients) whatever the number of days and a
+day is one vectorised merge. A ledger of each day's own (n, mean, m2) per recipient lets a
+re-loaded day be taken out exactly before it is folded in again (runs stay idempotent).
+NaN and infinite amounts are never folded in; a recipient with one value or no spread has
+no z-score (``None``), and says so instead of dividing by zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import polars as pl
+
+STATE_TABLE = "_flux_recipient_stats"
+LEDGER_TABLE = "_flux_recipient_day_stats"
+
+
+def signed_log(amount: pl.Expr) -> pl.Expr:
+    return amount.sign() * amount.abs().log1p()
+
+
+def ensure_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (recipient VARCHAR PRIMARY KEY, "
+        "n BIGINT NOT NULL, mean DOUBLE NOT NULL, m2 DOUBLE NOT NULL)"
+    ).fetchall()
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (day DATE NOT NULL, "
+        "recipient VARCHAR NOT NULL, n BIGINT NOT NULL, mean DOUBLE NOT NULL, "
+        "m2 DOUBLE NOT NULL)"
+    ).fetchall()
+
+
+def day_statistics(frame: pl.DataFrame, recipient: str, amount: str) -> pl.DataFrame:
+    """One row per recipient: n, mean and m2 of the day's finite signed-log amounts."""
+    value = signed_log(pl.col(amount).cast(pl.Float64))
+    return (
+        frame.select(pl.col(recipient).alias("recipient"), value.alias("x"))
+        .filter(pl.col("recipient").is_not_null() & pl.col("x").is_finite())
+        .group_by("recipient")
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            pl.col("x").mean().alias("mean"),
+            ((pl.col("x") - pl.col("x").mean()) ** 2).sum().alias("m2"),
+        )
+    )
+
+
+def history_of(conn: duckdb.DuckDBPyConnection, recipients: pl.Series) -> pl.DataFrame:
+    """The recipients' statistics before the day being scored (absent: no history)."""
+    conn.register("_flux_wanted", pl.DataFrame({"recipient": recipients.unique()}))
+    try:
+        return conn.sql(
+            f"SELECT s.recipient, s.n, s.mean, "
+            "CASE WHEN s.n > 1 THEN sqrt(s.m2 / (s.n - 1)) END AS std "
+            f"FROM {STATE_TABLE} s JOIN _flux_wanted w USING (recipient)"
+        ).pl()
+    finally:
+        conn.unregister("_flux_wanted")
+
+
+def fold_day(conn: duckdb.DuckDBPyConnection, day: dt.date, stats: pl.DataFrame) -> None:
+    """Replace the day's contribution to the state by ``stats`` (one transaction)."""
+    ensure_tables(conn)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        _merge(conn, f"SELECT recipient, n, mean, m2 FROM {LEDGER_TABLE} WHERE day = ?", [day], -1)
+        conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE day = ?", [day]).fetchall()
+        conn.register("_flux_day", stats)
+        try:
+            _merge(conn, "SELECT recipient, n, mean, m2 FROM _flux_day", [], +1)
+            conn.execute(
+                f"INSERT INTO {LEDGER_TABLE} SELECT ?, recipient, n, mean, m2 FROM _flux_day",
+                [day],
+            ).fetchall()
+        finally:
+            conn.unregister("_flux_day")
+        conn.execute(f"DELETE FROM {STATE_TABLE} WHERE n <= 0").fetchall()
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _merge(conn: duckdb.DuckDBPyConnection, source: str, params: list[object], sign: int) -> None:
+    """Chan et al.: fold (sign +1) or take out (sign -1) a batch's (n, mean, m2) per recipient.
+
+    Adding B to A: n = na + nb, d = mb - ma, mean = ma + d nb / n, m2 = m2a + m2b + d^2 na nb / n.
+    Taking B out of AB solves the same equations for A.
+    """
+    if sign > 0:
+        update = """
+            n = s.n + b.n,
+            mean = s.mean + (b.mean - s.mean) * b.n / (s.n + b.n),
+            m2 = s.m2 + b.m2 + (b.mean - s.mean) ^ 2 * s.n * b.n / (s.n + b.n)"""
+    else:
+        rest_mean = "CASE WHEN s.n > b.n THEN (s.n * s.mean - b.n * b.mean) / (s.n - b.n) END"
+        update = f"""
+            n = s.n - b.n,
+            mean = coalesce({rest_mean}, 0),
+            m2 = greatest(0, coalesce(
+                s.m2 - b.m2 - (b.mean - {rest_mean}) ^ 2 * (s.n - b.n) * b.n / s.n, 0))"""
+    conn.execute(
+        f"UPDATE {STATE_TABLE} s SET {update} FROM ({source}) b WHERE s.recipient = b.recipient",
+        params,
+    ).fetchall()
+    if sign > 0:
+        conn.execute(
+            f"INSERT INTO {STATE_TABLE} SELECT b.recipient, b.n, b.mean, b.m2 FROM ({source}) b "
+            f"WHERE b.recipient NOT IN (SELECT recipient FROM {STATE_TABLE})",
+            params,
+        ).fetchall()
