@@ -175,6 +175,20 @@ def deliver(home: Path, agency: str, dataset: str, day: str, rows: int, seed: in
     return set(planted.get_column("row_number").to_list())
 
 
+def deliver_transactions(home: Path, agency: str, day: str, rows: int, seed: int) -> Path:
+    """Land contract transactions whose recipients repeat with their own habits (risk tests)."""
+    from flux_pipelines.contracts.registry import load_registry
+    from flux_pipelines.demo.generator import generate_rows, write_delivery
+    from flux_pipelines.demo.spending import overlay, recipients
+
+    contract = load_registry().contract_for("contract_transactions", dt.date.fromisoformat(day))
+    delivery = generate_rows(contract, rows, seed=seed, defect_rate=0.02)
+    delivery = overlay(delivery, recipients(60, seed=1), day=dt.date.fromisoformat(day), seed=seed)
+    folder = home / "landing" / agency / "contract_transactions" / day
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_delivery(delivery.frame, folder / "contract_transactions.csv", "csv")
+
+
 def check_results(result: Any) -> dict[str, bool]:
     """Check name -> passed, from a Dagster execution result."""
     return {

@@ -16,6 +16,8 @@ from flux_pipelines.risk.recipient_history import (
     day_statistics,
     ensure_tables,
     fold_day,
+    has_later_days,
+    history_before,
     history_of,
 )
 
@@ -100,3 +102,17 @@ def test_taking_out_every_day_leaves_no_recipient(tmp_path) -> None:  # type: ig
     empty = day_statistics(frame.clear(), "recipient", "amount")
     fold_day(conn, DAY, empty)
     assert conn.execute(f"SELECT count(*) FROM {STATE_TABLE}").fetchall() == [(0,)]
+
+
+def test_history_before_a_day_ignores_later_days(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    conn = duckdb.connect(str(tmp_path / "a.duckdb"))
+    ensure_tables(conn)
+    frames = [_day_frame(seed) for seed in range(5)]
+    for i in (4, 0, 3, 1, 2):  # folded out of order, as a backfill after a late day may
+        fold_day(conn, DAY + dt.timedelta(days=i), day_statistics(frames[i], "recipient", "amount"))
+    assert has_later_days(conn, DAY + dt.timedelta(days=2))
+    assert not has_later_days(conn, DAY + dt.timedelta(days=4))
+    everyone = pl.Series([f"R{i}" for i in range(12)] + ["CONST", "NOBODY"])
+    before = history_before(conn, DAY + dt.timedelta(days=2), everyone)
+    got = {r: (n, m, s) for r, n, m, s in before.iter_rows()}
+    _assert_matches(got, _expected(frames[:2]))

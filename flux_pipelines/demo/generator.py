@@ -1470,6 +1470,9 @@ def generate_landing(
     Row counts vary a little per day and defect rates per agency so the demo summary has
     contrast; a few agencies send BOM + CRLF files, and one delivery each is JSONL and Parquet.
     """
+    # spending.py builds on this module's deliveries, so it is imported here, not at the top
+    from flux_pipelines.demo.spending import DEMO_RECIPIENTS, SPENDING_DATASET, overlay, recipients
+
     dates = (
         [DEMO_START + dt.timedelta(days=i) for i in range(days)] if isinstance(days, int) else days
     )
@@ -1500,6 +1503,13 @@ def generate_landing(
             seed=local.getrandbits(63),
             orphan_rate=rate / 2,
         )
+        if dataset == SPENDING_DATASET:
+            delivery = overlay(
+                delivery,
+                recipients(DEMO_RECIPIENTS, seed=random.Random(f"{seed}/{agency}").getrandbits(32)),
+                day=day,
+                seed=local.getrandbits(63),
+            )
         generated[(agency, dataset, day)] = delivery
         fmt = formats[(agency, dataset, day)]
         stem = f"{dataset}_{day.isoformat()}"

@@ -1,14 +1,28 @@
-"""Spending: USAspending contract transactions per awarding agency."""
+"""Spending: USAspending contract transactions per awarding agency, their risk scores."""
 
 from __future__ import annotations
 
 import dagster as dg
 
+from flux_pipelines.assets.risk_factory import risk_assets
 from flux_pipelines.contracts.registry import Registry
 from flux_pipelines.domains import domain_ingest_assets
 
 DOMAIN = "spending"
+RISK_AUTOMATION = "spending_risk_automation"
 
 
 def definitions(registry: Registry) -> dg.Definitions:
-    return dg.Definitions(assets=domain_ingest_assets(registry, DOMAIN))
+    risk = risk_assets(registry)
+    # Dagster's default automation sensor starts stopped; the risk assets' conditions (score
+    # a day once it loads, retrain weekly) are part of the product, so their sensor runs.
+    automation = dg.AutomationConditionSensorDefinition(
+        RISK_AUTOMATION,
+        target=dg.AssetSelection.assets(*risk),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Scores each newly loaded day of contract transactions and retrains the "
+        "risk models on Mondays, following the assets' automation conditions.",
+    )
+    return dg.Definitions(
+        assets=[*domain_ingest_assets(registry, DOMAIN), *risk], sensors=[automation]
+    )

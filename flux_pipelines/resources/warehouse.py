@@ -71,6 +71,10 @@ class FluxWarehouse(dg.ConfigurableResource):
             / check_slug(dataset, "dataset")
         )  # fmt: skip
 
+    def models_dir(self, agency: str, name: str) -> Path:
+        """Trained models of an agency (beside its file: they are derived from its data)."""
+        return self.root / "warehouse" / check_slug(agency, "agency") / "models" / name
+
     def published_dir(self, agency: str, dataset: str) -> Path:
         return (
             self.root / "published" / check_slug(agency, "agency") / check_slug(dataset, "dataset")

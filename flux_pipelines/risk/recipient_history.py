@@ -52,17 +52,57 @@ def day_statistics(frame: pl.DataFrame, recipient: str, amount: str) -> pl.DataF
     )
 
 
-def history_of(conn: duckdb.DuckDBPyConnection, recipients: pl.Series) -> pl.DataFrame:
-    """The recipients' statistics before the day being scored (absent: no history)."""
+STD = "CASE WHEN n > 1 THEN sqrt(m2 / (n - 1)) END AS std"
+
+
+def for_recipients(
+    conn: duckdb.DuckDBPyConnection, recipients: pl.Series, sql: str, params: list[object]
+) -> pl.DataFrame:
+    """Run ``sql`` with the recipients registered as ``_flux_wanted(recipient)``."""
     conn.register("_flux_wanted", pl.DataFrame({"recipient": recipients.unique()}))
     try:
-        return conn.sql(
-            f"SELECT s.recipient, s.n, s.mean, "
-            "CASE WHEN s.n > 1 THEN sqrt(s.m2 / (s.n - 1)) END AS std "
-            f"FROM {STATE_TABLE} s JOIN _flux_wanted w USING (recipient)"
-        ).pl()
+        return conn.sql(sql, params=params or None).pl()
     finally:
         conn.unregister("_flux_wanted")
+
+
+def history_of(conn: duckdb.DuckDBPyConnection, recipients: pl.Series) -> pl.DataFrame:
+    """The recipients' running statistics over every folded day (absent: no history)."""
+    return for_recipients(
+        conn,
+        recipients,
+        f"SELECT recipient, n, mean, {STD} FROM {STATE_TABLE} JOIN _flux_wanted USING (recipient)",
+        [],
+    )
+
+
+def history_before(
+    conn: duckdb.DuckDBPyConnection, day: dt.date, recipients: pl.Series
+) -> pl.DataFrame:
+    """The statistics of the days before ``day`` only, merged from the ledger (Chan's sum).
+
+    Used when a day is re-scored after later days were folded in, so a day's score never
+    depends on what arrived after it.
+    """
+    return for_recipients(
+        conn,
+        recipients,
+        f"""WITH d AS (SELECT l.* FROM {LEDGER_TABLE} l JOIN _flux_wanted USING (recipient)
+                        WHERE l.day < ?),
+                 t AS (SELECT recipient, sum(n) AS n, sum(n * mean) / sum(n) AS mean
+                         FROM d GROUP BY recipient),
+                 m AS (SELECT t.recipient, t.n, t.mean,
+                              sum(d.m2) + sum(d.n * (d.mean - t.mean) ^ 2) AS m2
+                         FROM t JOIN d USING (recipient) GROUP BY ALL)
+            SELECT recipient, n, mean, {STD} FROM m""",
+        [day],
+    )
+
+
+def has_later_days(conn: duckdb.DuckDBPyConnection, day: dt.date) -> bool:
+    return conn.execute(f"SELECT count(*) FROM {LEDGER_TABLE} WHERE day > ?", [day]).fetchall() != [
+        (0,)
+    ]
 
 
 def fold_day(conn: duckdb.DuckDBPyConnection, day: dt.date, stats: pl.DataFrame) -> None:
@@ -70,22 +110,32 @@ def fold_day(conn: duckdb.DuckDBPyConnection, day: dt.date, stats: pl.DataFrame)
     ensure_tables(conn)
     conn.execute("BEGIN TRANSACTION")
     try:
-        _merge(conn, f"SELECT recipient, n, mean, m2 FROM {LEDGER_TABLE} WHERE day = ?", [day], -1)
-        conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE day = ?", [day]).fetchall()
-        conn.register("_flux_day", stats)
-        try:
-            _merge(conn, "SELECT recipient, n, mean, m2 FROM _flux_day", [], +1)
-            conn.execute(
-                f"INSERT INTO {LEDGER_TABLE} SELECT ?, recipient, n, mean, m2 FROM _flux_day",
-                [day],
-            ).fetchall()
-        finally:
-            conn.unregister("_flux_day")
-        conn.execute(f"DELETE FROM {STATE_TABLE} WHERE n <= 0").fetchall()
+        take_out_day(conn, day)
+        fold_in_day(conn, day, stats)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def take_out_day(conn: duckdb.DuckDBPyConnection, day: dt.date) -> None:
+    """Remove the day's earlier contribution, if any (inside the caller's transaction)."""
+    _merge(conn, f"SELECT recipient, n, mean, m2 FROM {LEDGER_TABLE} WHERE day = ?", [day], -1)
+    conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE day = ?", [day]).fetchall()
+    conn.execute(f"DELETE FROM {STATE_TABLE} WHERE n <= 0").fetchall()
+
+
+def fold_in_day(conn: duckdb.DuckDBPyConnection, day: dt.date, stats: pl.DataFrame) -> None:
+    """Add the day's statistics and remember them in the ledger (caller's transaction)."""
+    conn.register("_flux_day", stats)
+    try:
+        _merge(conn, "SELECT recipient, n, mean, m2 FROM _flux_day", [], +1)
+        conn.execute(
+            f"INSERT INTO {LEDGER_TABLE} SELECT ?, recipient, n, mean, m2 FROM _flux_day",
+            [day],
+        ).fetchall()
+    finally:
+        conn.unregister("_flux_day")
 
 
 def _merge(conn: duckdb.DuckDBPyConnection, source: str, params: list[object], sign: int) -> None:

@@ -21,6 +21,7 @@ PLACEHOLDER_DUNS = ("123456787", "123456789", "987654321", *(str(d) * 9 for d in
 UEI_PATTERN = r"^[A-HJ-NP-Z1-9][A-HJ-NP-Z0-9]{11}$"  # SAM.gov: no I or O, no leading 0
 Z_FAR = 3.0
 MIN_HISTORY = 5
+MIN_CODE_HISTORY = 20  # a code with a 10% share is unseen in 20 transactions 12% of the time
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ RULES: tuple[RiskRule, ...] = (
     RiskRule("modification_out_of_order", 0.4, "modification dated before a lower-numbered one"),
     RiskRule("round_dollar", 0.2, "round-dollar amount (a multiple of $1,000 from $10,000)"),
     RiskRule("far_from_recipient_history", 0.5, "obligation far from the recipient's history"),
+    RiskRule("naics_new_for_recipient", 0.3, "NAICS code new for this recipient"),
+    RiskRule("psc_new_for_recipient", 0.3, "PSC code new for this recipient"),
 )
 
 
@@ -51,6 +54,9 @@ class Columns:
     award: str = "award_id"
     modification: str = "modification_number"
     action_date: str = "action_date"
+    naics: str = "naics_code"
+    psc: str = "product_or_service_code"
+    transaction: str = "transaction_id"
 
 
 def row_rules(columns: Columns) -> dict[str, pl.Expr]:
@@ -135,12 +141,15 @@ def rules_score(fired: dict[str, pl.Expr]) -> pl.Expr:
     return (1.0 - keep).alias("rules_score")
 
 
-def reasons(fired: dict[str, pl.Expr]) -> pl.Expr:
-    """The fired rules' reasons, strongest first."""
+def reasons(fired: dict[str, pl.Expr], details: dict[str, pl.Expr] | None = None) -> pl.Expr:
+    """The fired rules' reasons, strongest first; ``details`` replace a rule's fixed text."""
     texts = {rule.id: rule for rule in RULES}
+    details = details or {}
     ordered = sorted(fired, key=lambda r: -texts[r].weight)
     return (
-        pl.concat_list([pl.when(fired[r]).then(pl.lit(texts[r].reason)) for r in ordered])
+        pl.concat_list(
+            [pl.when(fired[r]).then(details.get(r, pl.lit(texts[r].reason))) for r in ordered]
+        )
         .list.drop_nulls()
         .alias("reasons")
     )

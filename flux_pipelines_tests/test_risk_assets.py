@@ -1,0 +1,157 @@
+"""Risk scoring through Dagster: rules-only first, a trained model, blended scores, re-runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from flux_pipelines.assets.risk_factory import MODEL, SCORES, model_key, scores_key
+from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.resources.warehouse import FluxWarehouse
+from flux_pipelines.risk.recipient_history import STATE_TABLE
+from flux_pipelines_tests.conftest import check_results, deliver_transactions, materialize
+
+AGENCY = "nasa"
+DAYS = [dt.date(2025, 3, 3) + dt.timedelta(days=i) for i in range(6)]
+RANGE = {
+    "dagster/asset_partition_range_start": DAYS[0].isoformat(),
+    "dagster/asset_partition_range_end": DAYS[-1].isoformat(),
+}
+
+
+def _risk_asset(key: dg.AssetKey) -> Any:
+    from flux_pipelines.definitions import defs
+
+    return next(a for a in defs.assets if key in a.keys)  # type: ignore[union-attr]
+
+
+def _run(home: Path, key: dg.AssetKey, instance: dg.DagsterInstance, **kwargs: Any) -> Any:
+    return dg.materialize(
+        [_risk_asset(key)],
+        resources={"warehouse": FluxWarehouse(home=str(home))},
+        instance=instance,
+        raise_on_error=False,
+        **kwargs,
+    )
+
+
+def _metadata(result: Any, key: dg.AssetKey) -> dict[str, Any]:
+    (event,) = [m for m in result.get_asset_materialization_events() if m.asset_key == key][-1:]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def _table(home: Path, sql: str) -> pl.DataFrame:
+    with duckdb.connect(str(home / "warehouse" / f"{AGENCY}.duckdb"), read_only=True) as conn:
+        return conn.sql(sql).pl()
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.DagsterInstance]:
+    home = tmp_path_factory.mktemp("risk")
+    for i, day in enumerate(DAYS):
+        deliver_transactions(home, AGENCY, day.isoformat(), rows=120, seed=40 + i)
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(
+        home, [(AGENCY, "contract_transactions")], None, instance=instance, tags=RANGE
+    )  # type: ignore[arg-type]
+    assert result.success
+    return home, instance
+
+
+@pytest.mark.slow
+def test_rules_only_then_model_then_blended(loaded: tuple[Path, dg.DagsterInstance]) -> None:
+    home, instance = loaded
+    agency = load_registry().agency(AGENCY)
+    first = _run(home, scores_key(agency), instance, tags=RANGE)
+    assert first.success
+    meta = _metadata(first, scores_key(agency))
+    assert meta["score_basis"].startswith("rules only: no trained model")
+    assert all(check_results(first).values()), check_results(first)
+    curated = _table(home, "SELECT count(*) AS n FROM contract_transactions")["n"][0]
+    scores = _table(home, f"SELECT * FROM {SCORES}")
+    assert scores.height == curated == meta["dagster/row_count"]
+    assert scores["model_score"].null_count() == scores.height
+    assert (scores["risk_score"] == scores["rules_score"]).all()
+    flagged = scores.filter(pl.col("flagged"))
+    assert flagged.height > 0 and (flagged["reasons"].list.len() > 0).all()
+    placeholder = scores.filter(pl.col("recipient_unique_id") == "123456787")
+    assert placeholder.height > 0
+    assert placeholder["reasons"].list.join(";").str.contains("is a placeholder").all()
+    for day in DAYS:  # analysts read the published copy, a file per day
+        assert (home / "published" / AGENCY / SCORES / f"{day}.parquet").is_file()
+
+    trained = _run(home, model_key(agency), instance)
+    assert trained.success
+    version = _metadata(trained, model_key(agency))["model_version"]
+    pointer = json.loads(
+        (home / "warehouse" / AGENCY / "models" / MODEL / "current.json").read_text()
+    )
+    assert pointer["version"] == version and pointer["trained_rows"] == curated
+
+    last = DAYS[-1].isoformat()
+    config = {"ops": {scores_key(agency).to_python_identifier(): {"config": {"alpha": 0.7}}}}
+    blended = _run(home, scores_key(agency), instance, partition_key=last, run_config=config)
+    assert blended.success, blended
+    assert _metadata(blended, scores_key(agency))["model_version"] == version
+    day_scores = _table(home, f"SELECT * FROM {SCORES} WHERE _partition_date = '{last}'")
+    assert (day_scores["score_basis"] == "blended").all()
+    assert day_scores["model_score"].is_between(0, 1).all()
+    expected = 0.7 * day_scores["model_score"] + 0.3 * day_scores["rules_score"]
+    assert (day_scores["risk_score"] - expected).abs().max() < 1e-9
+    earlier = _table(home, f"SELECT * FROM {SCORES} WHERE _partition_date = '{DAYS[0]}'")
+    assert (earlier["score_basis"] == "rules_only").all()  # only re-scored days change
+
+
+@pytest.mark.slow
+def test_rescoring_a_day_is_idempotent(loaded: tuple[Path, dg.DagsterInstance]) -> None:
+    home, instance = loaded
+    agency = load_registry().agency(AGENCY)
+    assert _run(home, scores_key(agency), instance, tags=RANGE).success
+    state = _table(home, f"SELECT * FROM {STATE_TABLE} ORDER BY recipient")
+    day = DAYS[2].isoformat()
+    sql = (
+        f"SELECT * EXCLUDE (model_version, model_score, risk_score, score_basis, flagged, "
+        f"reasons) FROM {SCORES} WHERE _partition_date = '{day}' ORDER BY _row_number"
+    )
+    before = _table(home, sql)
+    assert _run(home, scores_key(agency), instance, partition_key=day).success
+    assert _run(home, scores_key(agency), instance, partition_key=day).success
+    after = _table(home, sql)
+    # A day is scored against the days before it only, whatever ran since: same rows.
+    assert_frame_equal(before, after, abs_tol=1e-9)
+    again = _table(home, f"SELECT * FROM {STATE_TABLE} ORDER BY recipient")
+    assert again.select("recipient", "n").equals(state.select("recipient", "n"))
+    assert (again["mean"] - state["mean"]).abs().max() < 1e-9
+
+
+@pytest.mark.slow
+def test_a_tampered_model_falls_back_to_rules(loaded: tuple[Path, dg.DagsterInstance]) -> None:
+    home, instance = loaded
+    agency = load_registry().agency(AGENCY)
+    assert _run(home, scores_key(agency), instance, tags=RANGE).success
+    assert _run(home, model_key(agency), instance).success
+    models = home / "warehouse" / AGENCY / "models" / MODEL
+    pointer = json.loads((models / "current.json").read_text())
+    (models / pointer["file"]).write_bytes(b"not a model")
+    result = _run(home, scores_key(agency), instance, partition_key=DAYS[0].isoformat())
+    assert result.success
+    basis = _metadata(result, scores_key(agency))["score_basis"]
+    assert basis.startswith("rules only") and "does not match the sha256" in basis
+
+
+@pytest.mark.slow
+def test_too_few_transactions_train_no_model(tmp_path: Path) -> None:
+    agency = load_registry().agency(AGENCY)
+    result = _run(tmp_path, model_key(agency), dg.DagsterInstance.ephemeral())
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert "only 0 scored transactions" in str(failure.message)
+    assert not (tmp_path / "warehouse" / AGENCY / "models" / MODEL / "current.json").exists()
