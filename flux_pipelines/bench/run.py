@@ -161,14 +161,26 @@ def run_bench(
     backfill_multi_days: int = 0,
     only: str = "all",
 ) -> list[str]:
-    """Run the parts ``only`` names (all | throughput | backfill | monitors); returns
-    backfill problems."""
+    """Run the parts ``only`` names (all | throughput | backfill | monitors | risk | linking).
+
+    Returns backfill problems.
+    """
     if only in ("all", "throughput"):
         run_throughput_bench(rows=rows, workdir=workdir, big_gb=big_gb, threads=threads)
     if only in ("all", "monitors"):
         from flux_pipelines.bench.monitors import run_monitor_bench
 
         for line in run_monitor_bench(workdir):
+            typer.echo(line)
+    if only in ("all", "risk"):
+        from flux_pipelines.bench.risk import run_risk_bench
+
+        for line in run_risk_bench(workdir):
+            typer.echo(line)
+    if only in ("all", "linking"):
+        from flux_pipelines.bench.linking import run_linking_bench
+
+        for line in run_linking_bench(workdir):
             typer.echo(line)
     if only not in ("all", "backfill"):
         return []

@@ -13,6 +13,8 @@ import typer
 from flux_pipelines.audit.cli import audit_app
 from flux_pipelines.errors import ConfigurationError
 
+BENCH_PARTS = ("all", "throughput", "backfill", "monitors", "risk", "linking")
+
 app = typer.Typer(
     help="Flux: contract-driven, multi-agency data pipeline on Dagster.",
     no_args_is_help=True,
@@ -284,17 +286,17 @@ def bench(
         typer.Option(min=0, max=3660, help="Days in the multi-agency backfill (0 = skip)"),
     ] = 30,
     only: Annotated[
-        str, typer.Option(help="Which part to run: all | throughput | backfill | monitors")
+        str, typer.Option(help=f"Which part to run: {' | '.join(BENCH_PARTS)}")
     ] = "all",
 ) -> None:
-    """Print throughput (DuckDB read_csv vs Flux load) and backfill (partitions/min) figures.
+    """Print throughput, backfill, monitor precision, risk scoring and linking figures.
 
     Exits 1 when a backfill loses rows or days or two steps write one agency file at once.
     """
     from flux_pipelines.bench.run import run_bench
 
-    if only not in ("all", "throughput", "backfill", "monitors"):
-        _fail(f"--only must be all, throughput, backfill or monitors, not {only!r}")
+    if only not in BENCH_PARTS:
+        _fail(f"--only must be one of {', '.join(BENCH_PARTS)}, not {only!r}")
     problems = run_bench(
         rows=rows,
         workdir=workdir.resolve(),

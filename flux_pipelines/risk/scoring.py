@@ -116,14 +116,25 @@ def score_transactions(
     flags = {rule: pl.col(f"_r_{rule}") for rule in fired}
     work = work.with_columns(
         rules_score(flags),
-        reasons(flags, _details(columns)),
         pl.concat_list([pl.when(e).then(pl.lit(r)) for r, e in flags.items()])
         .list.drop_nulls()
         .alias("rules_fired"),
         *_features(columns, flags),
     )
-    scored = _blend(work, model, settings)
+    scored = _blend(_with_reasons(work, flags, columns), model, settings)
     return scored.select(*(c for c in IDENTITY if c in frame.columns), *OUTPUTS)
+
+
+def _with_reasons(work: pl.DataFrame, flags: dict[str, pl.Expr], columns: Columns) -> pl.DataFrame:
+    """Reason texts, formatted only for the rows where a rule fired (most rows have none)."""
+    fired = pl.col("rules_fired").list.len() > 0
+    indexed = work.with_row_index("_h_row")
+    texts = indexed.filter(fired).select("_h_row", reasons(flags, _details(columns)))
+    return (
+        indexed.join(texts, on="_h_row", how="left", maintain_order="left")
+        .with_columns(pl.col("reasons").fill_null(pl.lit([], dtype=pl.List(pl.String))))
+        .drop("_h_row")
+    )
 
 
 def _with_history(frame: pl.DataFrame, history: History, columns: Columns) -> pl.DataFrame:
@@ -175,11 +186,15 @@ def _out_of_order(work: pl.DataFrame, history: History, columns: Columns) -> pl.
         pl.col(columns.modification).cast(pl.String).alias("modification"),
         pl.col(columns.action_date).alias("action_date"),
     )
-    both = pl.concat([today, history.modifications.select(today.columns).cast(today.schema)])
+    earlier = history.modifications.select(today.columns).cast(today.schema)
+    both = pl.concat([today.with_row_index("_h_row"), earlier], how="diagonal")
+    # Only an award with two or more modifications can have them out of order.
+    repeated = both.filter(pl.len().over("award") > 1)
     flags = modification_out_of_order(
-        both, Columns(award="award", modification="modification", action_date="action_date")
+        repeated, Columns(award="award", modification="modification", action_date="action_date")
     )
-    return flags.head(work.height)
+    flagged_rows = repeated.filter(flags.to_numpy()).get_column("_h_row").drop_nulls()
+    return pl.Series(np.isin(np.arange(work.height), flagged_rows.to_numpy()))
 
 
 def _details(columns: Columns) -> dict[str, pl.Expr]:
