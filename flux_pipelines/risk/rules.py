@@ -128,7 +128,7 @@ def far_from_history(
     enough = n.fill_null(0) >= MIN_HISTORY
     spread = std.fill_null(0.0) > 1e-9
     z = pl.when(enough & spread & x.is_finite()).then((x - mean) / std)
-    constant_broken = enough & ~spread & ((x - mean).abs() > 0.6931471805599453)
+    constant_broken = enough & ~spread & x.is_finite() & ((x - mean).abs() > 0.6931471805599453)
     return ((z.abs() >= Z_FAR) | constant_broken).fill_null(False), z
 
 

@@ -235,10 +235,13 @@ def _features(columns: Columns, flags: dict[str, pl.Expr]) -> list[pl.Expr]:
         "days_to_fiscal_year_end": days_to_fiscal_year_end(pl.col(columns.action_date)),
         "identifier_defect": flags["duns_placeholder"] | flags["duns_malformed"],
     }
-    return [
-        values[c.removeprefix("f_")].cast(pl.Float64).fill_nan(0.0).fill_null(0.0).alias(c)
-        for c in FEATURE_COLUMNS
-    ]
+    return [_finite_or_zero(values[c.removeprefix("f_")].cast(pl.Float64)).alias(c)
+            for c in FEATURE_COLUMNS]  # fmt: skip
+
+
+def _finite_or_zero(value: pl.Expr) -> pl.Expr:
+    """The forest cannot take NaN or infinities; such amounts are judged by the contract."""
+    return pl.when(value.is_finite()).then(value).otherwise(0.0)
 
 
 def _blend(work: pl.DataFrame, model: RiskModel | None, settings: ScoringSettings) -> pl.DataFrame:
