@@ -10,7 +10,7 @@ from flux_pipelines.assets.cross_agency_factory import cross_agency_assets
 from flux_pipelines.assets.publish_factory import catalog_assets
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.domains import collections, science, spending
-from flux_pipelines.jobs import PARALLEL_EXECUTOR, agency_jobs, all_agencies_job
+from flux_pipelines.jobs import PARALLEL_EXECUTOR, agency_jobs, all_agencies_job, risk_job
 from flux_pipelines.resources.warehouse import FLUX_HOME_ENV, FluxWarehouse
 from flux_pipelines.schedules.daily import daily_refresh_job, daily_refresh_schedule
 from flux_pipelines.sensors.landing import landing_sensors
@@ -33,7 +33,7 @@ def build_definitions() -> dg.Definitions:
         spending.definitions(registry),
         dg.Definitions(
             assets=[*catalog_assets(registry), *cross_agency_assets(registry)],
-            jobs=[*per_agency.values(), all_agencies_job(registry), refresh],
+            jobs=[*per_agency.values(), all_agencies_job(registry), risk_job(registry), refresh],
             sensors=landing_sensors(registry, per_agency),
             schedules=[daily_refresh_schedule(refresh)],
             resources={"warehouse": warehouse_resource()},

@@ -56,3 +56,23 @@ def all_agencies_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition:
         "parallel, one writer per agency file.",
         executor_def=PARALLEL_EXECUTOR,
     )
+
+
+RISK_JOB = "spending_risk"
+
+
+def risk_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition:
+    """Score a day range for every agency with transactions, then retrain their models."""
+    from flux_pipelines.assets.risk_factory import DATASET, model_key, scores_key
+
+    agencies = [a for a in registry.agencies if DATASET in a.datasets]
+    return dg.define_asset_job(
+        RISK_JOB,
+        selection=dg.AssetSelection.assets(
+            *(key for a in agencies for key in (scores_key(a), model_key(a)))
+        ),
+        partitions_def=DAILY,
+        description="Risk-score contract transactions for a day range (each agency in its own "
+        "file), then retrain each agency's Isolation Forest on the stored feature vectors.",
+        executor_def=PARALLEL_EXECUTOR,
+    )

@@ -27,7 +27,7 @@ from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 from flux_pipelines.risk.features import FEATURE_COLUMNS, feature_matrix_markdown
 from flux_pipelines.risk.model import ModelUnavailable, RiskModel, load_current, save, train
 from flux_pipelines.risk.rules import RULES
-from flux_pipelines.risk.scoring import ScoringSettings, score_day, score_summary
+from flux_pipelines.risk.scoring import ScoringSettings, empty_scores, score_day, score_summary
 
 DATASET = "contract_transactions"
 SCORES = f"{DATASET}_risk"
@@ -138,7 +138,9 @@ def build_scores_asset(agency: Agency) -> dg.AssetsDefinition:
                 unscored, duplicated = _coverage(conn, days)
         except TransientError as exc:
             raise dg.RetryRequested(max_retries=3, seconds_to_wait=retry_delay(0)) from exc
-        everything = pl.concat(scored, how="diagonal_relaxed")
+        everything = pl.concat(
+            [empty_scores(), *(s for s in scored if s.width)], how="diagonal_relaxed"
+        )
         summary = score_summary(everything)
         without_reason = everything.filter(
             pl.col("flagged") & (pl.col("reasons").list.len() == 0)

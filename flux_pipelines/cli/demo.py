@@ -46,6 +46,10 @@ def run_demo(
     )
     failed = materialize_agencies(agencies, day_list)
     print_summary(home, agencies, registry)
+    spenders = [a for a in agencies if "contract_transactions" in registry.agency(a).datasets]
+    if spenders:
+        failed += score_risk(spenders, day_list)
+        print_risk_summary(home, spenders)
     typer.echo(
         "\nOpen the UI (webserver + daemon with sensors and schedules on 127.0.0.1:3000):\n"
         f"  uv run flux dev --home {home}\n"
@@ -92,6 +96,67 @@ def materialize_agencies(agencies: list[str], days: list[dt.date]) -> list[str]:
         if not result.success:
             failed.append(agency_id)
     return failed
+
+
+def score_risk(agencies: list[str], days: list[dt.date]) -> list[str]:
+    """Score every day (rules only: no model yet) and train the models, then score the last
+    day again, blended with the model; returns a label per failed run."""
+    import dagster as dg
+
+    from flux_pipelines.assets.risk_factory import model_key, scores_key
+    from flux_pipelines.definitions import defs
+    from flux_pipelines.jobs import RISK_JOB
+
+    registry = load_registry()
+    job = defs.resolve_job_def(RISK_JOB)
+    chosen = [registry.agency(a) for a in agencies]
+    failed: list[str] = []
+    passes = (
+        ("score + train", [k for a in chosen for k in (scores_key(a), model_key(a))], days),
+        ("score, blended", [scores_key(a) for a in chosen], days[-1:]),
+    )
+    for label, keys, span in passes:
+        started = time.perf_counter()
+        result = job.execute_in_process(
+            instance=dg.DagsterInstance.get(),
+            asset_selection=keys,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            tags={
+                "dagster/asset_partition_range_start": span[0].isoformat(),
+                "dagster/asset_partition_range_end": span[-1].isoformat(),
+                "flux/source": "flux demo",
+            },
+            raise_on_error=False,
+        )
+        status = "ok" if result.success else "FAILED"
+        typer.echo(
+            f"run {result.run_id[:8]} risk: {label:<15} {len(span)} day(s) "
+            f"{time.perf_counter() - started:5.1f}s {status}"
+        )
+        if not result.success:
+            failed.append(f"risk ({label})")
+    return failed
+
+
+def print_risk_summary(home: Path, agencies: list[str]) -> None:
+    from flux_pipelines.assets.risk_factory import SCORES
+
+    typer.echo(f"\n{'agency':<20} {'scored':>7} {'flagged':>8}  basis of the last day; top reasons")
+    for agency_id in agencies:
+        with duckdb.connect(str(home / "warehouse" / f"{agency_id}.duckdb"), read_only=True) as c:
+            scored, flagged = c.execute(
+                f"SELECT count(*), count(*) FILTER (flagged) FROM {SCORES}"
+            ).fetchall()[0]
+            (basis,) = c.execute(
+                f"SELECT any_value(score_basis) FROM {SCORES} "
+                f"WHERE _partition_date = (SELECT max(_partition_date) FROM {SCORES})"
+            ).fetchall()[0]
+            top = c.execute(
+                f"SELECT r, count(*) n FROM (SELECT unnest(rules_fired) r FROM {SCORES} "
+                "WHERE flagged) GROUP BY r ORDER BY n DESC, r LIMIT 3"
+            ).fetchall()
+        reasons = ", ".join(f"{r} ({n})" for r, n in top) or "-"
+        typer.echo(f"{agency_id:<20} {scored:>7} {flagged:>8}  {basis}; {reasons}")
 
 
 def print_summary(home: Path, agencies: list[str], registry) -> None:  # type: ignore[no-untyped-def]

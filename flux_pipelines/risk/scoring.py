@@ -384,6 +384,21 @@ def _replace_scores(
         conn.unregister("_flux_scores")
 
 
+def empty_scores() -> pl.DataFrame:
+    """A scores frame without rows (a step whose days held no transactions)."""
+    return score_transactions(
+        pl.DataFrame(
+            schema={"transaction_id": pl.Int64, "award_id": pl.Int64,
+                    "modification_number": pl.String, "action_date": pl.Date,
+                    "federal_action_obligation": pl.Float64, "recipient_unique_id": pl.String,
+                    "recipient_name": pl.String, "naics_code": pl.String,
+                    "product_or_service_code": pl.String}
+        ),
+        History.empty(),
+        None,
+    )  # fmt: skip
+
+
 def score_summary(scores: pl.DataFrame) -> dict[str, object]:
     """Counts for metadata and logs: rows, flagged, top reasons by rule."""
     fired = scores.select(pl.col("rules_fired").explode().drop_nulls()).to_series()
