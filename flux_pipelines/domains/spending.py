@@ -1,9 +1,10 @@
-"""Spending: USAspending contract transactions per awarding agency, their risk scores."""
+"""Spending: USAspending transactions per awarding agency, risk scores, reconciliation."""
 
 from __future__ import annotations
 
 import dagster as dg
 
+from flux_pipelines.assets.reconciliation_factory import reconciliation_assets
 from flux_pipelines.assets.risk_factory import risk_assets
 from flux_pipelines.contracts.registry import Registry
 from flux_pipelines.domains import domain_ingest_assets
@@ -24,5 +25,10 @@ def definitions(registry: Registry) -> dg.Definitions:
         "risk models on Mondays, following the assets' automation conditions.",
     )
     return dg.Definitions(
-        assets=[*domain_ingest_assets(registry, DOMAIN), *risk], sensors=[automation]
+        assets=[
+            *domain_ingest_assets(registry, DOMAIN),
+            *risk,
+            *reconciliation_assets(registry),
+        ],
+        sensors=[automation],
     )

@@ -1,0 +1,1 @@
+"""Reconciliation between sources: agency totals and record-level links."""
