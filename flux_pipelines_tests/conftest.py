@@ -175,6 +175,31 @@ def deliver(home: Path, agency: str, dataset: str, day: str, rows: int, seed: in
     return set(planted.get_column("row_number").to_list())
 
 
+def land_by_awarding_agency(home: Path, day: str, source: Path) -> dict[str, int]:
+    """Split a multi-agency USAspending file by awarding agency into each agency's landing
+    folder, as the agencies would deliver it; agency id -> rows landed."""
+    import polars as pl
+
+    from flux_pipelines.contracts.registry import load_registry
+
+    by_name = {
+        name: agency.id
+        for agency in load_registry().agencies_for("contract_transactions")
+        for name in agency.source_names
+    }
+    frame = pl.read_csv(source, infer_schema=False)
+    names = set(frame.get_column("awarding_toptier_agency_name").drop_nulls().unique().to_list())
+    assert names <= set(by_name), f"agencies missing from the registry: {names - set(by_name)}"
+    landed: dict[str, int] = {}
+    for name, part in frame.group_by("awarding_toptier_agency_name"):
+        agency = by_name[str(name[0])]
+        folder = home / "landing" / agency / "contract_transactions" / day
+        folder.mkdir(parents=True)
+        part.write_csv(folder / "transactions.csv")
+        landed[agency] = part.height
+    return landed
+
+
 def deliver_transactions(home: Path, agency: str, day: str, rows: int, seed: int) -> Path:
     """Land contract transactions whose recipients repeat with their own habits (risk tests)."""
     from flux_pipelines.contracts.registry import load_registry

@@ -11,8 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from flux_pipelines.contracts.registry import load_registry
-from flux_pipelines_tests.conftest import check_results, land, materialize
+from flux_pipelines_tests.conftest import check_results, land, land_by_awarding_agency, materialize
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 DAY = "2025-03-03"
@@ -106,22 +105,8 @@ def test_nga_constituents_and_media_items(tmp_path: Path, real_data: Path) -> No
 
 def test_usaspending_split_by_awarding_agency(tmp_path: Path, real_data: Path) -> None:
     source = real_data / "usaspending" / "Construction_PSCs_CY17Q3.csv"
-    registry = load_registry()
-    by_name = {
-        name: agency.id
-        for agency in registry.agencies_for("contract_transactions")
-        for name in agency.source_names
-    }
     frame = pl.read_csv(source, infer_schema=False)
-    names = set(frame.get_column("awarding_toptier_agency_name").drop_nulls().unique().to_list())
-    assert names <= set(by_name), f"agencies missing from the registry: {names - set(by_name)}"
-    expected: dict[str, int] = {}
-    for name, part in frame.group_by("awarding_toptier_agency_name"):
-        agency = by_name[str(name[0])]
-        folder = tmp_path / "landing" / agency / "contract_transactions" / DAY
-        folder.mkdir(parents=True)
-        part.write_csv(folder / "transactions.csv")
-        expected[agency] = part.height
+    expected = land_by_awarding_agency(tmp_path, DAY, source)
     assert sum(expected.values()) == 3011 and len(expected) == 22
 
     result = materialize(tmp_path, [(a, "contract_transactions") for a in expected], DAY)

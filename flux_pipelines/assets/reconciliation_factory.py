@@ -7,6 +7,7 @@ built from published, read-only copies into ``published/cross_agency/``.
 """
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -14,14 +15,18 @@ import polars as pl
 from dagster import AssetExecutionContext
 from pydantic import Field
 
+from flux_pipelines.assets.cross_agency_factory import GROUP as CROSS_AGENCY
+from flux_pipelines.assets.cross_agency_factory import cross_agency_key, output_dir
 from flux_pipelines.assets.ingest_factory import agency_pool, asset_keys
 from flux_pipelines.contracts.ddl import DatasetTables, quote
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.reconcile.agency_totals import Tolerance, reconcile_agency_totals
+from flux_pipelines.reconcile.linking import LinkResult, LinkSettings, LinkSpec, link_records
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 CONTRACTS = "award_obligations"
 ACCOUNTS = "account_obligations"
+TRANSACTIONS = "contract_transactions"
 AGENCY_TOTALS = "agency_obligations_reconciliation"
 NAME_MATCHES = "agency_name_matches"
 WITHIN_TOLERANCE = "contracts_within_account_obligations"
@@ -46,9 +51,12 @@ def agency_totals_key(agency: Agency) -> dg.AssetKey:
 
 def reconciliation_assets(registry: Registry) -> list[dg.AssetsDefinition]:
     return [
-        build_agency_totals_asset(agency)
-        for agency in registry.agencies
-        if {CONTRACTS, ACCOUNTS} <= set(agency.datasets)
+        *(
+            build_agency_totals_asset(agency)
+            for agency in registry.agencies
+            if {CONTRACTS, ACCOUNTS} <= set(agency.datasets)
+        ),
+        *recipient_links_asset(registry),
     ]
 
 
@@ -199,3 +207,138 @@ def _replace(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -
         conn.execute(f"CREATE OR REPLACE TABLE {quote(table)} AS SELECT * FROM _flux_frame")
     finally:
         conn.unregister("_flux_frame")
+
+
+# -- record level, across agencies ----------------------------------------------------------
+RECIPIENT_LINKS = "recipient_links"
+LINK_TABLES = ("matched", "unmatched_left", "unmatched_right", "exceptions")
+EVERY_RECORD_ACCOUNTED = "every_record_accounted"
+
+
+class RecipientLinksConfig(dg.Config):
+    accept: float = Field(default=90.0, ge=50.0, le=100.0, description="Fuzzy score to link.")
+    review: float = Field(default=80.0, ge=50.0, le=100.0, description="Fuzzy score to review.")
+    margin: float = Field(default=3.0, ge=0.0, description="Lead over the runner-up to link.")
+
+
+def recipient_links_asset(registry: Registry) -> list[dg.AssetsDefinition]:
+    """Transactions' recipients (every agency) linked to Treasury's award file, if both ship."""
+    sources = [a for a in registry.agencies if CONTRACTS in a.datasets]
+    if not sources or TRANSACTIONS not in registry.contracts:
+        return []
+    return [build_recipient_links_asset(sources)]
+
+
+def build_recipient_links_asset(sources: list[Agency]) -> dg.AssetsDefinition:
+    key = dg.AssetKey([CROSS_AGENCY, RECIPIENT_LINKS])
+
+    @dg.asset(
+        key=key,
+        deps=[cross_agency_key(TRANSACTIONS), *(asset_keys(a, CONTRACTS)[1] for a in sources)],
+        group_name=CROSS_AGENCY,
+        tags={"domain": "spending", "layer": "reconciliation"},
+        kinds={"polars", "parquet"},
+        description="Recipients of every agency's certified contract transactions (left: "
+        "awarding agency + recipient name) linked to the recipients of the award "
+        "obligations file (right: agency + recipient), blocked by agency: exact, normalised, "
+        "then rapidfuzz token-sort with one-to-one links. Four tables: matched (with method "
+        "and confidence), unmatched_left, unmatched_right, exceptions (with the reason).",
+        check_specs=[
+            dg.AssetCheckSpec(
+                EVERY_RECORD_ACCOUNTED,
+                asset=key,
+                description="Each left record is in exactly one of matched, unmatched_left and "
+                "exceptions; each right record in matched or unmatched_right.",
+            )
+        ],
+        pool="published_cross_agency",
+    )
+    def _recipient_links(
+        context: AssetExecutionContext, config: RecipientLinksConfig, warehouse: FluxWarehouse
+    ) -> dg.MaterializeResult:
+        left = _transaction_recipients(output_dir(warehouse) / f"{TRANSACTIONS}.parquet")
+        right = _award_recipients(warehouse, sources)
+        settings = LinkSettings(config.accept, config.review, config.margin)
+        result = link_records(left, right, LINK_SPEC, settings)
+        target = output_dir(warehouse) / RECIPIENT_LINKS
+        target.mkdir(parents=True, exist_ok=True)
+        for name in LINK_TABLES:
+            getattr(result, name).write_parquet(target / f"{name}.parquet")
+        counts = {name: getattr(result, name).height for name in LINK_TABLES}
+        accounted = _accounted(result, left, right)
+        context.log.info(f"recipient links: {counts}")
+        methods = result.matched.group_by("method").len().sort("method")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": counts["matched"],
+                **{f"{name}_rows": n for name, n in counts.items()},
+                "left_records": left.height,
+                "right_records": right.height,
+                "methods": dg.MetadataValue.json(dict(methods.iter_rows())),
+                "path": dg.MetadataValue.path(str(target)),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=EVERY_RECORD_ACCOUNTED,
+                    passed=accounted,
+                    metadata={"left": left.height, "right": right.height},
+                )
+            ],
+        )
+
+    return _recipient_links
+
+
+LINK_SPEC = LinkSpec("id", "recipient", "id", "recipient", "agency", "agency")
+
+
+def _transaction_recipients(path: Path) -> pl.DataFrame:
+    if not path.is_file():
+        return pl.DataFrame(schema={"id": pl.String, "agency": pl.String, "recipient": pl.String})
+    return (
+        pl.scan_parquet(path)
+        .select(
+            pl.col("awarding_toptier_agency_name").alias("agency"),
+            pl.col("recipient_name").alias("recipient"),
+            pl.col("federal_action_obligation"),
+        )
+        .filter(pl.col("recipient").is_not_null())
+        .group_by("agency", "recipient")
+        .agg(pl.len().alias("transactions"), pl.col("federal_action_obligation").sum())
+        .sort("agency", "recipient")
+        .with_columns(pl.format("T{}", pl.int_range(pl.len())).alias("id"))
+        .collect()
+    )
+
+
+def _award_recipients(warehouse: FluxWarehouse, sources: list[Agency]) -> pl.DataFrame:
+    """Distinct (agency, recipient) of each source's latest award obligations delivery."""
+    files = [
+        max(days)
+        for a in sources
+        if (days := sorted(warehouse.published_dir(a.id, CONTRACTS).glob("*.parquet")))
+    ]
+    if not files:
+        return pl.DataFrame(schema={"id": pl.String, "agency": pl.String, "recipient": pl.String})
+    return (
+        pl.scan_parquet(files)
+        .filter(pl.col("recipient").is_not_null())
+        .group_by("agency", "recipient")
+        .agg(pl.col("obligation").sum())
+        .sort("agency", "recipient")
+        .with_columns(pl.format("A{}", pl.int_range(pl.len())).alias("id"))
+        .collect()
+    )
+
+
+def _accounted(result: LinkResult, left: pl.DataFrame, right: pl.DataFrame) -> bool:
+    lefts = pl.concat(
+        [result.matched["left_id"], result.unmatched_left["id"], result.exceptions["left_id"]]
+    )
+    rights = pl.concat([result.matched["right_id"].unique(), result.unmatched_right["id"]])
+    return (
+        lefts.len() == left.height
+        and lefts.n_unique() == left.height
+        and rights.len() == right.height
+        and rights.n_unique() == right.height
+    )
