@@ -123,3 +123,51 @@ def test_recipients_link_to_treasury_award_file(scored: tuple[Path, Any]) -> Non
     assert matched.filter(pl.col("method") == "exact").height > 0
     fuzzy = matched.filter(pl.col("method") == "fuzzy")
     assert fuzzy["confidence"].is_between(0.9, 1.0).all()
+
+
+def test_replayed_by_action_date_history_finds_far_obligations(real_data: Path) -> None:
+    """The quarter replayed a day at a time per agency, so recipients build a history."""
+    import datetime as dt
+
+    from flux_pipelines.risk.scoring import DEFAULT_SETTINGS, score_day
+
+    frame = pl.read_csv(
+        real_data / "usaspending" / "Construction_PSCs_CY17Q3.csv",
+        null_values=["NA"],
+        infer_schema_length=0,
+    ).with_columns(
+        pl.col("action_date").str.to_date(),
+        pl.col("federal_action_obligation").cast(pl.Float64),
+        pl.col("award_id").cast(pl.Int64),
+        pl.int_range(pl.len()).alias("_row_number"),
+        pl.lit("Construction_PSCs_CY17Q3.csv").alias("_file"),
+    )
+    scores = []
+    for _, part in frame.group_by("awarding_toptier_agency_name"):
+        conn = duckdb.connect()
+        conn.register("part", part.with_columns(pl.col("action_date").alias("_partition_date")))
+        conn.execute("CREATE TABLE ct AS SELECT * FROM part")
+        for day in sorted(part["action_date"].unique()):
+            assert isinstance(day, dt.date)
+            scores.append(
+                score_day(
+                    conn,
+                    day,
+                    part.filter(pl.col("action_date") == day),
+                    curated_table="ct",
+                    scores_table="risk",
+                    model=None,
+                    settings=DEFAULT_SETTINGS,
+                )
+            )
+    every = pl.concat(scores)
+    assert every.height == frame.height
+    fired = every.select(pl.col("rules_fired").explode()).to_series().value_counts()
+    counts = dict(fired.iter_rows())
+    print("replayed:", counts, "flagged:", int(every["flagged"].sum()))
+    far = every.filter(pl.col("rules_fired").list.contains("far_from_recipient_history"))
+    assert far.height > 0
+    assert far["reasons"].list.first().str.contains(r"SD from the recipient's history").all()
+    # the placeholder DUNS is never anyone's history, and always flagged
+    assert counts["duns_placeholder"] == every.filter(pl.col("flagged") & pl.col(
+        "rules_fired").list.contains("duns_placeholder")).height  # fmt: skip
