@@ -155,3 +155,28 @@ def test_too_few_transactions_train_no_model(tmp_path: Path) -> None:
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert "only 0 scored transactions" in str(failure.message)
     assert not (tmp_path / "warehouse" / AGENCY / "models" / MODEL / "current.json").exists()
+
+
+@pytest.mark.slow
+def test_a_newly_loaded_day_is_requested_by_automation(tmp_path: Path) -> None:
+    from flux_pipelines.assets.ingest_factory import DAILY
+    from flux_pipelines.definitions import defs
+
+    key = scores_key(load_registry().agency(AGENCY))
+    instance = dg.DagsterInstance.ephemeral()
+    today = DAILY.get_last_partition_key()
+    assert today is not None
+    selection = dg.AssetSelection.assets(key)
+    before = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=selection
+    )
+    assert before.total_requested == 0  # nothing loaded yet: nothing to score
+    deliver_transactions(tmp_path, AGENCY, today, rows=40, seed=3)
+    assert materialize(
+        tmp_path, [(AGENCY, "contract_transactions")], today, instance=instance
+    ).success
+    after = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=selection, cursor=before.cursor
+    )
+    assert after.total_requested == 1
+    assert after.get_requested_partitions(key) == {today}
