@@ -180,3 +180,17 @@ def test_a_newly_loaded_day_is_requested_by_automation(tmp_path: Path) -> None:
     )
     assert after.total_requested == 1
     assert after.get_requested_partitions(key) == {today}
+
+
+@pytest.mark.slow
+def test_the_agency_catalog_serves_the_risk_scores(loaded: tuple[Path, dg.DagsterInstance]) -> None:
+    from flux_pipelines.assets.publish_factory import write_catalog
+
+    home, instance = loaded
+    agency = load_registry().agency(AGENCY)
+    assert _run(home, scores_key(agency), instance, tags=RANGE).success
+    path, rows = write_catalog(FluxWarehouse(home=str(home)), agency)
+    assert rows[SCORES] == rows["contract_transactions"] > 0
+    with duckdb.connect(str(path), read_only=True) as conn:
+        flagged = conn.sql(f"SELECT count(*) FROM {SCORES} WHERE flagged").fetchall()[0][0]
+    assert flagged == _table(home, f"SELECT count(*) AS n FROM {SCORES} WHERE flagged")["n"][0]

@@ -35,8 +35,9 @@ def write_catalog(warehouse: FluxWarehouse, agency: Agency) -> tuple[Path, dict[
     tmp.unlink(missing_ok=True)
     rows: dict[str, int] = {}
     with duckdb.connect(str(tmp)) as conn:
-        for dataset in agency.datasets:
-            folder = warehouse.published_dir(agency.id, dataset)
+        # Every published table of the agency: its datasets, risk scores, reconciliations.
+        for folder in sorted(f for f in root.iterdir() if f.is_dir() and f.name[0] != "_"):
+            dataset = folder.name
             if not any(folder.glob("*.parquet")):
                 continue
             pattern = str(folder / "*.parquet").replace("'", "''")
@@ -61,7 +62,8 @@ def build_catalog_asset(agency: Agency, registry: Registry) -> dg.AssetsDefiniti
         owners=[agency.owner] if agency.owner else [],
         tags={"agency": agency.key, "layer": "published"},
         description=f"Read-only catalog of {agency.name}'s published partitions for analysts: "
-        f"one view per dataset over published/{agency.id}/<dataset>/*.parquet.",
+        f"one view per published table over published/{agency.id}/<table>/*.parquet "
+        "(datasets, risk scores, reconciliations).",
         pool=f"published_{agency.key}",
     )
     def _catalog(context: AssetExecutionContext, warehouse: FluxWarehouse) -> dg.MaterializeResult:
