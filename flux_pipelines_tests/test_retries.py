@@ -386,3 +386,14 @@ def test_configuration_errors_fail_once(tmp_path: Path) -> None:
     broken = run_ingest(home, memory_limit="lots")
     _assert_failed_once(broken)
     assert "Memory must have a number" in failure_text(broken)
+
+
+def test_risk_and_reconciliation_steps_retry_only_transient_errors() -> None:
+    from flux_pipelines.assets.ingest_factory import transient_retries
+    from flux_pipelines.errors import ConfigurationError, TransientError
+
+    with pytest.raises(dg.RetryRequested) as retry, transient_retries(0):
+        raise TransientError("file locked")
+    assert retry.value.max_retries == 3 and 0 <= retry.value.seconds_to_wait <= 2
+    with pytest.raises(ConfigurationError), transient_retries(0):
+        raise ConfigurationError("fix the contract")

@@ -14,6 +14,7 @@ import datetime as dt
 import random
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 import duckdb
@@ -63,6 +64,17 @@ DELIVERY_WINDOW = dt.timedelta(hours=24)
 def retry_delay(attempt: int, base: float = 2.0, cap: float = 60.0) -> float:
     """Exponential backoff with full jitter (so parallel retries do not stampede)."""
     return random.uniform(0, min(cap, base * 2**attempt))
+
+
+@contextmanager
+def transient_retries(retry_number: int) -> Iterator[None]:
+    """A TransientError (a held file lock) inside becomes a retry with backoff; nothing else."""
+    try:
+        yield
+    except TransientError as exc:
+        raise dg.RetryRequested(
+            max_retries=TRANSIENT_RETRIES, seconds_to_wait=retry_delay(retry_number)
+        ) from exc
 
 
 CONTRACT_SCHEMA = "contract_schema"

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from flux_pipelines.assets.cross_agency_factory import GROUP as CROSS_AGENCY
 from flux_pipelines.assets.cross_agency_factory import cross_agency_key, output_dir
-from flux_pipelines.assets.ingest_factory import agency_pool, asset_keys
+from flux_pipelines.assets.ingest_factory import agency_pool, asset_keys, transient_retries
 from flux_pipelines.contracts.ddl import DatasetTables, quote
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.reconcile.agency_totals import Tolerance, reconcile_agency_totals
@@ -112,7 +112,7 @@ def build_agency_totals_asset(agency: Agency) -> dg.AssetsDefinition:
         warehouse: FluxWarehouse,
     ) -> dg.MaterializeResult:
         tolerance = Tolerance(config.relative_tolerance, config.absolute_tolerance)
-        with warehouse.connect(agency.id) as conn:
+        with transient_retries(context.retry_number), warehouse.connect(agency.id) as conn:
             contracts, contracts_day = _latest_contracts(conn)
             accounts, fiscal_year = _account_figures(conn, config.fiscal_year, config.quarter)
             result = reconcile_agency_totals(

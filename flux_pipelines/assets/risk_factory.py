@@ -19,10 +19,9 @@ import polars as pl
 from dagster import AssetExecutionContext
 from pydantic import Field
 
-from flux_pipelines.assets.ingest_factory import DAILY, agency_pool, asset_keys, retry_delay
+from flux_pipelines.assets.ingest_factory import DAILY, agency_pool, asset_keys, transient_retries
 from flux_pipelines.contracts.ddl import DatasetTables, quote
 from flux_pipelines.contracts.registry import Agency, Registry
-from flux_pipelines.errors import TransientError
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 from flux_pipelines.risk.features import FEATURE_COLUMNS, feature_matrix_markdown
 from flux_pipelines.risk.model import ModelUnavailable, RiskModel, load_current, save, train
@@ -132,12 +131,9 @@ def build_scores_asset(agency: Agency) -> dg.AssetsDefinition:
         context.log.info(f"{agency.id}: scoring {basis}")
         settings = ScoringSettings(alpha=config.alpha, flag_threshold=config.flag_threshold)
         days = sorted(dt.date.fromisoformat(k) for k in context.partition_keys)
-        try:
-            with warehouse.connect(agency.id) as conn:
-                scored = [_score_one(conn, warehouse, agency, day, model, settings) for day in days]
-                unscored, duplicated = _coverage(conn, days)
-        except TransientError as exc:
-            raise dg.RetryRequested(max_retries=3, seconds_to_wait=retry_delay(0)) from exc
+        with transient_retries(context.retry_number), warehouse.connect(agency.id) as conn:
+            scored = [_score_one(conn, warehouse, agency, day, model, settings) for day in days]
+            unscored, duplicated = _coverage(conn, days)
         everything = pl.concat(
             [empty_scores(), *(s for s in scored if s.width)], how="diagonal_relaxed"
         )
@@ -264,7 +260,7 @@ def build_model_asset(agency: Agency) -> dg.AssetsDefinition:
     def _model(
         context: AssetExecutionContext, config: RiskModelConfig, warehouse: FluxWarehouse
     ) -> dg.MaterializeResult:
-        with warehouse.connect(agency.id) as conn:
+        with transient_retries(context.retry_number), warehouse.connect(agency.id) as conn:
             vectors = _training_vectors(conn, config.max_training_rows)
         if vectors.height < config.min_training_rows:
             raise dg.Failure(
