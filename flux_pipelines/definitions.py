@@ -8,6 +8,7 @@ import dagster as dg
 
 from flux_pipelines.assets.cross_agency_factory import cross_agency_assets
 from flux_pipelines.assets.publish_factory import catalog_assets
+from flux_pipelines.assets.reconciliation_factory import recipient_links_asset
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.domains import collections, science, spending
 from flux_pipelines.jobs import PARALLEL_EXECUTOR, agency_jobs, all_agencies_job, risk_job
@@ -32,7 +33,10 @@ def build_definitions() -> dg.Definitions:
         science.definitions(registry),
         spending.definitions(registry),
         dg.Definitions(
-            assets=[*catalog_assets(registry), *cross_agency_assets(registry)],
+            assets=[
+                *catalog_assets(registry),
+                *cross_agency_assets(registry, recipient_links_asset(registry)),
+            ],
             jobs=[*per_agency.values(), all_agencies_job(registry), risk_job(registry), refresh],
             sensors=landing_sensors(registry, per_agency),
             schedules=[daily_refresh_schedule(refresh)],

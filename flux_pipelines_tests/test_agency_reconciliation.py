@@ -136,3 +136,23 @@ def test_real_fy18_contracts_reconcile_with_q4_account_obligations(
     assert checks[WITHIN_TOLERANCE] == exceeding.is_empty()
     assert checks[EVERY_AGENCY_PLACED]
     assert (tmp_path / "published" / "treasury" / AGENCY_TOTALS / "fy2018.parquet").is_file()
+
+
+@pytest.mark.slow
+def test_the_daily_refresh_runs_before_anything_is_delivered(tmp_path: Path) -> None:
+    """Catalogs, reconciliations, cross-agency outputs and links on an empty home."""
+    from flux_pipelines.definitions import defs
+    from flux_pipelines.schedules.daily import DAILY_REFRESH_JOB
+
+    job = defs.resolve_job_def(DAILY_REFRESH_JOB)
+    result = job.execute_in_process(
+        resources={"warehouse": FluxWarehouse(home=str(tmp_path))}, raise_on_error=False
+    )
+    assert result.success
+    key = agency_totals_key(load_registry().agency("treasury"))
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    status = event.materialization.metadata["status"].value
+    assert (
+        status == "nothing to reconcile yet: no award_obligations or account_obligations delivered"
+    )
+    assert (tmp_path / "published" / "cross_agency" / "catalog.duckdb").is_file()

@@ -114,10 +114,21 @@ def test_recipients_link_to_treasury_award_file(scored: tuple[Path, Any]) -> Non
     )
     assert result.success
     assert all(check_results(result).values())
-    folder = home / "published" / "cross_agency" / "recipient_links"
-    matched = pl.read_parquet(folder / "matched.parquet")
-    tables = {n: pl.read_parquet(folder / f"{n}.parquet").height
-              for n in ("matched", "unmatched_left", "unmatched_right", "exceptions")}  # fmt: skip
+    folder = home / "published" / "cross_agency"
+    matched = pl.read_parquet(folder / "recipient_links_matched.parquet")
+    tables = {
+        n: pl.read_parquet(folder / f"recipient_links_{n}.parquet").height
+        for n in ("matched", "unmatched_left", "unmatched_right", "exceptions")
+    }
+    # analysts read them through the cross-agency catalog's views
+    from flux_pipelines.assets.publish_factory import write_views
+
+    path, rows = write_views(folder)
+    assert {f"recipient_links_{n}": h for n, h in tables.items()}.items() <= rows.items()
+    with duckdb.connect(str(path), read_only=True) as conn:
+        assert conn.sql("SELECT count(*) FROM recipient_links_matched").fetchall() == [
+            (matched.height,)
+        ]
     print("recipient links:", tables, dict(matched.group_by("method").len().iter_rows()))
     assert set(matched["method"]) <= {"exact", "normalised", "fuzzy"}
     assert matched.filter(pl.col("method") == "exact").height > 0

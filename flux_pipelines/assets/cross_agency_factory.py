@@ -14,6 +14,7 @@ import duckdb
 from dagster import AssetExecutionContext
 
 from flux_pipelines.assets.ingest_factory import asset_keys
+from flux_pipelines.assets.publish_factory import write_views
 from flux_pipelines.audit.trail import AuditTrail, publication_record
 from flux_pipelines.contracts.registry import Registry
 from flux_pipelines.quality.certification import DayVerdict, day_verdicts
@@ -166,8 +167,40 @@ def build_scorecard_asset(registry: Registry) -> dg.AssetsDefinition:
     return _scorecard
 
 
-def cross_agency_assets(registry: Registry) -> list[dg.AssetsDefinition]:
+CATALOG_KEY = dg.AssetKey([GROUP, "published_catalog"])
+
+
+def build_cross_agency_catalog_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=CATALOG_KEY,
+        deps=upstream,
+        group_name=GROUP,
+        kinds={"duckdb", "parquet"},
+        tags={"layer": "cross_agency"},
+        description="Read-only catalog of the cross-agency outputs for analysts: one view per "
+        "file in published/cross_agency/ (certified datasets, the quality scorecard, the "
+        "recipient links).",
+        pool="published_cross_agency",
+    )
+    def _catalog(warehouse: FluxWarehouse) -> dg.MaterializeResult:
+        path, rows = write_views(output_dir(warehouse))
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(path)),
+                "views": ", ".join(rows) or "none yet",
+                "dagster/row_count": sum(rows.values()),
+            }
+        )
+
+    return _catalog
+
+
+def cross_agency_assets(
+    registry: Registry, extra: list[dg.AssetsDefinition] | None = None
+) -> list[dg.AssetsDefinition]:
+    """The certified datasets, the scorecard, ``extra`` cross-agency outputs, their catalog."""
     shared = sorted(d for d in registry.contracts if len(registry.agencies_for(d)) > 1)
-    return [build_cross_agency_asset(d, registry) for d in shared] + [
-        build_scorecard_asset(registry)
-    ]
+    outputs = [build_cross_agency_asset(d, registry) for d in shared]
+    outputs += [build_scorecard_asset(registry), *(extra or [])]
+    keys = [k for a in outputs for k in a.keys]
+    return [*outputs, build_cross_agency_catalog_asset(keys)]

@@ -28,25 +28,31 @@ def catalog_key(agency: Agency) -> dg.AssetKey:
 
 def write_catalog(warehouse: FluxWarehouse, agency: Agency) -> tuple[Path, dict[str, int]]:
     """(Re)build the agency's catalog file atomically; returns its path and rows per view."""
-    root = warehouse.root / "published" / agency.id
+    return write_views(warehouse.root / "published" / agency.id)
+
+
+def write_views(root: Path) -> tuple[Path, dict[str, int]]:
+    """``root/catalog.duckdb`` with a view per published table: a folder of daily Parquet
+    partitions (datasets, risk scores) or a single Parquet file (cross-agency outputs)."""
     root.mkdir(parents=True, exist_ok=True)
     target = root / CATALOG_FILE
     tmp = root / f".{CATALOG_FILE}.tmp"
     tmp.unlink(missing_ok=True)
+    tables = {
+        f.name: f / "*.parquet"
+        for f in sorted(root.iterdir())
+        if f.is_dir() and f.name[0] != "_" and any(f.glob("*.parquet"))
+    } | {f.stem: f for f in sorted(root.glob("*.parquet"))}
     rows: dict[str, int] = {}
     with duckdb.connect(str(tmp)) as conn:
-        # Every published table of the agency: its datasets, risk scores, reconciliations.
-        for folder in sorted(f for f in root.iterdir() if f.is_dir() and f.name[0] != "_"):
-            dataset = folder.name
-            if not any(folder.glob("*.parquet")):
-                continue
-            pattern = str(folder / "*.parquet").replace("'", "''")
+        for name, files in tables.items():
+            pattern = str(files).replace("'", "''")
             conn.execute(
-                f"CREATE VIEW {quote(dataset)} AS SELECT * FROM read_parquet('{pattern}', "
+                f"CREATE VIEW {quote(name)} AS SELECT * FROM read_parquet('{pattern}', "
                 "union_by_name = true)"
             )
-            counted = conn.execute(f"SELECT count(*) FROM {quote(dataset)}").fetchone()
-            rows[dataset] = int(counted[0]) if counted else 0
+            counted = conn.execute(f"SELECT count(*) FROM {quote(name)}").fetchall()
+            rows[name] = int(counted[0][0])
     os.replace(tmp, target)
     return target, rows
 

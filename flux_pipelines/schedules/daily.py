@@ -1,4 +1,4 @@
-"""The daily refresh: rebuild every agency's published catalog after the day's loads.
+"""The daily refresh: catalogs, reconciliations and cross-agency outputs after the loads.
 
 Loads themselves are started by the landing sensors as deliveries arrive; this schedule
 refreshes what is downstream of them once a day, after the latest delivery deadline.
@@ -10,6 +10,7 @@ import dagster as dg
 
 from flux_pipelines.assets.cross_agency_factory import GROUP as CROSS_AGENCY_GROUP
 from flux_pipelines.assets.publish_factory import catalog_key
+from flux_pipelines.assets.reconciliation_factory import agency_totals_keys
 from flux_pipelines.contracts.registry import Registry
 
 DAILY_REFRESH_JOB = "daily_refresh"
@@ -19,9 +20,11 @@ def daily_refresh_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         DAILY_REFRESH_JOB,
         selection=dg.AssetSelection.assets(*(catalog_key(a) for a in registry.agencies))
+        | dg.AssetSelection.assets(*agency_totals_keys(registry))
         | dg.AssetSelection.groups(CROSS_AGENCY_GROUP),
         description="Rebuild every agency's published catalog (read-only views for analysts), "
-        "the cross-agency outputs behind the certification gate and the quality scorecard.",
+        "the agency-level reconciliations, the cross-agency outputs behind the certification "
+        "gate, the quality scorecard, the recipient links and the cross-agency catalog.",
         tags={"flux/kind": "refresh"},
     )
 
