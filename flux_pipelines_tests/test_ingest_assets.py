@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
 import pytest
 
-from flux_pipelines.assets.ingest_factory import DAILY, agency_pool, asset_keys
+from flux_pipelines.assets.ingest_factory import DAILY, agency_pool, asset_keys, ingest_step_name
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
 from flux_pipelines.resources.warehouse import FluxWarehouse
@@ -57,7 +58,7 @@ def test_partition_materializes_curated_and_quarantine(tmp_path: Path) -> None:
     assert quarantined == planted
     assert curated == (400 - len(planted),) and raw == (400,)
     # metadata the UI plots comes from the same numbers
-    mat = result.asset_materializations_for_node("nasa__meteorites__ingest")
+    mat = result.asset_materializations_for_node("nasa__collections__ingest")
     by_key = {m.asset_key.to_user_string(): m.metadata for m in mat}
     assert by_key["nasa/meteorites"]["dagster/row_count"].value == 400 - len(planted)
     assert by_key["nasa/meteorites"]["reject_rate"].value == pytest.approx(len(planted) / 400)
@@ -108,35 +109,101 @@ def test_bad_file_fails_only_its_partition(tmp_path: Path) -> None:
     assert materialize(tmp_path, [("nga", "constituents")], bad_day).success
 
 
-def test_single_run_backfill_over_a_day_range(tmp_path: Path) -> None:
-    days = ["2026-02-02", "2026-02-03", "2026-02-04"]
-    expected = {}
-    for i, day in enumerate(days):
-        planted = deliver(tmp_path, "nga", "media_items", day, rows=150 + i, seed=10 + i)
-        expected[day] = 150 + i - len(planted)
+def test_multi_day_run_records_one_result_per_day(tmp_path: Path) -> None:
+    """Pins the Dagster behaviour the ingest step relies on (dagster 1.13.27): one run over a
+    day range stores each day's materializations and check results under that day."""
+    days = ["2026-02-02", "2026-02-03", "2026-02-04", "2026-02-05"]
+    delivered = [days[0], days[1], days[3]]  # nothing arrives on 02-04
+    rows_in = {day: 150 + 40 * i for i, day in enumerate(delivered)}
+    for i, day in enumerate(delivered):
+        deliver(tmp_path, "nga", "media_items", day, rows=rows_in[day], seed=10 + i)
+    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         ingest_assets([("nga", "media_items")]),
         resources={"warehouse": FluxWarehouse(home=str(tmp_path))},
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance,
         tags={
             "dagster/asset_partition_range_start": days[0],
             "dagster/asset_partition_range_end": days[-1],
         },
     )
     assert result.success
+    # one run, one step, every day of the range in it (a single-run backfill)
+    steps = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
+    assert len(steps) == 1
     with _db(tmp_path, "nga") as conn:
-        counts = dict(
+        curated = dict(
             conn.execute(
                 "SELECT CAST(_partition_date AS VARCHAR), count(*) FROM media_items GROUP BY 1"
             ).fetchall()
         )
-    assert counts == expected
-    # one run, one step, every day of the range in it (a single-run backfill)
-    steps = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
-    assert len(steps) == 1
-    mat = result.asset_materializations_for_node("nga__media_items__ingest")
-    curated = [m for m in mat if m.asset_key.to_user_string() == "nga/media_items"]
-    assert sorted(m.partition for m in curated) == days
+        ids_shared = conn.execute(
+            "SELECT count(*) FROM (SELECT mediaid FROM media_items GROUP BY mediaid "
+            "HAVING count(DISTINCT _partition_date) > 1)"
+        ).fetchone()
+    assert set(curated) == set(delivered)
+    assert len(set(curated.values())) == len(delivered), "days differ, so must their counts"
+    assert ids_shared is not None and ids_shared[0] > 0, "ids repeat across days (allowed)"
+
+    key = dg.AssetKey(["nga", "media_items"])
+    for day in days:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=10
+        ).records
+        if day not in delivered:
+            assert records == [], "a day without a delivery records nothing"
+            continue
+        [record] = records  # exactly one, carrying the day's own figures
+        metadata = record.asset_materialization.metadata  # type: ignore[union-attr]
+        assert metadata["dagster/row_count"].value == curated[day]
+        assert metadata["rows_in"].value == rows_in[day]
+        assert metadata["rows_quarantined"].value == rows_in[day] - curated[day]
+
+    evaluations = result.get_asset_check_evaluations()
+    by_day: dict[str | None, dict[str, bool]] = {}
+    for e in evaluations:
+        by_day.setdefault(e.partition, {})[e.check_name] = e.passed
+    assert by_day == {
+        day: {"conservation": True, "contract_schema": True, "anomalies": True} for day in delivered
+    }
+    for name in ("conservation", "contract_schema", "anomalies"):
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(key, name), limit=10
+        )
+        evaluated = {r.partition: r.status.value for r in history}  # type: ignore[attr-defined]
+        # the day without a delivery stays as planned: never evaluated, so never "passed"
+        assert evaluated == {**dict.fromkeys(delivered, "SUCCEEDED"), days[2]: "PLANNED"}
+
+
+def test_contract_schema_fails_only_the_day_whose_curated_rows_are_wrong(
+    tmp_path: Path,
+) -> None:
+    """The check passes curated rows by construction and fails when stored data is wrong."""
+    from flux_pipelines.assets.ingest_step import schema_check
+
+    days = ["2026-02-02", "2026-02-03"]
+    for i, day in enumerate(days):
+        deliver(tmp_path, "nga", "media_items", day, rows=120, seed=20 + i)
+        assert materialize(tmp_path, [("nga", "media_items")], day).success
+    contract = load_registry().latest_for("media_items", load_registry().agency("nga"))
+    with duckdb.connect(str(tmp_path / "warehouse" / "nga.duckdb")) as conn:
+        dates = [dg_day(d) for d in days]
+        assert schema_check(conn, contract, dates) == {}
+        # corrupt the second day: one row copied (its id now repeats within the day)
+        conn.execute(
+            "INSERT INTO media_items SELECT * FROM media_items "
+            "WHERE _partition_date = ? ORDER BY _row_number LIMIT 1",
+            [days[1]],
+        )
+        verdicts = schema_check(conn, contract, dates)
+    assert set(verdicts) == {dates[1]}
+    assert any("unique" in f for f in verdicts[dates[1]].failures), verdicts
+
+
+def dg_day(day: str) -> Any:
+    import datetime as dt
+
+    return dt.date.fromisoformat(day)
 
 
 def test_asset_graph_snapshot() -> None:
@@ -176,13 +243,17 @@ def test_asset_graph_snapshot() -> None:
     assert text == SNAPSHOT.read_text()
 
 
-def test_every_agency_dataset_pair_is_one_ingest_step_with_its_agency_pool() -> None:
+def test_each_agency_domain_is_one_ingest_step_with_its_agency_pool() -> None:
+    """Every (agency, dataset) pair is loaded by exactly one step, the step of its agency and
+    domain, holding the agency's pool (one writer per agency file)."""
     registry = load_registry()
     steps = {a.node_def.name: a for a in defs.assets if a.node_def.name.endswith("__ingest")}  # type: ignore[union-attr]
     pairs = [(a, d) for a in registry.agencies for d in a.datasets]
-    assert len(steps) == len(pairs)
+    domains = {(a.id, registry.latest(d).domain) for a, d in pairs}
+    assert len(steps) == len(domains)
     for agency, dataset in pairs:
-        assets = next(a for a in steps.values() if asset_keys(agency, dataset)[1] in a.keys)  # type: ignore[union-attr]
+        [assets] = [a for a in steps.values() if asset_keys(agency, dataset)[1] in a.keys]  # type: ignore[union-attr]
+        assert assets.node_def.name == ingest_step_name(agency, registry.latest(dataset).domain)  # type: ignore[union-attr]
         assert assets.node_def.pool == agency_pool(agency)  # type: ignore[union-attr]
-        assert set(assets.keys) == set(asset_keys(agency, dataset))  # type: ignore[union-attr]
+        assert set(asset_keys(agency, dataset)) <= set(assets.keys)  # type: ignore[union-attr]
         assert assets.partitions_def == DAILY  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from flux_pipelines.assets import ingest_factory
+from flux_pipelines.assets import ingest_step
 from flux_pipelines.assets.ingest_factory import (
     DAILY,
     TRANSIENT_RETRIES,
@@ -244,7 +244,7 @@ def test_locked_agency_file_is_retried_and_loads_once_released(
         holder.release()  # the analyst closes the session while the step waits to retry
         return RETRY_WAIT
 
-    monkeypatch.setattr(ingest_factory, "retry_delay", backoff)
+    monkeypatch.setattr(ingest_step, "retry_delay", backoff)
 
     result = run_ingest(tmp_path, lock_wait_seconds=LOCK_WAIT)
 
@@ -272,7 +272,7 @@ def test_lock_held_throughout_fails_after_the_retries(
     db = FluxWarehouse(home=str(tmp_path)).agency_db("nasa")
     holder = hold_lock(db)
     asked: list[int] = []
-    monkeypatch.setattr(ingest_factory, "retry_delay", lambda n: asked.append(n) or RETRY_WAIT)
+    monkeypatch.setattr(ingest_step, "retry_delay", lambda n: asked.append(n) or RETRY_WAIT)
 
     result = run_ingest(tmp_path, lock_wait_seconds=LOCK_WAIT)
 

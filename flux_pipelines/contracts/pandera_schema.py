@@ -1,8 +1,10 @@
 """The pandera (polars backend) schema of a curated table, generated from the contract.
 
 Only fatal rules belong here: a curated row may legitimately carry warnings. Uniqueness is
-per delivery, so it is checked on one partition's rows. The check runs on an eager polars
-DataFrame (STACK_NOTES: pandera skips data checks on LazyFrames unless told otherwise).
+per delivery: given the partition column, one frame holding several days is checked with
+each key unique within its day (one pandera call for a whole backfill step). The check runs
+on an eager polars DataFrame (STACK_NOTES: pandera skips data checks on LazyFrames unless
+told otherwise).
 """
 
 from __future__ import annotations
@@ -14,20 +16,24 @@ from flux_pipelines.contracts.model import ColumnSpec, Contract, Rule
 from flux_pipelines.contracts.validator import polars_type
 
 
-def pandera_schema(contract: Contract) -> pa.DataFrameSchema:
+def pandera_schema(contract: Contract, partition: str | None = None) -> pa.DataFrameSchema:
+    """The curated table's schema; with ``partition``, uniqueness holds within each day."""
     fatal = [r for r in contract.rules if r.severity == "fatal"]
+    unique = [r for r in fatal if r.kind == "unique"]
     columns = {
         c.name: pa.Column(
             polars_type(c),
             checks=_column_checks(c, [r for r in fatal if r.column == c.name]),
             nullable=not any(r.kind == "required" and r.column == c.name for r in fatal),
-            unique=any(r.kind == "unique" and r.column == c.name for r in fatal),
+            unique=partition is None and any(r.column == c.name for r in unique),
             description=c.description or None,
             title=c.name,
         )
         for c in contract.columns
     }
     row_checks = [_row_check(r) for r in fatal if r.kind == "expression"]
+    if partition is not None:
+        row_checks += [_unique_within(r, partition) for r in unique]
     return pa.DataFrameSchema(
         columns, checks=row_checks, strict=False, name=f"{contract.dataset} {contract.version}"
     )
@@ -71,3 +77,17 @@ def _row_check(rule: Rule) -> pa.Check:
         return data.lazyframe.select(pl.sql_expr(expression).fill_null(True))
 
     return pa.Check(holds, name=rule.id, error=rule.message)
+
+
+def _unique_within(rule: Rule, partition: str) -> pa.Check:
+    """A key unique within its delivery day (nulls are not keys), flagged on every copy."""
+    assert rule.column is not None
+    column = rule.column
+
+    def holds(data: pa.PolarsData) -> pl.LazyFrame:
+        key = pl.struct(column, partition)
+        return data.lazyframe.select(
+            (pl.col(column).is_null() | ~key.is_duplicated()).alias(column)
+        )
+
+    return pa.Check(holds, name=rule.id, error=f"{rule.message} (within a delivery day)")

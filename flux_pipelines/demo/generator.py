@@ -41,6 +41,9 @@ EXPRESSION_TRIALS = 16  # candidate rows sampled per defective row and try for a
 REPAIR_TRIALS = 4  # re-draws tried at once for a defective row that broke other rules too
 DATE_RANGE = (dt.date(2015, 1, 1), dt.date(2025, 12, 31))
 DEMO_START = dt.date(2025, 1, 6)  # first landing day when generate_landing gets a day count
+# Day-to-day volume wobble of demo deliveries: well inside the anomaly monitors' tolerance
+# (a 15% drop is a WARN), so the only volume findings are the planted ones below.
+VOLUME_WOBBLE = 0.04
 AWKWARD_TEXT = 'Ébauche, "sans titre"\nsecond line, with commas'
 SMALL_DRAW = 256  # draws up to this size use Python's generator
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
@@ -1456,6 +1459,36 @@ def write_large_csv(
     return pl.concat(planted, how="vertical")
 
 
+@dataclass(frozen=True)
+class PlantedAnomaly:
+    """A delivery the demo makes unusual on purpose, and what the monitors must say."""
+
+    agency: str
+    dataset: str
+    day_index: int  # which demo day (0 = the first)
+    volume_factor: float  # share of the usual row count delivered
+    severity: str  # WARN or ERROR, by DPLA's rules (drop >= 15% WARN, >= 30% ERROR)
+    rule: str = "monitor.count_drop"
+
+
+# One ERROR (held out of the cross-agency outputs by the certification gate) and one WARN.
+DEMO_ANOMALIES = (
+    PlantedAnomaly("national-archives", "media_items", 3, 0.55, "ERROR"),
+    PlantedAnomaly("nasa", "meteorites", 5, 0.78, "WARN"),
+)
+
+
+def planted_anomalies(
+    agencies: Sequence[str], days: Sequence[dt.date]
+) -> dict[tuple[str, str, dt.date], PlantedAnomaly]:
+    """The planted anomalies that fall within a demo's agencies and days."""
+    return {
+        (a.agency, a.dataset, days[a.day_index]): a
+        for a in DEMO_ANOMALIES
+        if a.agency in agencies and a.day_index < len(days)
+    }
+
+
 def generate_landing(
     landing_root: Path,
     registry: Registry,
@@ -1467,8 +1500,9 @@ def generate_landing(
 ) -> list[Path]:
     """Write ``<agency>/<dataset>/<day>/<dataset>_<day>.csv`` for the demo; same seed, same bytes.
 
-    Row counts vary a little per day and defect rates per agency so the demo summary has
-    contrast; a few agencies send BOM + CRLF files, and one delivery each is JSONL and Parquet.
+    Row counts wobble by VOLUME_WOBBLE per day (except the DEMO_ANOMALIES) and defect rates
+    differ per agency so the demo summary has contrast; a few agencies send BOM + CRLF
+    files, and one delivery each is JSONL and Parquet.
     """
     # spending.py builds on this module's deliveries, so it is imported here, not at the top
     from flux_pipelines.demo.spending import DEMO_RECIPIENTS, SPENDING_DATASET, overlay, recipients
@@ -1485,6 +1519,7 @@ def generate_landing(
         if _in_force(registry, dataset, day)
     ]
     formats = dict(zip(deliveries, _delivery_formats(len(deliveries)), strict=True))
+    anomalies = planted_anomalies([a.id for a in chosen], dates)
     written: list[Path] = []
     generated: dict[tuple[str, str, dt.date], GeneratedDelivery] = {}
     # Referenced datasets first, so references can point at rows the agency really sent.
@@ -1493,7 +1528,10 @@ def generate_landing(
         rate = style.choice((0.0, 0.005, 0.01, 0.02, 0.05, 0.1))
         windows = style.random() < 0.3
         local = random.Random(f"{seed}/{agency}/{dataset}/{day.isoformat()}")
-        n_rows = max(1, round(rows_per_delivery * local.uniform(0.8, 1.2)))
+        volume = local.uniform(1 - VOLUME_WOBBLE, 1 + VOLUME_WOBBLE)
+        if (planted := anomalies.get((agency, dataset, day))) is not None:
+            volume = planted.volume_factor
+        n_rows = max(1, round(rows_per_delivery * volume))
         contract = registry.contract_for(dataset, day)
         delivery = generate_rows(contract, n_rows, seed=local.getrandbits(63), defect_rate=rate)
         delivery = link_references(
