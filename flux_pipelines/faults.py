@@ -18,7 +18,7 @@ import signal
 import time
 from pathlib import Path
 
-from flux_pipelines.resources.warehouse import DEFAULT_HOME, FLUX_HOME_ENV
+from flux_pipelines.home import resolve_home
 
 FAULTS_DIR = ".faults"
 POINTS = (
@@ -31,7 +31,7 @@ POINTS = (
 
 
 def faults_dir(home: str | Path | None = None) -> Path:
-    return Path(home or os.environ.get(FLUX_HOME_ENV) or DEFAULT_HOME) / FAULTS_DIR
+    return resolve_home(home) / FAULTS_DIR
 
 
 def arm(point: str, action: str = "kill", home: str | Path | None = None) -> Path:

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import jsonschema
 import pytest
@@ -13,7 +14,9 @@ from typer.testing import CliRunner
 
 from flux_pipelines.cli.main import app
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.definitions import defs
 from flux_pipelines.demo.generator import generate_rows, write_delivery
+from flux_pipelines.resources.warehouse import FluxWarehouse
 
 runner = CliRunner()
 
@@ -98,3 +101,48 @@ def test_demo_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     # the runs are in the persistent instance the UI reads
     assert (home / "dagster_home" / "history" / "runs.db").exists()
     assert "flux dev" in result.output
+
+    # the analysts' catalogs exist (the daily refresh ran once), their views hold the
+    # curated rows, and the output says where they are
+    for agency in ("nasa", "nga", "smithsonian-serc"):
+        catalog = home / "published" / agency / "catalog.duckdb"
+        assert f"{catalog}: " in result.output
+        working = home / "warehouse" / f"{agency}.duckdb"
+        with duckdb.connect(str(working), read_only=True) as c:
+            curated = {d: _count(c, d) for d in registry.agency(agency).datasets}
+        with duckdb.connect(str(catalog), read_only=True) as c:
+            assert {d: _count(c, d) for d in curated} == curated
+        assert all(n > 0 for n in curated.values())
+    cross = home / "published" / "cross_agency" / "catalog.duckdb"
+    assert f"{cross}: " in result.output
+    with duckdb.connect(str(cross), read_only=True) as c:
+        scored = c.execute(
+            "SELECT count(*) FROM quality_scorecard WHERE agency IN ('nasa', 'nga', "
+            "'smithsonian-serc')"
+        ).fetchall()[0][0]
+    delivered = 0
+    for agency in ("nasa", "nga", "smithsonian-serc"):
+        with duckdb.connect(str(home / "warehouse" / f"{agency}.duckdb"), read_only=True) as c:
+            delivered += c.execute(
+                "SELECT count(DISTINCT (dataset, _partition_date)) FROM _flux_deliveries"
+            ).fetchall()[0][0]
+    assert scored == delivered > 0  # one scorecard row per agency, dataset and day
+
+    # `flux dev` afterwards: the landing sensors start with an empty cursor, and the
+    # delivery receipts the demo's loads wrote keep them from loading anything again
+    repo = defs.get_repository_def()
+    for sensor in repo.sensor_defs:
+        if not sensor.name.startswith("landing_"):
+            continue
+        context = dg.build_sensor_context(
+            cursor=None,
+            resources={"warehouse": FluxWarehouse(home=str(home))},
+            instance=dg.DagsterInstance.ephemeral(),
+            repository_def=repo,
+        )
+        tick = sensor.evaluate_tick(context)
+        assert not tick.run_requests, f"{sensor.name} would load the demo again"
+
+
+def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0])

@@ -24,6 +24,7 @@ from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
 from flux_pipelines.ingest.delivery import IGNORED_PREFIXES, TEMPORARY_SUFFIXES
 from flux_pipelines.ingest.manifest import write_manifest
+from flux_pipelines.ingest.receipts import delivery_contents, read_receipt, write_receipt
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines.sensors import landing
 from flux_pipelines.sensors.landing import (
@@ -375,9 +376,9 @@ def test_folders_that_are_not_delivery_days_are_ignored(
     assert result.requests == [] and decode_cursor(result.cursor) == {}
 
     nasa = load_registry().agency("nasa")
-    _, _, bad = scan_dataset(
+    bad = scan_dataset(
         tmp_path / "landing", "meteorites", [nasa], {}, now=time.time(), quiet_seconds=2.0
-    )
+    ).bad_names
     assert sorted(bad) == ["meteorites/2019-12-31", "meteorites/2026-13-01", "meteorites/latest"]
 
 
@@ -563,3 +564,153 @@ def test_requested_range_run_lands_every_day(
     assert _curated_by_day(tmp_path, "nasa", "meteorites") == expected
     steps = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
     assert len(steps) == 1  # one run, one step, the whole range
+
+
+# --- delivery receipts: content loaded by something else is not loaded again ------------------
+
+
+def receipt_for(home: Path, contents: dict[str, str], day: str = DAY, **fields: str) -> Path:
+    """A receipt written where the ingest step writes it, for this content of the day."""
+    path = FluxWarehouse(home=str(home)).receipt_path("nasa", "meteorites", day)
+    write_receipt(
+        path,
+        agency="nasa",
+        dataset="meteorites",
+        day=day,
+        contents=contents,
+        status=fields.get("status", "loaded"),
+        run_id=fields.get("run_id", "run-from-elsewhere"),
+    )
+    return path
+
+
+def test_receipt_round_trips_and_is_the_sensors_fingerprint(tmp_path: Path) -> None:
+    target = land(tmp_path, rows=40)
+    write_manifest(target, {"meteorites.csv": 40})
+    (target / ".meteorites.csv.part").write_bytes(b"not a file of the delivery")
+    set_age(target, OLD)
+    csv_sha = hashlib.sha256((target / "meteorites.csv").read_bytes()).hexdigest()
+
+    # the load knows the data file's hash; the manifest's is computed from the folder, and a
+    # file the load reported but that is not in the folder (never arrived) is left out
+    contents = delivery_contents(target, {"meteorites.csv": csv_sha, "never_sent.csv": None})
+    assert set(contents) == {"manifest.json", "meteorites.csv"}
+    path = receipt_for(tmp_path, contents, status="rejected", run_id="abc")
+
+    assert path == tmp_path / "warehouse" / "nasa" / "receipts" / "meteorites" / f"{DAY}.json"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # nothing left aside
+    got = read_receipt(path)
+    assert got is not None
+    assert got.fingerprint == content_hash(target, ["manifest.json", "meteorites.csv"])
+    assert (got.agency, got.dataset, got.day, got.status, got.run_id) == (
+        "nasa",
+        "meteorites",
+        DAY,
+        "rejected",
+        "abc",
+    )
+    assert got.files == contents and got.written_at.tzinfo is not None
+    # the sensor's own state of the folder has the same fingerprint
+    state = decode_cursor(tick(tmp_path, dg.DagsterInstance.ephemeral()).cursor)[f"nasa/{DAY}"]
+    assert state.fingerprint == got.fingerprint
+    # an unreadable receipt is no receipt (the sensor then loads the day again)
+    path.write_text("{half a receipt")
+    assert read_receipt(path) is None
+    assert read_receipt(path.with_name("2026-02-03.json")) is None
+    with pytest.raises(ValueError, match="status"):
+        receipt_for(tmp_path, contents, status="maybe")
+
+
+def test_folder_with_a_receipt_of_the_same_content_is_not_run(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """What `flux dev` sees after `flux demo`: an empty cursor, every folder loaded already."""
+    target = land(tmp_path, seed=1)
+    receipt_for(tmp_path, delivery_contents(target))
+
+    first = tick(tmp_path, instance)
+
+    assert first.requests == []
+    assert first.skip == (
+        "no new or changed meteorites delivery (1 already loaded, per their receipts)"
+    )
+    # the cursor knows the folder now: the next tick does not even read the receipt
+    assert decode_cursor(first.cursor)[f"nasa/{DAY}"].fingerprint == content_hash(
+        target, ["meteorites.csv"]
+    )
+    receipt_for(tmp_path, {"meteorites.csv": "0" * 64})  # the receipt no longer matches
+    assert tick(tmp_path, instance, first.cursor).requests == []
+
+    # a correction of the same folder is a new delivery: run
+    land(tmp_path, seed=2)
+    [corrected] = tick(tmp_path, instance, first.cursor).requests
+    assert corrected.partition_key == DAY
+    assert corrected.tags[DELIVERY_TAG] == delivery_hash(content_hash(target, ["meteorites.csv"]))
+
+
+def test_receipt_of_other_content_does_not_stop_the_run(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    target = land(tmp_path, seed=1)
+    loaded_before = delivery_contents(target)
+    land(tmp_path, seed=2)  # replaced after that load, before the sensor saw it
+
+    receipt_for(tmp_path, loaded_before)
+    [request] = tick(tmp_path, instance).requests
+
+    assert request.tags[DELIVERY_TAG] == delivery_hash(content_hash(target, ["meteorites.csv"]))
+
+
+def test_receipt_only_counts_when_written_after_the_files_last_changed(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """A, B, then A again, with receipts: A's run wrote its receipt, B's run has not run yet
+    when A comes back. A's receipt must not stop the third run (B would be left loaded)."""
+    target = land(tmp_path, seed=1)
+    version_a = (target / "meteorites.csv").read_bytes()
+    ticks = [tick(tmp_path, instance)]
+    receipt_for(tmp_path, delivery_contents(target), run_id="run-of-a")  # A's run finished
+    land(tmp_path, seed=2, age=OLD - 10)
+    ticks.append(tick(tmp_path, instance, ticks[-1].cursor))  # B requested, not run yet
+    (target / "meteorites.csv").write_bytes(version_a)
+    set_age(target, OLD - 20)
+    ticks.append(tick(tmp_path, instance, ticks[-1].cursor))
+
+    keys = [t.requests[0].run_key for t in ticks if len(t.requests) == 1]
+    assert len(set(keys)) == 3, "every change of content requests a run"
+    assert ticks[2].requests[0].tags[DELIVERY_TAG] == ticks[0].requests[0].tags[DELIVERY_TAG]
+
+    # a fresh cursor: the receipt decides by the files' ctime, which no copy keeps (an mtime
+    # kept by `cp -p` or rsync does not make a re-delivery look loaded)
+    receipt_for(tmp_path, delivery_contents(target), run_id="run-of-a-again")
+    assert tick(tmp_path, instance).requests == []  # receipt newer than the files
+    shutil.copy2(target / "meteorites.csv", tmp_path / "copy.csv")
+    os.replace(tmp_path / "copy.csv", target / "meteorites.csv")  # same bytes, same mtime
+    assert len(tick(tmp_path, instance).requests) == 1
+
+
+def test_executed_run_leaves_a_receipt_so_a_fresh_cursor_skips_it(
+    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest step writes the receipt (any load: the sensor's, the demo's, `flux load`)."""
+    monkeypatch.setenv("FLUX_HOME", str(tmp_path))
+    target = land(tmp_path, "2026-02-02", seed=1)
+    land(tmp_path, "2026-02-03", seed=2)
+    (target / "unreadable.csv").write_bytes(b"id,name\n\xff\xfe,x\n")  # rejected whole
+    set_age(target, OLD)
+    first = tick(tmp_path, instance)
+    [request] = first.requests
+
+    result = _execute(request, instance)
+
+    assert not result.success  # the rejected file fails the run, after both days loaded
+    warehouse = FluxWarehouse(home=str(tmp_path))
+    for day, status in (("2026-02-02", "rejected"), ("2026-02-03", "loaded")):
+        receipt = read_receipt(warehouse.receipt_path("nasa", "meteorites", day))
+        assert receipt is not None, f"no receipt for {day}"
+        assert (receipt.status, receipt.run_id) == (status, result.run_id)
+        assert receipt.fingerprint == decode_cursor(first.cursor)[f"nasa/{day}"].fingerprint
+    # `flux dev` on this home later: a new cursor, nothing to run
+    again = tick(tmp_path, instance)
+    assert again.requests == []
+    assert set(decode_cursor(again.cursor)) == {"nasa/2026-02-02", "nasa/2026-02-03"}

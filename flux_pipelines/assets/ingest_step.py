@@ -53,6 +53,7 @@ from flux_pipelines.ingest.delivery import (
     raw_counts,
 )
 from flux_pipelines.ingest.manifest import manifest_path
+from flux_pipelines.ingest.receipts import delivery_contents, write_receipt
 from flux_pipelines.instance.launcher import record_run_worker
 from flux_pipelines.quality.monitors import forest_findings
 from flux_pipelines.quality.scorecard import scorecard_row, write_scorecard
@@ -254,6 +255,17 @@ def _load_day(
         conn, warehouse, agency.id, dataset, DatasetTables.for_dataset(dataset).curated, day
     )
     crash_point("ingest.published")
+    # What was loaded, for the landing sensors: a delivery loaded by any path (a sensor
+    # run, `flux load`, the demo, a backfill) is not requested again.
+    write_receipt(
+        warehouse.receipt_path(agency.id, dataset, day),
+        agency=agency.id,
+        dataset=dataset,
+        day=day,
+        contents=delivery_contents(folder, {f.file: f.sha256 for f in result.files}),
+        status="rejected" if result.errors else "loaded",
+        run_id=context.run.run_id,
+    )
     return DayLoad(
         result=result,
         recount=recount,

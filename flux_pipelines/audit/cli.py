@@ -15,12 +15,12 @@ from typing import Annotated
 import typer
 
 from flux_pipelines.audit.trail import (
-    FLUX_HOME_ENV,
     RECORD_KINDS,
     AuditTrail,
     TrailEntry,
     VerifyReport,
 )
+from flux_pipelines.home import resolve_home
 
 audit_app = typer.Typer(
     help="Verify and read the hash-chained audit trail.",
@@ -29,7 +29,8 @@ audit_app = typer.Typer(
 )
 
 HomeOption = Annotated[
-    Path, typer.Option(envvar=FLUX_HOME_ENV, help="FLUX_HOME holding audit/trail.jsonl")
+    Path | None,
+    typer.Option(help="Flux home holding audit/trail.jsonl (default: $FLUX_HOME, else .flux)"),
 ]
 PAYLOAD_WIDTH = 70
 
@@ -40,12 +41,12 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 @audit_app.command("verify")
-def verify(home: HomeOption = Path(".flux")) -> None:
+def verify(home: HomeOption = None) -> None:
     """Check every record's hash, the chain's links and its end against head.json.
 
     Exit code: 0 the trail is intact, 1 problems were found, 2 there is no trail.
     """
-    trail = AuditTrail(home)
+    trail = AuditTrail(resolve_home(home))
     if not trail.exists() and not trail.anchor_path.exists():
         _fail(f"no audit trail at {trail.path}")
     report = trail.verify()  # a trail deleted under its anchor is reported as truncated
@@ -67,7 +68,7 @@ def _print_report(report: VerifyReport) -> None:
 
 @audit_app.command("show")
 def show(
-    home: HomeOption = Path(".flux"),
+    home: HomeOption = None,
     kind: Annotated[str | None, typer.Option(help=f"One of {', '.join(RECORD_KINDS)}")] = None,
     agency: Annotated[str | None, typer.Option(help="Agency id")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset id")] = None,
@@ -78,7 +79,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON record per line")] = False,
 ) -> None:
     """Print the records matching every filter, oldest first (does not verify: see verify)."""
-    trail = AuditTrail(home)
+    trail = AuditTrail(resolve_home(home))
     if not trail.exists():
         _fail(f"no audit trail at {trail.path}")
     if kind is not None and kind not in RECORD_KINDS:

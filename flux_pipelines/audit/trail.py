@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias, get_args
 
 from flux_pipelines.errors import AuditTrailCorrupt
+from flux_pipelines.home import resolve_home
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,6 @@ NoticeKind = Literal["torn", "no_anchor", "anchor_behind"]
 JSONValue: TypeAlias = str | int | float | bool | list["JSONValue"] | dict[str, "JSONValue"] | None
 
 GENESIS_HASH = "0" * 64
-FLUX_HOME_ENV = "FLUX_HOME"
 COMMON_FIELDS = ("agency", "dataset", "day", "run_id")
 RECORD_FIELDS = frozenset({"seq", "ts", "kind", "payload", "prev_hash", "hash", *COMMON_FIELDS})
 _CHUNK = 8192
@@ -531,8 +531,8 @@ def _lines(path: Path, limit: int | None) -> Iterator[tuple[int, bytes, bool]]:
 
 
 def default_trail() -> AuditTrail:
-    """The trail of $FLUX_HOME, else of ./.flux (the CLI's default home)."""
-    return AuditTrail(Path(os.environ.get(FLUX_HOME_ENV) or ".flux"))
+    """The trail of the Flux home (``$FLUX_HOME``, else the default home)."""
+    return AuditTrail(resolve_home())
 
 
 # --- verification --------------------------------------------------------------------------

@@ -2,11 +2,15 @@
 
 Each measurement runs in its own process so its wall time and peak memory (ru_maxrss) are
 its own. Figures printed:
-- raw DuckDB ``read_csv`` into a table in a file database (the baseline),
-- Flux validate + split + load of the same file (raw, curated, quarantine, warnings,
-  uniqueness, deliveries log, one transaction), rows/s and the ratio to the baseline,
-- a small delivery's whole partition run through Dagster from a fresh process,
+- raw DuckDB ``read_csv`` into a table in a file database (the baseline) and Flux's
+  validate + split + load of the same file (raw, curated, quarantine, warnings, uniqueness,
+  deliveries log, one transaction), in alternating pairs of fresh processes (A B A B), both
+  on DuckDB connections opened by the warehouse resource (one set of settings, printed);
+  rows/s and the ratio to the baseline,
+- a small delivery's whole partition run through Dagster from a fresh process, on an
+  instance prepared like every ``flux`` command's (SQLite unless DAGSTER_PG_HOST is set),
 - peak memory of Flux on two file sizes, to show it does not grow with the file,
+- definitions load time and a small run against registry size (``definitions.py``),
 - backfills through Dagster: a year for one agency, and several agencies in parallel
   (``backfill.py``).
 """
@@ -15,23 +19,29 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import typer
 
 from flux_pipelines.contracts.loader import load_contract
-from flux_pipelines.contracts.registry import PROJECT_ROOT
+from flux_pipelines.resources.warehouse import FluxWarehouse
+
+if TYPE_CHECKING:
+    from flux_pipelines.bench.definitions import ProcessFigures
 
 BENCH_CONTRACT = Path(__file__).with_name("bench_events.odcs.yaml")
 DAY = dt.date(2026, 1, 5)
+PAIRS = 5  # baseline / Flux pairs of fresh processes (median of each side)
+PARTITION_ROWS = 500  # about, the small partition's delivery
 
 
 def _peak_rss_mb() -> float:
@@ -54,101 +64,117 @@ def ensure_file(workdir: Path, rows: int) -> Path:
     return path
 
 
-def measure_baseline(csv: Path, threads: int) -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        conn = duckdb.connect(str(Path(tmp) / "baseline.duckdb"), config={"threads": str(threads)})
+# The DuckDB settings both sides report: Flux's load path sets them (FluxWarehouse._open).
+SETTINGS = ("threads", "memory_limit", "preserve_insertion_order")
+
+
+def bench_warehouse(home: Path, threads: int) -> FluxWarehouse:
+    """The warehouse resource both sides open their DuckDB file through, so the baseline
+    and Flux run with one set of settings: Flux's (memory limit and insertion order from
+    the resource's defaults, as the pipeline runs)."""
+    return FluxWarehouse(home=str(home), threads=threads)
+
+
+def connection_settings(conn: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The settings a connection really runs with, read back from DuckDB."""
+    rows = conn.execute(
+        "SELECT name, value FROM duckdb_settings() WHERE name IN (SELECT unnest(?))",
+        [list(SETTINGS)],
+    ).fetchall()
+    return dict(sorted(rows))
+
+
+def measure_baseline(csv: Path, threads: int) -> dict[str, Any]:
+    """Bare DuckDB: ``read_csv`` into a table of a file database."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        bench_warehouse(Path(tmp), threads).connect("baseline") as conn,
+    ):
+        settings = connection_settings(conn)
         started = time.perf_counter()
         conn.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv}')")
         rows = conn.execute("SELECT count(*) FROM t").fetchone()[0]  # type: ignore[index]
         elapsed = time.perf_counter() - started
-        conn.close()
-    return {"seconds": elapsed, "rows": rows, "peak_rss_mb": _peak_rss_mb()}
+    return {"seconds": elapsed, "rows": rows, "peak_rss_mb": _peak_rss_mb(), "settings": settings}
 
 
-def measure_flux(csv: Path, threads: int) -> dict[str, float]:
+def measure_flux(csv: Path, threads: int) -> dict[str, Any]:
+    """Flux's load path: hash, validate, split, load raw + curated + quarantine, one
+    transaction, on a connection opened the way the pipeline opens it."""
     from flux_pipelines.ingest.delivery import PartitionLoader, load_partition
 
     contract = load_contract(BENCH_CONTRACT)
     with tempfile.TemporaryDirectory() as tmp:
-        config = {
-            "threads": str(threads),
-            "memory_limit": "1GB",
-            "preserve_insertion_order": "false",
-        }
-        conn = duckdb.connect(str(Path(tmp) / "flux.duckdb"), config=config)
-        started = time.perf_counter()
-        loader = PartitionLoader(
-            conn,
-            agency="bench",
-            contract=contract,
-            day=DAY,
-            run_id="bench",
-            raw_root=Path(tmp) / "raw",
-        )
-        result = load_partition(loader, [csv])
-        elapsed = time.perf_counter() - started
-        conn.close()
+        warehouse = bench_warehouse(Path(tmp), threads)
+        with warehouse.connect("bench") as conn:
+            settings = connection_settings(conn)
+            started = time.perf_counter()
+            loader = PartitionLoader(
+                conn,
+                agency="bench",
+                contract=contract,
+                day=DAY,
+                run_id="bench",
+                raw_root=warehouse.raw_root("bench", contract.dataset),
+            )
+            result = load_partition(loader, [csv])
+            elapsed = time.perf_counter() - started
     return {
         "seconds": elapsed,
         "rows": result.rows_in,
         "curated": result.rows_curated,
         "quarantined": result.rows_quarantined,
         "peak_rss_mb": _peak_rss_mb(),
+        "settings": settings,
     }
 
 
-def measure_partition_run(workdir: Path) -> dict[str, float]:
-    """Whole partition through Dagster (in-process executor, SQLite instance) from a fresh
-    interpreter: import, definitions load, run, storage writes."""
-    code = (
-        "import time,sys; t=time.perf_counter();"
-        "import dagster as dg;"
-        "from flux_pipelines.definitions import defs;"
-        "r=defs.resolve_job_def('ingest_nasa').execute_in_process("
-        "instance=dg.DagsterInstance.get(), partition_key='2026-01-05');"
-        "print(r.success, time.perf_counter()-t)"
-    )
+def measure_partition_run(workdir: Path) -> tuple[str, dict[str, ProcessFigures]]:
+    """A small partition through Dagster from a fresh interpreter (import, definitions,
+    run, storage writes), on a new instance prepared the way every ``flux`` command does
+    (``prepare_dagster_home``: embedded SQLite unless DAGSTER_PG_HOST is set)."""
+    from flux_pipelines.bench.backfill import flux_home
+    from flux_pipelines.bench.definitions import land_small_delivery, run_partition_process
+    from flux_pipelines.instance.config import postgres_configured
+
     home = workdir / "partition_run"
     shutil.rmtree(home, ignore_errors=True)
-    landing = home / "landing" / "nasa" / "meteorites" / "2026-01-05"
-    landing.mkdir(parents=True, exist_ok=True)
-    from flux_pipelines.contracts.registry import load_registry
-    from flux_pipelines.demo.generator import generate_rows, write_delivery
-
-    contract = load_registry().latest("meteorites")
-    write_delivery(generate_rows(contract, 500, seed=1).frame, landing / "m.csv", "csv")
-    dagster_home = home / "dagster_home"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {**os.environ, "FLUX_HOME": str(home), "DAGSTER_HOME": str(dagster_home)}
-    figures: dict[str, float] = {}
-    # The first run on a new DAGSTER_HOME also creates the SQLite schema; later runs (the
-    # daily case) reuse it. Both are measured, each from a fresh interpreter.
-    for label in ("first_run", "steady_run"):
-        started = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-        )
-        figures[f"{label}_wall"] = time.perf_counter() - started
-        success, inner = out.stdout.strip().splitlines()[-1].split()
-        figures[f"{label}_after_start"] = float(inner)
-        figures[f"{label}_success"] = success == "True"
-    return figures
+    land_small_delivery(home, rows=PARTITION_ROWS)
+    storage = "PostgreSQL (DAGSTER_PG_HOST)" if postgres_configured() else "SQLite"
+    # The first run on a new DAGSTER_HOME also creates the SQLite schema and the agency
+    # file; later runs (the daily case) reuse them. Both are measured.
+    with flux_home(home) as env:
+        return storage, {label: run_partition_process(env) for label in ("first", "next")}
 
 
-def _child(kind: str, csv: Path, threads: int, repeat: int = 3) -> dict[str, float]:
-    """Median (by time) of ``repeat`` runs, each in a fresh process (as STACK_NOTES does)."""
-    runs = []
-    for _ in range(repeat):
-        out = subprocess.run(
-            [sys.executable, "-m", "flux_pipelines.bench.run", kind, str(csv), str(threads)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    runs.sort(key=lambda r: r["seconds"])
-    return runs[len(runs) // 2]
+def _child(kind: str, csv: Path, threads: int) -> dict[str, Any]:
+    """One measurement in a fresh process (its wall time and peak memory are its own)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "flux_pipelines.bench.run", kind, str(csv), str(threads)],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench process {kind} failed ({out.returncode}):\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return ordered[len(ordered) // 2]
+
+
+def paired_runs(
+    csv: Path, threads: int, pairs: int
+) -> tuple[dict[str, Any], dict[str, Any], list[tuple[float, float]]]:
+    """Baseline and Flux alternated (A B A B ...), each run in a fresh process; returns the
+    median run of each side (by time) and every pair's seconds."""
+    base_runs, flux_runs = [], []
+    for _ in range(pairs):
+        base_runs.append(_child("baseline", csv, threads))
+        flux_runs.append(_child("flux", csv, threads))
+    seconds = [(b["seconds"], f["seconds"]) for b, f in zip(base_runs, flux_runs, strict=True)]
+    return _median_run(base_runs), _median_run(flux_runs), seconds
 
 
 def run_bench(
@@ -157,16 +183,25 @@ def run_bench(
     workdir: Path,
     big_gb: float,
     threads: int = 2,
+    pairs: int = PAIRS,
     backfill_days: int = 0,
     backfill_multi_days: int = 0,
     only: str = "all",
 ) -> list[str]:
-    """Run the parts ``only`` names (all | throughput | backfill | monitors | risk | linking).
+    """Run the parts ``only`` names (all | throughput | definitions | backfill | monitors |
+    risk | linking).
 
     Returns backfill problems.
     """
     if only in ("all", "throughput"):
-        run_throughput_bench(rows=rows, workdir=workdir, big_gb=big_gb, threads=threads)
+        run_throughput_bench(
+            rows=rows, workdir=workdir, big_gb=big_gb, threads=threads, pairs=pairs
+        )
+    if only in ("all", "definitions"):
+        from flux_pipelines.bench.definitions import run_definitions_bench
+
+        for line in run_definitions_bench(workdir):
+            typer.echo(line)
     if only in ("all", "monitors"):
         from flux_pipelines.bench.monitors import run_monitor_bench
 
@@ -189,17 +224,26 @@ def run_bench(
     return run_backfill_bench(workdir, days=backfill_days, multi_days=backfill_multi_days)
 
 
-def run_throughput_bench(*, rows: int, workdir: Path, big_gb: float, threads: int = 2) -> None:
+def _settings_text(settings: dict[str, str]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in settings.items())
+
+
+def run_throughput_bench(
+    *, rows: int, workdir: Path, big_gb: float, threads: int = 2, pairs: int = PAIRS
+) -> None:
     csv = ensure_file(workdir, rows)
-    base = _child("baseline", csv, threads)
-    flux = _child("flux", csv, threads)
+    base, flux, seconds = paired_runs(csv, threads, pairs)
     base_rps = base["rows"] / base["seconds"]
     flux_rps = flux["rows"] / flux["seconds"]
     typer.echo(
-        f"\nmedian of 3 runs, each in a fresh process; file: {csv.name}, "
-        f"{rows:,} rows x 10 columns, "
-        f"{csv.stat().st_size / 1e6:.0f} MB, {threads} threads"
+        f"\nmedian of {pairs} pairs of fresh processes, run alternately (baseline, Flux, "
+        f"baseline, Flux, ...); file: {csv.name}, {rows:,} rows x 10 columns, "
+        f"{csv.stat().st_size / 1e6:.0f} MB; both sides open their DuckDB file through "
+        "FluxWarehouse.connect (the pipeline's load path)"
     )
+    typer.echo(f"DuckDB settings, baseline: {_settings_text(base['settings'])}")
+    typer.echo(f"DuckDB settings, Flux:     {_settings_text(flux['settings'])}")
+    typer.echo(f"settings equal: {'yes' if base['settings'] == flux['settings'] else 'NO'}")
     typer.echo(f"{'path':<46} {'seconds':>8} {'rows/s':>12} {'peak MB':>8}")
     typer.echo(
         f"{'DuckDB read_csv -> table (baseline)':<46} {base['seconds']:>8.2f} "
@@ -209,16 +253,25 @@ def run_throughput_bench(*, rows: int, workdir: Path, big_gb: float, threads: in
         f"{'Flux validate + split + load (raw+curated+q)':<46} {flux['seconds']:>8.2f} "
         f"{flux_rps:>12,.0f} {flux['peak_rss_mb']:>8.0f}"
     )
+    pair_ratios = [b / f for b, f in seconds]
     typer.echo(
-        f"ratio Flux / DuckDB: {flux_rps / base_rps:.2f}x  (target >= 0.80x); "
+        "pairs (baseline s / Flux s): "
+        + ", ".join(f"{b:.2f}/{f:.2f}" for b, f in seconds)
+        + f"; per-pair ratio {min(pair_ratios):.2f}-{max(pair_ratios):.2f}x, "
+        f"median {statistics.median(pair_ratios):.2f}x"
+    )
+    typer.echo(
+        f"ratio Flux / DuckDB (medians): {flux_rps / base_rps:.2f}x  (target >= 0.80x); "
         f"curated {flux['curated']:,}, quarantined {flux['quarantined']:,}"
     )
-    run = measure_partition_run(workdir)
-    for label, name in (("first_run", "first run, new instance"), ("steady_run", "next run")):
+    storage, run = measure_partition_run(workdir)
+    for label, name in (("first", "first run, new instance"), ("next", "next run")):
+        r = run[label]
         typer.echo(
-            f"small partition (500 rows) through Dagster, fresh process, {name}: "
-            f"{run[f'{label}_wall']:.2f}s wall ({run[f'{label}_after_start']:.2f}s after "
-            f"interpreter start; target <= 5s; success={bool(run[f'{label}_success'])})"
+            f"small partition (nasa/meteorites, ~{PARTITION_ROWS} rows) through Dagster, "
+            f"{storage} instance, fresh process, {name}: {r.wall_seconds:.2f}s wall "
+            f"(import dagster {r.import_dagster_seconds:.2f}s, definitions "
+            f"{r.definitions_seconds:.2f}s; target <= 5s; success={r.run_success})"
         )
     if big_gb > 0:
         big_rows = int(big_gb * 1e9 / (csv.stat().st_size / rows))

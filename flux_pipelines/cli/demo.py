@@ -2,7 +2,10 @@
 
 Runs go through a persistent Dagster instance (SQLite under <home>/dagster_home), one run
 per agency covering every demo day (a single-run backfill), so `dagster dev` afterwards
-shows the runs, materializations, check results and metadata plots.
+shows the runs, materializations, check results and metadata plots. Every load writes its
+delivery receipts, so the landing sensors of a later `flux dev` do not load the demo's
+deliveries again. At the end the daily refresh runs once (as its 19:00 schedule would), so
+the analysts' catalogs exist straight away.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from pathlib import Path
 import duckdb
 import typer
 
+from flux_pipelines.assets.cross_agency_factory import GROUP as CROSS_AGENCY
+from flux_pipelines.assets.publish_factory import CATALOG_FILE
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, DatasetTables, quote
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.errors import ConfigurationError
@@ -50,17 +55,20 @@ def run_demo(
     if spenders:
         failed += score_risk(spenders, day_list)
         print_risk_summary(home, spenders)
+    failed += refresh_catalogs(home, agencies)
+    first = registry.agency(agencies[0])
+    catalog = home / "published" / first.id / CATALOG_FILE
     typer.echo(
         "\nOpen the UI (webserver + daemon with sensors and schedules on 127.0.0.1:3000):\n"
         f"  uv run flux dev --home {home}\n"
-        f"Query the data (read-only published copies):\n"
-        f'  uv run python -c "import duckdb; print(duckdb.sql(\\"SELECT * FROM '
-        f"'{home}/published/nasa/meteorites/*.parquet' LIMIT 5\\\"))\""
+        f"Query the data (read-only catalogs of the published copies):\n"
+        f"  uv run python -c \"import duckdb; print(duckdb.connect('{catalog}', "
+        f"read_only=True).sql('SELECT * FROM {first.datasets[0]} LIMIT 5'))\""
     )
     if failed:
         typer.echo(
-            f"\n{len(failed)} agency run(s) reported rejected files: {', '.join(failed)} "
-            "(see the quarantine tables; other agencies were unaffected)"
+            f"\n{len(failed)} run(s) failed or reported rejected files: {', '.join(failed)} "
+            "(see the quarantine tables and the runs in the UI; other agencies were unaffected)"
         )
 
 
@@ -96,6 +104,40 @@ def materialize_agencies(agencies: list[str], days: list[dt.date]) -> list[str]:
         if not result.success:
             failed.append(agency_id)
     return failed
+
+
+def refresh_catalogs(home: Path, agencies: list[str]) -> list[str]:
+    """Run the daily refresh once (catalogs, reconciliations, cross-agency outputs) and say
+    where the analysts' catalogs are; returns a label when the run failed."""
+    import dagster as dg
+
+    from flux_pipelines.definitions import defs
+    from flux_pipelines.schedules.daily import DAILY_REFRESH_JOB
+
+    started = time.perf_counter()
+    result = defs.resolve_job_def(DAILY_REFRESH_JOB).execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        tags={"flux/source": "flux demo"},
+        raise_on_error=False,
+    )
+    status = "ok" if result.success else "FAILED"
+    typer.echo(
+        f"run {result.run_id[:8]} {'daily refresh':<20} catalogs, reconciliations, "
+        f"cross-agency outputs {time.perf_counter() - started:5.1f}s {status}"
+    )
+    typer.echo("\nAnalysts' catalogs (read-only DuckDB files, a view per published table):")
+    for owner in [*agencies, CROSS_AGENCY]:
+        path = home / "published" / owner / CATALOG_FILE
+        if not path.exists():
+            typer.echo(f"  {path}: missing")
+            continue
+        with duckdb.connect(str(path), read_only=True) as conn:
+            views = [v for (v,) in conn.execute(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1"
+            ).fetchall()]  # fmt: skip
+        typer.echo(f"  {path}: {', '.join(views) or 'no views yet'}")
+    return [] if result.success else ["daily refresh"]
 
 
 def score_risk(agencies: list[str], days: list[dt.date]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The ``flux`` command: demo, validate, contracts, bench."""
+"""The ``flux`` command: demo, load, validate, contracts, bench."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import typer
 from flux_pipelines.audit.cli import audit_app
 from flux_pipelines.errors import ConfigurationError
 
-BENCH_PARTS = ("all", "throughput", "backfill", "monitors", "risk", "linking")
+BENCH_PARTS = ("all", "throughput", "definitions", "backfill", "monitors", "risk", "linking")
 
 app = typer.Typer(
     help="Flux: contract-driven, multi-agency data pipeline on Dagster.",
@@ -82,6 +82,38 @@ def dev(
 
     try:
         code = run_dev(home.resolve(), host, port)
+    except ConfigurationError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+@app.command()
+def load(
+    agency: Annotated[str, typer.Option(help="Agency id, e.g. nasa")],
+    dataset: Annotated[str, typer.Option(help="Dataset id, e.g. meteorites")],
+    day: Annotated[str | None, typer.Option(help="The delivery day, YYYY-MM-DD")] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", help="First day of a range, YYYY-MM-DD")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Last day of a range, YYYY-MM-DD")] = None,
+    home: Annotated[Path, typer.Option(help="Where landing/, warehouse/, published/ are")] = Path(
+        ".flux"
+    ),
+) -> None:
+    """Load a delivery already in <home>/landing/<agency>/<dataset>/<day>/ through Dagster.
+
+    One run of the agency's ingest job (recorded in the home's Dagster instance, shown by
+    `flux dev`) with every check; then per day: files, rows in, curated, quarantined, reject
+    rate, check results, top rules. Exit code: 0 every day loaded cleanly, 1 some rows
+    quarantined, 2 a file rejected whole, the conservation or contract_schema check failed,
+    or the run failed.
+    """
+    from flux_pipelines.cli.load import run_load
+
+    try:
+        code = run_load(
+            home=home.resolve(), agency_id=agency, dataset=dataset, day=day, start=start, end=end
+        )
     except ConfigurationError as exc:
         _fail(str(exc))
     raise typer.Exit(code)
@@ -272,12 +304,44 @@ def quality_scorecard(
 
 
 @app.command()
+def status(
+    home: Annotated[Path, typer.Option(help="Flux home")] = Path(".flux"),
+    agency: Annotated[str | None, typer.Option(help="Only this agency")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset")] = None,
+    days: Annotated[int, typer.Option(min=1, max=366, help="Days ending today (UTC)")] = 14,
+    start: Annotated[
+        str | None, typer.Option("--from", help="First day, YYYY-MM-DD (instead of --days)")
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="Last day, YYYY-MM-DD")] = None,
+) -> None:
+    """Per agency, dataset and day: loaded, failed, late, pending or not expected.
+
+    Read from the home's Dagster instance (what the UI shows) and the registry (onboarding
+    date, delivery deadline). Exit code: 0 nothing late or failed, 1 otherwise.
+    """
+    from flux_pipelines.quality.delivery_status import status_report
+
+    try:
+        text, code = status_report(
+            home.resolve(), agency=agency, dataset=dataset, days=days, start=start, end=end
+        )
+    except ConfigurationError as exc:
+        _fail(str(exc))
+    typer.echo(text)
+    raise typer.Exit(code)
+
+
+@app.command()
 def bench(
     rows: Annotated[int, typer.Option(help="Rows in the generated delivery")] = 1_000_000,
     workdir: Annotated[Path, typer.Option(help="Scratch folder")] = Path(".flux/bench"),
     big_gb: Annotated[
         float, typer.Option(help="Also stream a file of this many GB (0 = skip)")
     ] = 0.0,
+    pairs: Annotated[
+        int,
+        typer.Option(min=1, max=50, help="Throughput: baseline/Flux pairs of fresh processes"),
+    ] = 5,
     backfill_days: Annotated[
         int, typer.Option(min=0, max=3660, help="Days in the one-agency backfill (0 = skip)")
     ] = 365,
@@ -289,7 +353,8 @@ def bench(
         str, typer.Option(help=f"Which part to run: {' | '.join(BENCH_PARTS)}")
     ] = "all",
 ) -> None:
-    """Print throughput, backfill, monitor precision, risk scoring and linking figures.
+    """Print throughput, definitions load, backfill, monitor precision, risk scoring and
+    linking figures.
 
     Exits 1 when a backfill loses rows or days or two steps write one agency file at once.
     """
@@ -301,6 +366,7 @@ def bench(
         rows=rows,
         workdir=workdir.resolve(),
         big_gb=big_gb,
+        pairs=pairs,
         backfill_days=backfill_days,
         backfill_multi_days=backfill_multi_days,
         only=only,

@@ -38,10 +38,9 @@ LAST_WORDS_DIR = "run_errors"
 
 
 def last_words_path(run_id: str) -> Path:
-    from flux_pipelines.resources.warehouse import DEFAULT_HOME, FLUX_HOME_ENV
+    from flux_pipelines.home import resolve_home
 
-    home = Path(os.environ.get(FLUX_HOME_ENV) or DEFAULT_HOME)
-    return home / LAST_WORDS_DIR / f"{run_id}.txt"
+    return resolve_home() / LAST_WORDS_DIR / f"{run_id}.txt"
 
 
 def record_last_words(run_id: str, message: str) -> None:

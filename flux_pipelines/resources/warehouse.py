@@ -26,9 +26,10 @@ from flux_pipelines.contracts.ddl import DatasetTables, contract_ddl, create_tab
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import TransientError
+from flux_pipelines.home import DEFAULT_HOME, FLUX_HOME_ENV, resolve_home
 
-DEFAULT_HOME = str(Path(__file__).resolve().parents[2] / ".flux")
-FLUX_HOME_ENV = "FLUX_HOME"
+__all__ = ["DEFAULT_HOME", "FLUX_HOME_ENV", "FluxWarehouse", "ensure_tables", "publish_partition"]
+
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
 
 
@@ -50,7 +51,7 @@ class FluxWarehouse(dg.ConfigurableResource):
 
     @property
     def root(self) -> Path:
-        return Path(self.home or os.environ.get(FLUX_HOME_ENV) or DEFAULT_HOME).resolve()
+        return resolve_home(self.home or None)
 
     @property
     def landing_root(self) -> Path:
@@ -74,6 +75,15 @@ class FluxWarehouse(dg.ConfigurableResource):
     def models_dir(self, agency: str, name: str) -> Path:
         """Trained models of an agency (beside its file: they are derived from its data)."""
         return self.root / "warehouse" / check_slug(agency, "agency") / "models" / name
+
+    def receipt_path(self, agency: str, dataset: str, day: str | dt.date) -> Path:
+        """The delivery receipt of a day (ingest/receipts.py): what content was last loaded."""
+        # Parsed, so a day is always YYYY-MM-DD and never a path
+        name = (day if isinstance(day, dt.date) else dt.date.fromisoformat(day)).isoformat()
+        return (
+            self.root / "warehouse" / check_slug(agency, "agency") / "receipts"
+            / check_slug(dataset, "dataset") / f"{name}.json"
+        )  # fmt: skip
 
     def published_dir(self, agency: str, dataset: str) -> Path:
         return (

@@ -14,6 +14,13 @@ dataset and compares each folder with the cursor:
   files' size and mtime, so an identical re-delivery never runs twice and a corrected one
   always does, even one reverted to earlier content (Dagster skips any run key it has
   seen, so A, B, then A again must not reuse A's key).
+- Except when the content was loaded already by something else: a new or changed folder
+  whose delivery receipt (``ingest/receipts.py``, written by every load of the day:
+  ``flux demo``, ``flux load``, a backfill, a sensor's run) holds the same fingerprint, and
+  was written after the folder's files last changed (their ctime), is recorded in the
+  cursor without a run. So ``flux dev`` after ``flux demo`` does not load the demo again.
+  The time condition keeps A, B, then A again right while B's run has not yet written its
+  receipt (A's receipt is older than A's return).
 
 Changed days of one agency that follow each other go into one run over the day range
 (the ingest assets have a single-run backfill policy), so dropping a year of files gives a
@@ -26,19 +33,23 @@ import datetime as dt
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import dagster as dg
 
 from flux_pipelines.assets.ingest_factory import PARTITIONS_START, asset_keys
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.ingest.delivery import is_data_file_name
-from flux_pipelines.ingest.manifest import (
-    MANIFEST_NAMES,
-    ManifestInvalid,
-    manifest_path,
-    read_manifest,
+from flux_pipelines.ingest.manifest import ManifestInvalid, manifest_path, read_manifest
+from flux_pipelines.ingest.receipts import (
+    Receipt,
+    delivery_files,
+    fingerprint,
+    read_receipt,
+    sha256_file,
 )
 from flux_pipelines.jobs import agency_job_name
 from flux_pipelines.resources.warehouse import FluxWarehouse
@@ -75,23 +86,6 @@ def _stat_key(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def folder_files(folder: Path) -> list[Path]:
-    """Data files plus the manifest: everything whose change means a new delivery."""
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and (is_data_file_name(p.name) or p.name in MANIFEST_NAMES)
-    )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def is_ready(folder: Path, files: list[Path], now: float, quiet_seconds: float) -> bool:
     """No file changed recently, and every file a manifest lists has arrived."""
     if not any(is_data_file_name(p.name) for p in files):
@@ -115,10 +109,16 @@ def folder_state(files: list[Path], previous: FolderState | None) -> FolderState
     for path in files:
         stat = _stat_key(path)
         seen = known.get(path.name)
-        state[path.name] = (stat, seen[1] if seen and seen[0] == stat else _sha256(path))
-    contents = {name: sha for name, (_, sha) in state.items()}
-    fingerprint = hashlib.sha256(json.dumps(contents, sort_keys=True).encode()).hexdigest()
-    return FolderState(fingerprint, state)
+        state[path.name] = (stat, seen[1] if seen and seen[0] == stat else sha256_file(path))
+    return FolderState(fingerprint({name: sha for name, (_, sha) in state.items()}), state)
+
+
+def loaded_already(receipt: Receipt | None, state: FolderState, files: list[Path]) -> bool:
+    """The receipt says this very content was loaded after the files last changed."""
+    if receipt is None or receipt.fingerprint != state.fingerprint:
+        return False
+    changed = max(p.stat().st_ctime for p in files)
+    return receipt.written_at.timestamp() > changed
 
 
 def _parse_day(name: str) -> dt.date | None:
@@ -126,6 +126,16 @@ def _parse_day(name: str) -> dt.date | None:
         return dt.date.fromisoformat(name)
     except ValueError:
         return None
+
+
+ReceiptLookup = Callable[[Agency, dt.date], Receipt | None]
+
+
+class Scan(NamedTuple):
+    changed: list[Delivery]  # new or changed ready deliveries: to run
+    cursor: dict[str, FolderState]  # the next cursor
+    bad_names: list[str]  # folder names that are not days in range
+    loaded: list[Delivery]  # new or changed, but their receipt says loaded already
 
 
 def scan_dataset(
@@ -136,9 +146,12 @@ def scan_dataset(
     *,
     now: float,
     quiet_seconds: float,
-) -> tuple[list[Delivery], dict[str, FolderState], list[str]]:
-    """New or changed ready deliveries, the next cursor, and folder names that are not days."""
+    receipt_for: ReceiptLookup | None = None,
+) -> Scan:
+    """Compare the landing folders with the cursor (and, for a new or changed folder, with
+    its delivery receipt when ``receipt_for`` is given)."""
     changed: list[Delivery] = []
+    loaded: list[Delivery] = []
     next_cursor: dict[str, FolderState] = {}
     bad_names: list[str] = []
     first = dt.date.fromisoformat(PARTITIONS_START)
@@ -155,7 +168,7 @@ def scan_dataset(
                     bad_names.append(f"{root.name}/{folder.name}")
                 continue
             previous = cursor.get(key)
-            files = folder_files(folder)
+            files = delivery_files(folder)
             if not is_ready(folder, files, now, quiet_seconds):
                 if previous is not None:
                     next_cursor[key] = previous
@@ -163,8 +176,14 @@ def scan_dataset(
             state = folder_state(files, previous)
             next_cursor[key] = state
             if previous is None or previous.fingerprint != state.fingerprint:
-                changed.append(Delivery(agency, day, state))
-    return changed, next_cursor, bad_names
+                delivery = Delivery(agency, day, state)
+                if receipt_for is not None and loaded_already(
+                    receipt_for(agency, day), state, files
+                ):
+                    loaded.append(delivery)
+                else:
+                    changed.append(delivery)
+    return Scan(changed, next_cursor, bad_names, loaded)
 
 
 def group_runs(deliveries: list[Delivery]) -> list[list[Delivery]]:
@@ -232,14 +251,24 @@ def build_landing_sensor(
     )
     def _sensor(context: dg.SensorEvaluationContext, warehouse: FluxWarehouse) -> dg.SensorResult:
         cursor = decode_cursor(context.cursor)
-        changed, next_cursor, bad = scan_dataset(
+        changed, next_cursor, bad, loaded = scan_dataset(
             warehouse.landing_root,
             dataset,
             agencies,
             cursor,
             now=time.time(),
             quiet_seconds=QUIET_SECONDS,
+            receipt_for=lambda agency, day: read_receipt(
+                warehouse.receipt_path(agency.id, dataset, day)
+            ),
         )
+        if loaded:
+            context.log.info(
+                f"{len(loaded)} {dataset} delivery folder(s) already loaded with this content "
+                "(delivery receipt), not run again: "
+                + ", ".join(f"{d.agency.id}/{d.day}" for d in loaded[:10])
+                + (" ..." if len(loaded) > 10 else "")
+            )
         if bad:
             context.log.warning(
                 f"ignored landing folder(s) that are not a day in range: {', '.join(bad[:10])}; "
@@ -256,8 +285,9 @@ def build_landing_sensor(
                     next_cursor.pop(key, None)
         requests = [run_request(dataset, g) for g in groups[:MAX_RUNS_PER_TICK]]
         if not requests:
+            already = f" ({len(loaded)} already loaded, per their receipts)" if loaded else ""
             return dg.SensorResult(
-                skip_reason=dg.SkipReason(f"no new or changed {dataset} delivery"),
+                skip_reason=dg.SkipReason(f"no new or changed {dataset} delivery{already}"),
                 cursor=encode_cursor(next_cursor),
             )
         return dg.SensorResult(run_requests=requests, cursor=encode_cursor(next_cursor))
