@@ -12,6 +12,7 @@ import typer
 
 from flux_pipelines.audit.cli import audit_app
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.home import resolve_home
 
 BENCH_PARTS = ("all", "throughput", "definitions", "backfill", "monitors", "risk", "linking")
 
@@ -28,6 +29,14 @@ quality_app = typer.Typer(
 )
 app.add_typer(quality_app, name="quality")
 
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Flux home (landing/, warehouse/, published/, audit/, the Dagster instance); "
+        "default: $FLUX_HOME, else <project>/.flux"
+    ),
+]
+
 DEMO_AGENCIES = ["nasa", "nga", "national-archives", "smithsonian-serc", "dod"]
 DEMO_FIRST_DAY = dt.date(2026, 1, 5)
 
@@ -39,9 +48,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def demo(
-    home: Annotated[Path, typer.Option(help="Where landing/, warehouse/, published/ go")] = Path(
-        ".flux"
-    ),
+    home: HomeOption = None,
     days: Annotated[int, typer.Option(min=1, max=366)] = 7,
     seed: Annotated[int, typer.Option()] = 42,
     rows: Annotated[int, typer.Option(min=10, help="Rows per delivery (about)")] = 400,
@@ -54,7 +61,7 @@ def demo(
 
     try:
         run_demo(
-            home=home.resolve(),
+            home=resolve_home(home),
             agencies=[a.strip() for a in agencies.split(",") if a.strip()],
             first_day=DEMO_FIRST_DAY,
             days=days,
@@ -67,9 +74,7 @@ def demo(
 
 @app.command()
 def dev(
-    home: Annotated[Path, typer.Option(help="Where landing/, warehouse/, published/ are")] = Path(
-        ".flux"
-    ),
+    home: HomeOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Webserver port")] = 3000,
 ) -> None:
@@ -81,7 +86,7 @@ def dev(
     from flux_pipelines.cli.dev import run_dev
 
     try:
-        code = run_dev(home.resolve(), host, port)
+        code = run_dev(resolve_home(home), host, port)
     except ConfigurationError as exc:
         _fail(str(exc))
     raise typer.Exit(code)
@@ -96,9 +101,7 @@ def load(
         str | None, typer.Option("--from", help="First day of a range, YYYY-MM-DD")
     ] = None,
     end: Annotated[str | None, typer.Option("--to", help="Last day of a range, YYYY-MM-DD")] = None,
-    home: Annotated[Path, typer.Option(help="Where landing/, warehouse/, published/ are")] = Path(
-        ".flux"
-    ),
+    home: HomeOption = None,
 ) -> None:
     """Load a delivery already in <home>/landing/<agency>/<dataset>/<day>/ through Dagster.
 
@@ -112,7 +115,12 @@ def load(
 
     try:
         code = run_load(
-            home=home.resolve(), agency_id=agency, dataset=dataset, day=day, start=start, end=end
+            home=resolve_home(home),
+            agency_id=agency,
+            dataset=dataset,
+            day=day,
+            start=start,
+            end=end,
         )
     except ConfigurationError as exc:
         _fail(str(exc))
@@ -245,16 +253,17 @@ def quality_override(
     day: Annotated[str, typer.Option(help="Delivery day, YYYY-MM-DD")],
     by: Annotated[str, typer.Option("--by", help="Who decides (name or e-mail)")],
     reason: Annotated[str, typer.Option(help="Why the held-back day may be published")],
-    home: Annotated[Path, typer.Option(help="Flux home")] = Path(".flux"),
+    home: HomeOption = None,
 ) -> None:
     """Certify an agency-day the anomaly monitors held back (recorded in the audit trail)."""
     from flux_pipelines.audit.trail import AuditTrail
     from flux_pipelines.quality.certification import override
 
+    root = resolve_home(home)
     try:
         verdict = override(
-            home / "published",
-            AuditTrail(home),
+            root / "published",
+            AuditTrail(root),
             agency=agency,
             dataset=dataset,
             day=dt.date.fromisoformat(day),
@@ -272,7 +281,7 @@ def quality_override(
 
 @quality_app.command("scorecard")
 def quality_scorecard(
-    home: Annotated[Path, typer.Option(help="Flux home")] = Path(".flux"),
+    home: HomeOption = None,
     agency: Annotated[str | None, typer.Option(help="Only this agency")] = None,
     dataset: Annotated[str | None, typer.Option(help="Only this dataset")] = None,
 ) -> None:
@@ -281,7 +290,7 @@ def quality_scorecard(
 
     from flux_pipelines.quality.scorecard import scorecard_glob
 
-    published = home / "published"
+    published = resolve_home(home) / "published"
     if not list(published.glob("*/_scorecard/*/*.parquet")):
         _fail(f"no scorecard under {published} yet: load a delivery first", code=1)
     pattern = scorecard_glob(published).replace("'", "''")
@@ -305,7 +314,7 @@ def quality_scorecard(
 
 @app.command()
 def status(
-    home: Annotated[Path, typer.Option(help="Flux home")] = Path(".flux"),
+    home: HomeOption = None,
     agency: Annotated[str | None, typer.Option(help="Only this agency")] = None,
     dataset: Annotated[str | None, typer.Option(help="Only this dataset")] = None,
     days: Annotated[int, typer.Option(min=1, max=366, help="Days ending today (UTC)")] = 14,
@@ -323,7 +332,7 @@ def status(
 
     try:
         text, code = status_report(
-            home.resolve(), agency=agency, dataset=dataset, days=days, start=start, end=end
+            resolve_home(home), agency=agency, dataset=dataset, days=days, start=start, end=end
         )
     except ConfigurationError as exc:
         _fail(str(exc))
