@@ -2,20 +2,25 @@
 
 Executors follow the one-writer-per-file rule. An agency job runs in one process
 (``in_process``): its steps write one DuckDB file anyway, and a run costs ~3 s less per
-step than a process per step. A run across agencies (the all-agencies job, or a
-backfill selected in the UI) uses one process per step, two at a time (two cores), so
-agencies load in parallel, while each agency's pool (``duckdb_<agency>``, limit 1 in
-dagster.yaml) keeps two steps off one agency file.
+step than a process per step. A run across agencies uses one process per step, two at a
+time (two cores), so agencies load in parallel, while each agency's pool
+(``duckdb_<agency>``, limit 1 in dagster.yaml) keeps two steps off one agency file.
+
+Each agency's days start at its onboarding, and a Dagster job has one partitions
+definition, so there is no job over every agency: a backfill across agencies is launched
+from the asset graph (Dagster's asset backfill gives each agency its own run, and the run
+queue runs them in parallel, one per agency), and ``cohort_job`` builds a parallel job for
+agencies onboarded the same day (benchmarks and crash tests use it).
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from flux_pipelines.assets.ingest_factory import DAILY, asset_keys
+from flux_pipelines.assets.ingest_factory import DAILY, agency_partitions, asset_keys
 from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.errors import ConfigurationError
 
-ALL_AGENCIES_JOB = "ingest_all_agencies"
 PARALLEL_STEPS = 2
 PARALLEL_EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": PARALLEL_STEPS})
 
@@ -38,7 +43,7 @@ def agency_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition
         agency.id: dg.define_asset_job(
             agency_job_name(agency),
             selection=ingest_selection([agency]),
-            partitions_def=DAILY,
+            partitions_def=agency_partitions(agency),
             description=f"Validate and load {agency.name}'s deliveries for a day.",
             tags={"agency": agency.key},
             executor_def=dg.in_process_executor,
@@ -47,15 +52,35 @@ def agency_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition
     }
 
 
-def all_agencies_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition:
+def cohort_job(name: str, agencies: list[Agency]) -> dg.UnresolvedAssetJobDefinition:
+    """Several agencies' ingest in one run, their steps in parallel (one process per step,
+    one writer per agency file through the pools); the agencies must share an onboarding
+    day, since a job has one partitions definition."""
+    starts = {a.onboarded for a in agencies}
+    if len(starts) != 1:
+        raise ConfigurationError(
+            f"{', '.join(a.id for a in agencies)} were onboarded on different days "
+            f"({', '.join(sorted(str(d) for d in starts))}): one job cannot hold their "
+            "partitions; backfill them from the asset graph instead"
+        )
     return dg.define_asset_job(
-        ALL_AGENCIES_JOB,
-        selection=ingest_selection(list(registry.agencies)),
-        partitions_def=DAILY,
-        description="Validate and load every agency's deliveries for a day, agencies in "
+        name,
+        selection=ingest_selection(agencies),
+        partitions_def=agency_partitions(agencies[0]),
+        description="Validate and load several agencies' deliveries for a day, agencies in "
         "parallel, one writer per agency file.",
         executor_def=PARALLEL_EXECUTOR,
     )
+
+
+def resolve_cohort_job(name: str, agency_ids: list[str]) -> dg.JobDefinition:
+    """``cohort_job`` resolved against the code location (what a run process executes)."""
+    from flux_pipelines.contracts.registry import load_registry
+    from flux_pipelines.definitions import defs
+
+    registry = load_registry()
+    job = cohort_job(name, [registry.agency(a) for a in agency_ids])
+    return dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(name)
 
 
 RISK_JOB = "spending_risk"

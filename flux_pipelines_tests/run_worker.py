@@ -14,10 +14,10 @@ import dagster as dg
 from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
-from flux_pipelines.jobs import ALL_AGENCIES_JOB
+from flux_pipelines.jobs import resolve_cohort_job
 
-# Two agencies' steps in one run of the all-agencies job: its parallel executor (a process per
-# step, two at a time, one writer per agency file through the agency pools).
+# Two agencies' steps in one run of a cohort job (nasa and nga share an onboarding day): its
+# parallel executor (a process per step, two at a time, one writer per agency file).
 TWO_AGENCY_PAIRS = (
     ("nasa", "meteorites"),
     ("nasa", "contract_transactions"),
@@ -37,7 +37,8 @@ def two_agencies() -> dg.JobDefinition:
         key for agency, dataset in TWO_AGENCY_PAIRS
         for key in asset_keys(registry.agency(agency), dataset)
     }  # fmt: skip
-    return defs.resolve_job_def(ALL_AGENCIES_JOB).get_subset(asset_selection=keys)
+    job = resolve_cohort_job("ingest_nasa_nga", ["nasa", "nga"])
+    return job.get_subset(asset_selection=keys)
 
 
 JOBS = {"nasa_meteorites": nasa_meteorites, "two_agencies": two_agencies}

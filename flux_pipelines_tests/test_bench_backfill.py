@@ -97,8 +97,8 @@ def test_multi_agency_backfill_runs_agencies_in_parallel_one_writer_each(
     assert outcome.run.success
     assert outcome.problems == []
     assert sorted((s.agency, s.step_key) for s in outcome.spans) == [
-        ("nasa", "nasa__spending__ingest"),
         ("nasa", "nasa__collections__ingest"),
+        ("nasa", "nasa__spending__ingest"),
         ("va", "va__spending__ingest"),
     ]
     overlap = analyse_overlap(outcome.spans)

@@ -14,11 +14,22 @@ import dagster as dg
 import duckdb
 import pytest
 
-from flux_pipelines.assets.ingest_factory import DAILY, agency_pool, asset_keys, ingest_step_name
+from flux_pipelines.assets.ingest_factory import (
+    agency_partitions,
+    agency_pool,
+    asset_keys,
+    ingest_step_name,
+)
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
 from flux_pipelines.resources.warehouse import FluxWarehouse
-from flux_pipelines_tests.conftest import check_results, deliver, ingest_assets, materialize
+from flux_pipelines_tests.conftest import (
+    check_results,
+    deliver,
+    ingest_assets,
+    ingest_keys,
+    materialize,
+)
 
 DAY = "2026-02-02"
 SNAPSHOT = Path(__file__).with_name("snapshots") / "asset_graph.txt"
@@ -120,6 +131,7 @@ def test_multi_day_run_records_one_result_per_day(tmp_path: Path) -> None:
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         ingest_assets([("nga", "media_items")]),
+        selection=ingest_keys([("nga", "media_items")]),
         resources={"warehouse": FluxWarehouse(home=str(tmp_path))},
         instance=instance,
         tags={
@@ -256,4 +268,6 @@ def test_each_agency_domain_is_one_ingest_step_with_its_agency_pool() -> None:
         assert assets.node_def.name == ingest_step_name(agency, registry.latest(dataset).domain)  # type: ignore[union-attr]
         assert assets.node_def.pool == agency_pool(agency)  # type: ignore[union-attr]
         assert set(asset_keys(agency, dataset)) <= set(assets.keys)  # type: ignore[union-attr]
-        assert assets.partitions_def == DAILY  # type: ignore[union-attr]
+        assert assets.partitions_def == agency_partitions(agency)  # type: ignore[union-attr]
+        first = assets.partitions_def.get_first_partition_key()  # type: ignore[union-attr]
+        assert first == agency.onboarded.isoformat()  # nothing before onboarding

@@ -203,7 +203,7 @@ def test_range_reports_each_day_and_names_the_rejected_file(home: Path) -> None:
         (["--from", DAYS[0]], "needs both --from and --to"),
         (["--day", DAYS[0], "--to", DAYS[1]], "either --day, or --from and --to"),
         ([], "give the delivery day"),
-        (["--day", "2019-12-31"], "outside the delivery days"),
+        (["--day", "2026-01-04"], "outside nasa's delivery days"),
         (["--day", "2026-02-09"], "no delivery for nasa/meteorites on 2026-02-09"),
         (["--from", DAYS[0], "--to", "2026-02-06"], "on 2026-02-05, 2026-02-06"),
         (["--day", "2026-02-08"], "holds no data file"),

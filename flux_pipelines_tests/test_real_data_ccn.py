@@ -20,7 +20,7 @@ from flux_pipelines.contracts.slugs import normalise_header
 from flux_pipelines.ingest.delivery import PartitionLoader, PartitionResult, load_partition
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
-FIRST_DAY = dt.date(2024, 1, 1)
+FIRST_DAY = dt.date(2026, 1, 5)  # smithsonian-serc's onboarding
 
 
 def _study_files(real_data: Path, suffix: str) -> list[Path]:

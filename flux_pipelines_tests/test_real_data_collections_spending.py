@@ -14,7 +14,7 @@ import pytest
 from flux_pipelines_tests.conftest import check_results, land, land_by_awarding_agency, materialize
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
-DAY = "2025-03-03"
+DAY = "2026-01-06"  # meteorites 1.0.0 is in force (2.0.0 from 2026-01-09)
 
 
 def _db(home: Path, agency: str) -> duckdb.DuckDBPyConnection:

@@ -23,8 +23,8 @@ import pytest
 
 from flux_pipelines.assets import ingest_step
 from flux_pipelines.assets.ingest_factory import (
-    DAILY,
     TRANSIENT_RETRIES,
+    agency_partitions,
     asset_keys,
     build_ingest_asset,
     retry_delay,
@@ -326,7 +326,7 @@ def test_data_error_is_not_retried_even_under_a_retry_policy(tmp_path: Path) -> 
     policy_job = dg.define_asset_job(
         "ingest_with_retry_policy",
         selection=dg.AssetSelection.assets(*asset_keys(nasa, "meteorites")),
-        partitions_def=DAILY,
+        partitions_def=agency_partitions(load_registry().agency("nasa")),
         op_retry_policy=dg.RetryPolicy(max_retries=2),
     )
 
@@ -370,7 +370,7 @@ def test_configuration_errors_fail_once(tmp_path: Path) -> None:
     deliver(home, "nasa", "meteorites", DAY, rows=20, seed=6)
 
     result = dg.materialize(
-        [build_ingest_asset(registry.agency("nasa"), "meteorites", registry)],
+        [build_ingest_asset(registry.agency("nasa"), ["meteorites"], registry, "nasa__meteorites")],
         partition_key=DAY,
         resources={"warehouse": FluxWarehouse(home=str(home))},
         instance=dg.DagsterInstance.ephemeral(),

@@ -20,7 +20,7 @@ from flux_pipelines.risk.recipient_history import STATE_TABLE
 from flux_pipelines_tests.conftest import check_results, deliver_transactions, materialize
 
 AGENCY = "nasa"
-DAYS = [dt.date(2025, 3, 3) + dt.timedelta(days=i) for i in range(6)]
+DAYS = [dt.date(2026, 3, 2) + dt.timedelta(days=i) for i in range(6)]
 RANGE = {
     "dagster/asset_partition_range_start": DAYS[0].isoformat(),
     "dagster/asset_partition_range_end": DAYS[-1].isoformat(),

@@ -41,6 +41,7 @@ __all__ = [
     "CONTRACT_SCHEMA",
     "DAILY",
     "TRANSIENT_RETRIES",
+    "agency_partitions",
     "agency_pool",
     "asset_keys",
     "build_ingest_asset",
@@ -49,7 +50,7 @@ __all__ = [
     "transient_retries",
 ]
 
-PARTITIONS_START = "2020-01-01"
+PARTITIONS_START = "2020-01-01"  # the earliest onboarding Flux accepts (registry default)
 DAILY = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1, timezone="UTC")
 DELIVERY_WINDOW = dt.timedelta(hours=24)
 # Per-day check results need partitioned check specs, a preview API in Dagster 1.13 (see
@@ -70,6 +71,20 @@ def delivery_freshness(deadline_cron: str) -> dg.FreshnessPolicy:
     return dg.FreshnessPolicy.cron(
         deadline_cron=deadline_cron, lower_bound_delta=DELIVERY_WINDOW, timezone="UTC"
     )
+
+
+@functools.cache
+def partitions_from(first_day: dt.date) -> dg.DailyPartitionsDefinition:
+    """Daily partitions from ``first_day`` through today (UTC), one object per start day."""
+    return dg.DailyPartitionsDefinition(
+        start_date=first_day.isoformat(), end_offset=1, timezone="UTC"
+    )
+
+
+def agency_partitions(agency: Agency) -> dg.DailyPartitionsDefinition:
+    """An agency's days start at its onboarding: earlier days are not partitions at all, so
+    the UI shows no "missing" days from before the agency delivered anything."""
+    return partitions_from(agency.onboarded)
 
 
 def agency_pool(agency: Agency) -> str:
@@ -126,7 +141,7 @@ def _dataset_specs(
         "group_name": agency.key,
         "owners": [agency.owner] if agency.owner else [],
         "tags": {"domain": contract.domain, "agency": agency.key, "dataset": dataset},
-        "partitions_def": DAILY,
+        "partitions_def": agency_partitions(agency),
         # Events are per day (ingest_step.py): no range-wide output beside them.
         "skippable": True,
     }
@@ -171,21 +186,21 @@ def _dataset_specs(
         dg.AssetCheckSpec(
             CONSERVATION,
             asset=curated_key,
-            partitions_def=DAILY,
+            partitions_def=agency_partitions(agency),
             description="Nothing lost: per file, rows read = rows curated + rows quarantined.",
             blocking=True,
         ),
         dg.AssetCheckSpec(
             CONTRACT_SCHEMA,
             asset=curated_key,
-            partitions_def=DAILY,
+            partitions_def=agency_partitions(agency),
             description=f"The day's curated rows satisfy the pandera schema generated from "
             f"contract {contract.id} (fatal rules; keys unique within the delivery day).",
         ),
         dg.AssetCheckSpec(
             ANOMALIES,
             asset=curated_key,
-            partitions_def=DAILY,
+            partitions_def=agency_partitions(agency),
             description="Delivery metrics (row count, reject rate, null rates, numeric means) "
             "against this agency's own history: DPLA's volume-drop and reject-rate rules, "
             "seasonal z-scores (weekday, day of month), an Isolation Forest. WARN or ERROR; an "

@@ -8,9 +8,12 @@ in a fresh process against a persistent instance:
 - one agency: one run of ``ingest_<agency>`` over the day range (the range tags Dagster's
   single-run backfill sets; the ingest assets have ``BackfillPolicy.single_run()``), through
   ``flux demo``'s ``materialize_agencies``;
-- several agencies: one run of the all-agencies job over the range with its multiprocess
-  executor (what a backfill selected across agencies in the UI becomes), where the
-  per-agency pools must keep one agency's steps apart.
+- several agencies: one run of a cohort job (agencies sharing an onboarding day) over the
+  range with its multiprocess executor, where the per-agency pools must keep one agency's
+  steps apart.
+
+The run processes read a copy of the registry in which the agencies were onboarded on the
+first benchmark day, so a year of history has a year of partitions.
 
 The outcome is checked from storage, not from the run's say-so: every landed row is in the
 agency file's deliveries log as curated or quarantined, every day is there, and the event
@@ -52,6 +55,7 @@ TEMPLATE_DAYS = 7  # distinct generated days; later days are copies of them
 SEED = 42
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+COHORT_ENV = "FLUX_BENCH_COHORT"  # the agencies of multi_agency_job, for its step processes
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 TARGET_SECONDS = 180.0
 
@@ -144,15 +148,24 @@ def _copy_day(dataset_dir: Path, template: dt.date, day: dt.date) -> None:
 
 
 @contextmanager
-def flux_home(home: Path) -> Iterator[dict[str, str]]:
+def flux_home(home: Path, onboarded: dict[str, dt.date] | None = None) -> Iterator[dict[str, str]]:
     """Prepare ``home``'s DAGSTER_HOME and yield the environment a run process needs.
 
     ``prepare_dagster_home`` points this process's DAGSTER_HOME / FLUX_HOME at ``home``;
     they are restored afterwards so a bench (or a test) leaves its caller's setup alone.
+    With ``onboarded``, run processes read a copy of the registry in which those agencies
+    were onboarded on the given days (a year-long backfill needs a year of partitions).
     """
+    from flux_pipelines.bench.definitions import scale_registry
+    from flux_pipelines.contracts.registry import CONTRACTS_DIR_ENV
+
     saved = dict(os.environ)
     try:
         prepare_dagster_home(home)
+        if onboarded:
+            contracts = home / "contracts"
+            scale_registry(contracts, None, onboarded=onboarded)
+            os.environ[CONTRACTS_DIR_ENV] = str(contracts)
         yield dict(os.environ)
     finally:
         os.environ.clear()
@@ -209,7 +222,7 @@ def run_multi_agency_backfill(
     agencies: Sequence[str],
     days: Sequence[dt.date],
 ) -> RunFigures:
-    """Several agencies' days as one run of the all-agencies job (multiprocess executor)."""
+    """Several agencies' days as one run of a cohort job (multiprocess executor)."""
     reply, wall = _run_child(
         env, "multi", ",".join(agencies), days[0].isoformat(), days[-1].isoformat()
     )
@@ -217,11 +230,12 @@ def run_multi_agency_backfill(
 
 
 def multi_agency_job() -> dg.JobDefinition:
-    """The all-agencies job, importable by name so step processes can rebuild it."""
-    from flux_pipelines.definitions import defs
-    from flux_pipelines.jobs import ALL_AGENCIES_JOB
+    """The benchmark's agencies in one parallel job, importable by name so step processes
+    can rebuild it (they share an onboarding day: one job, one partitions definition)."""
+    from flux_pipelines.jobs import resolve_cohort_job
 
-    return defs.resolve_job_def(ALL_AGENCIES_JOB)
+    chosen = os.environ.get(COHORT_ENV, ",".join(MULTI_AGENCIES)).split(",")
+    return resolve_cohort_job("bench_multi_agency", chosen)
 
 
 def _child_agency(agency_id: str, days: list[dt.date]) -> dict[str, object]:
@@ -241,6 +255,7 @@ def _child_multi(agency_ids: list[str], days: list[dt.date]) -> dict[str, object
 
     from flux_pipelines.assets.ingest_factory import asset_keys
 
+    os.environ[COHORT_ENV] = ",".join(agency_ids)  # step processes rebuild the same job
     registry = load_registry()
     keys = [
         key
@@ -514,7 +529,7 @@ def backfill(
     seed: int = SEED,
     multi: bool = False,
 ) -> BackfillOutcome:
-    """Land, run (one agency: its job; several: the all-agencies job), then check storage."""
+    """Land, run (one agency: its job; several: a cohort job), then check storage."""
     import dagster as dg
 
     if not multi and len(agencies) != 1:
@@ -523,7 +538,8 @@ def backfill(
     started = time.perf_counter()
     landing = land_deliveries(home / "landing", agencies, days, rows=rows, seed=seed)
     generated = time.perf_counter() - started
-    with flux_home(home) as env, dg.DagsterInstance.get() as instance:
+    onboarded = {a: min(days) for a in agencies}
+    with flux_home(home, onboarded) as env, dg.DagsterInstance.get() as instance:
         if multi:
             run = run_multi_agency_backfill(env, instance, agencies, days)
         else:
@@ -593,7 +609,7 @@ def _print_multi(agencies: Sequence[str], days: int, multi: BackfillOutcome, loa
     busy = sum(overlap.busy.values())
     typer.echo(
         f"\nmulti-agency backfill {days} days x {', '.join(agencies)} ({len(multi.spans)} "
-        f"steps, one run of the all-agencies job, multiprocess executor): "
+        f"steps, one run of a cohort job, multiprocess executor): "
         f"{run.wall_seconds:.1f} s, {days / run.wall_seconds * 60:.0f} partitions/min "
         f"({days * len(agencies) / run.wall_seconds * 60:.0f} agency-days/min); "
         f"run {run.run_seconds:.1f}s; {load} at start"

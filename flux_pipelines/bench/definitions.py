@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,10 +78,16 @@ child_report(defs, _graph, _t1 - _t0, _t2 - _t1, _sklearn, sys.argv[1])
 
 
 def scale_registry(
-    target: Path, agencies: int, *, source: Path = SHIPPED_CONTRACTS
+    target: Path,
+    agencies: int | None,
+    *,
+    source: Path = SHIPPED_CONTRACTS,
+    onboarded: Mapping[str, dt.date] | None = None,
 ) -> tuple[str, ...]:
     """Copy ``source`` (a contracts folder) to ``target`` and append generated agencies to
-    its ``agencies.yaml`` until it lists ``agencies``; returns the generated ids.
+    its ``agencies.yaml`` until it lists ``agencies`` (None: none added); returns the
+    generated ids. ``onboarded`` moves the listed agencies' onboarding day (a benchmark that
+    backfills a year needs agencies onboarded a year ago).
 
     Generated entries copy the first shipped ``spending`` agency (whatever fields it has)
     with a new id, name and source name, and deliver ``GENERATED_DATASETS``.
@@ -91,7 +97,10 @@ def scale_registry(
     path = target / "agencies.yaml"
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
     entries: list[dict[str, Any]] = document["agencies"]
-    missing = agencies - len(entries)
+    for entry in entries:
+        if onboarded and entry["id"] in onboarded:
+            entry["onboarded"] = onboarded[entry["id"]]
+    missing = (agencies if agencies is not None else len(entries)) - len(entries)
     if missing < 0:
         raise ValueError(f"{source} already lists {len(entries)} agencies, more than {agencies}")
     template = next(e for e in entries if e.get("domain") == GENERATED_DOMAIN)

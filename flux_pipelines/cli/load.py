@@ -116,8 +116,6 @@ def resolve_request(
     end: str | None,
 ) -> LoadRequest:
     """Check the agency, dataset and days; ConfigurationError with what to do otherwise."""
-    from flux_pipelines.assets.ingest_factory import PARTITIONS_START
-
     agency = registry.agency(agency_id)
     registry.versions(dataset)  # an unknown dataset fails here, listing the known ones
     if dataset not in agency.datasets:
@@ -136,12 +134,13 @@ def resolve_request(
         raise ConfigurationError("a range needs both --from and --to (or give one --day)")
     else:
         raise ConfigurationError("give the delivery day: --day YYYY-MM-DD, or --from and --to")
-    earliest = dt.date.fromisoformat(PARTITIONS_START)
+    earliest = agency.onboarded
     latest = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     for d in (first, last):
         if not earliest <= d <= latest:
             raise ConfigurationError(
-                f"{d} is outside the delivery days Flux partitions ({earliest} to {latest})"
+                f"{d} is outside {agency.id}'s delivery days ({earliest}, its onboarding, "
+                f"to {latest}): see onboarded in contracts/agencies.yaml"
             )
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
     for d in days:

@@ -6,6 +6,7 @@ columns, so a dataset's history stays in one table across versions.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from flux_pipelines.contracts.model import Contract
@@ -89,6 +90,7 @@ class DatasetTables:
     warnings: str
 
     @classmethod
+    @functools.cache  # asked for every asset key of every agency when definitions load
     def for_dataset(cls, dataset: str) -> DatasetTables:
         base = dagster_name(dataset)
         return cls(

@@ -23,9 +23,10 @@ from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.contracts.model import Contract, Severity
 from flux_pipelines.contracts.slugs import check_slug, dagster_name
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.home import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR_ENV = "FLUX_CONTRACTS_DIR"
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Agency(BaseModel):
@@ -36,8 +37,12 @@ class Agency(BaseModel):
     datasets: tuple[str, ...]
     owner: str = ""
     source_names: tuple[str, ...] = ()
-    # When each day's delivery is due (cron, UTC); freshness is judged against it.
+    # When each day's delivery is due (cron, UTC); freshness is judged against it, and a day
+    # on which the cron does not fire expects no delivery.
     delivery_deadline: str = "0 9 * * *"
+    # The first day the agency delivers: its partitions start here, so the UI shows no
+    # "missing" days from before it was onboarded.
+    onboarded: dt.date = dt.date(2020, 1, 1)
     # dataset -> rule id -> fatal | warning: the agency's own significance for a rule, as the
     # Broker lets each agency set it. Applied to every version of the dataset's contract.
     severity_overrides: dict[str, dict[str, Severity]] = {}
@@ -145,14 +150,25 @@ class Registry(BaseModel):
         return [a for a in self.agencies if dataset in a.datasets]
 
 
+# (contract object, its overrides) -> (the contract, as seen with them). Built once per
+# distinct set of overrides, not per agency and per call: definitions build an asset for
+# every agency, and agencies with the same overrides (most have none) share one contract.
+_SEEN_BY: dict[tuple[int, tuple[tuple[str, Severity], ...]], tuple[Contract, Contract]] = {}
+
+
 def _as_seen_by(contract: Contract, agency: Agency | None) -> Contract:
     """The contract with the agency's severity overrides (those its rules know)."""
     if agency is None:
         return contract
     overrides = agency.severity_overrides.get(contract.dataset, {})
-    return contract.with_severities(
-        {rid: sev for rid, sev in overrides.items() if rid in contract.rule_ids}
-    )
+    known = tuple((rid, sev) for rid, sev in overrides.items() if rid in contract.rule_ids)
+    if not known:
+        return contract
+    key = (id(contract), known)
+    cached = _SEEN_BY.get(key)
+    if cached is None or cached[0] is not contract:  # the first contract holds the id
+        cached = _SEEN_BY[key] = (contract, contract.with_severities(dict(known)))
+    return cached[1]
 
 
 def contracts_dir() -> Path:
@@ -213,7 +229,9 @@ def _delivered_beside(agencies: list[Agency]) -> dict[str, set[str]]:
 
 def _load_agencies(path: Path) -> list[Agency]:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's parser when built in: ~10x faster than the pure-Python one (0.14 s ->
+        # 0.014 s for 300 agencies), same safe constructor.
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigurationError(f"agency registry {path} cannot be read: {exc}") from exc
     entries = (raw or {}).get("agencies") if isinstance(raw, dict) else None

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import dagster as dg
 
-from flux_pipelines.assets.ingest_factory import PARTITIONS_START, asset_keys
+from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.ingest.delivery import is_data_file_name
 from flux_pipelines.ingest.manifest import ManifestInvalid, manifest_path, read_manifest
@@ -154,9 +154,9 @@ def scan_dataset(
     loaded: list[Delivery] = []
     next_cursor: dict[str, FolderState] = {}
     bad_names: list[str] = []
-    first = dt.date.fromisoformat(PARTITIONS_START)
     last = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
     for agency in agencies:
+        first = agency.onboarded  # the agency's partitions start there
         root = landing_root / agency.id / dataset
         if not root.is_dir():
             continue
@@ -271,8 +271,9 @@ def build_landing_sensor(
             )
         if bad:
             context.log.warning(
-                f"ignored landing folder(s) that are not a day in range: {', '.join(bad[:10])}; "
-                "deliver into landing/<agency>/<dataset>/<YYYY-MM-DD>/"
+                f"ignored landing folder(s) that are not a delivery day: {', '.join(bad[:10])}; "
+                "deliver into landing/<agency>/<dataset>/<YYYY-MM-DD>/, a day from the "
+                "agency's onboarding (contracts/agencies.yaml) to tomorrow"
             )
         groups = group_runs(changed)
         deferred = groups[MAX_RUNS_PER_TICK:]
