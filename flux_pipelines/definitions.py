@@ -18,6 +18,10 @@ import dagster as dg
 from flux_pipelines.assets.cross_agency_factory import cross_agency_assets
 from flux_pipelines.assets.publish_factory import catalog_assets
 from flux_pipelines.assets.reconciliation_factory import recipient_links_asset
+from flux_pipelines.assets.status_factory import (
+    build_delivery_status_asset,
+    delivery_status_sensor,
+)
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.domains import collections, science, spending
 from flux_pipelines.jobs import PARALLEL_EXECUTOR, agency_jobs, risk_job
@@ -37,6 +41,7 @@ def build_definitions() -> dg.Definitions:
     registry = load_registry()
     refresh = daily_refresh_job(registry)
     per_agency = agency_jobs(registry)
+    delivery_status = build_delivery_status_asset(registry)
     return dg.Definitions.merge(
         collections.definitions(registry),
         science.definitions(registry),
@@ -44,10 +49,15 @@ def build_definitions() -> dg.Definitions:
         dg.Definitions(
             assets=[
                 *catalog_assets(registry),
-                *cross_agency_assets(registry, recipient_links_asset(registry)),
+                *cross_agency_assets(
+                    registry, [*recipient_links_asset(registry), delivery_status]
+                ),
             ],
             jobs=[*per_agency.values(), risk_job(registry), refresh],
-            sensors=landing_sensors(registry, per_agency),
+            sensors=[
+                *landing_sensors(registry, per_agency),
+                delivery_status_sensor(delivery_status),
+            ],
             schedules=[daily_refresh_schedule(refresh)],
             resources={"warehouse": warehouse_resource()},
             # Ad hoc selections and UI backfills may span agencies: run them in parallel.
