@@ -49,17 +49,18 @@ def agency_totals_key(agency: Agency) -> dg.AssetKey:
     return dg.AssetKey([agency.key, AGENCY_TOTALS])
 
 
+def _reconciled_agencies(registry: Registry) -> list[Agency]:
+    return [a for a in registry.agencies if {CONTRACTS, ACCOUNTS} <= set(a.datasets)]
+
+
 def reconciliation_assets(registry: Registry) -> list[dg.AssetsDefinition]:
     """Agency-level reconciliations (the cross-agency links join ``cross_agency_assets``)."""
-    return [
-        build_agency_totals_asset(agency)
-        for agency in registry.agencies
-        if {CONTRACTS, ACCOUNTS} <= set(agency.datasets)
-    ]
+    return [build_agency_totals_asset(agency) for agency in _reconciled_agencies(registry)]
 
 
 def agency_totals_keys(registry: Registry) -> list[dg.AssetKey]:
-    return [a.key for a in reconciliation_assets(registry)]
+    """The reconciliation assets' keys, without building the assets again."""
+    return [agency_totals_key(a) for a in _reconciled_agencies(registry)]
 
 
 def build_agency_totals_asset(agency: Agency) -> dg.AssetsDefinition:

@@ -8,6 +8,12 @@ the scores and versions it; until one exists, scores are rules only and say so.
 
 Automation: scores follow their curated partition (``eager``: the latest day, as soon as it
 loads; older days by backfill); the model retrains every Monday at 05:00 UTC.
+
+Built for every agency at every definitions load (each run worker does one), so what is
+the same for all agencies is built once: config schemas, metadata, automation conditions.
+The steps read their config from the context: Dagster's inference of a ``Config``
+parameter's schema costs ~0.5 ms an asset. scikit-learn is imported only by a step that
+trains or loads a model (``risk/model.py``).
 """
 
 import datetime as dt
@@ -58,6 +64,19 @@ class RiskModelConfig(dg.Config):
     )
 
 
+# The same for every agency: built once, not per asset.
+SCORING_CONFIG_SCHEMA = RiskScoringConfig.to_config_schema()
+MODEL_CONFIG_SCHEMA = RiskModelConfig.to_config_schema()
+SCORE_AUTOMATION = dg.AutomationCondition.eager()
+RETRAIN_AUTOMATION = dg.AutomationCondition.on_cron(RETRAIN_CRON)
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+RULES_MARKDOWN = dg.MetadataValue.md(
+    "| rule | weight | reason |\n|---|---|---|\n"
+    + "\n".join(f"| `{r.id}` | {r.weight} | {r.reason} |" for r in RULES)
+)
+FEATURES_MARKDOWN = dg.MetadataValue.md(feature_matrix_markdown())
+
+
 def scores_key(agency: Agency) -> dg.AssetKey:
     return dg.AssetKey([agency.key, SCORES])
 
@@ -87,7 +106,6 @@ def current_model(warehouse: FluxWarehouse, agency: Agency) -> tuple[RiskModel |
 def build_scores_asset(agency: Agency) -> dg.AssetsDefinition:
     key = scores_key(agency)
     curated = asset_keys(agency, DATASET)[1]
-    rules = "\n".join(f"| `{r.id}` | {r.weight} | {r.reason} |" for r in RULES)
 
     @dg.asset(
         key=key,
@@ -104,8 +122,8 @@ def build_scores_asset(agency: Agency) -> dg.AssetsDefinition:
         "flagged.",
         metadata={
             "dagster/table_name": f"{agency.id}.{SCORES}",
-            "rules": dg.MetadataValue.md(f"| rule | weight | reason |\n|---|---|---|\n{rules}"),
-            "features": dg.MetadataValue.md(feature_matrix_markdown()),
+            "rules": RULES_MARKDOWN,
+            "features": FEATURES_MARKDOWN,
         },
         check_specs=[
             dg.AssetCheckSpec(
@@ -121,12 +139,12 @@ def build_scores_asset(agency: Agency) -> dg.AssetsDefinition:
             ),
         ],
         pool=agency_pool(agency),
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        automation_condition=dg.AutomationCondition.eager(),
+        backfill_policy=SINGLE_RUN,
+        automation_condition=SCORE_AUTOMATION,
+        config_schema=SCORING_CONFIG_SCHEMA,
     )
-    def _scores(
-        context: AssetExecutionContext, config: RiskScoringConfig, warehouse: FluxWarehouse
-    ) -> dg.MaterializeResult:
+    def _scores(context: AssetExecutionContext, warehouse: FluxWarehouse) -> dg.MaterializeResult:
+        config = RiskScoringConfig(**context.op_config)
         model, basis = current_model(warehouse, agency)
         context.log.info(f"{agency.id}: scoring {basis}")
         settings = ScoringSettings(alpha=config.alpha, flag_threshold=config.flag_threshold)
@@ -253,13 +271,13 @@ def build_model_asset(agency: Agency) -> dg.AssetsDefinition:
         description=f"Isolation Forest over the feature vectors stored with {agency.name}'s "
         "risk scores, versioned (training time + hash of data and parameters) and stored "
         "with a sha256 pointer; scoring blends it in from the next run.",
-        metadata={"features": dg.MetadataValue.md(feature_matrix_markdown())},
+        metadata={"features": FEATURES_MARKDOWN},
         pool=agency_pool(agency),
-        automation_condition=dg.AutomationCondition.on_cron(RETRAIN_CRON),
+        automation_condition=RETRAIN_AUTOMATION,
+        config_schema=MODEL_CONFIG_SCHEMA,
     )
-    def _model(
-        context: AssetExecutionContext, config: RiskModelConfig, warehouse: FluxWarehouse
-    ) -> dg.MaterializeResult:
+    def _model(context: AssetExecutionContext, warehouse: FluxWarehouse) -> dg.MaterializeResult:
+        config = RiskModelConfig(**context.op_config)
         with transient_retries(context.retry_number), warehouse.connect(agency.id) as conn:
             vectors = _training_vectors(conn, config.max_training_rows)
         if vectors.height < config.min_training_rows:

@@ -8,6 +8,9 @@ Models are stored per agency as ``<version>.joblib`` with a ``current.json`` poi
 carries the file's sha256; a model whose bytes do not match is not loaded (scoring falls
 back to rules and says why). The version is the training time plus a hash of the training
 matrix and parameters, so the same data and settings give the same suffix.
+
+scikit-learn and joblib (over a second to import) are imported only where a model is trained,
+saved or loaded: loading the definitions, which every run worker does, never needs them.
 """
 
 from __future__ import annotations
@@ -19,18 +22,19 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import joblib
 import numpy as np
 import polars as pl
-import sklearn
-from sklearn.ensemble import IsolationForest
 
 from flux_pipelines.errors import FluxError
 from flux_pipelines.risk.features import FEATURE_COLUMNS, FEATURES
 
 POINTER = "current.json"
 SCORE_CHUNK = 250_000
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
 
 
 class ModelUnavailable(FluxError):
@@ -83,6 +87,9 @@ def train(
     now: dt.datetime | None = None,
 ) -> RiskModel:
     """Fit the forest on stored feature vectors (``f_*`` columns)."""
+    import sklearn
+    from sklearn.ensemble import IsolationForest
+
     matrix = _matrix(vectors, FEATURE_COLUMNS)
     params: dict[str, object] = {
         "n_estimators": n_estimators,
@@ -108,6 +115,9 @@ def train(
 
 def save(model: RiskModel, directory: Path) -> Path:
     """Write the model, then point ``current.json`` at it (atomically)."""
+    import joblib
+    import sklearn
+
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{model.version}.joblib"
     joblib.dump(model, target)
@@ -145,5 +155,7 @@ def load_current(directory: Path) -> RiskModel:
             f"model {pointer['version']} was trained on other features than this code "
             f"computes ({len(pointer['features'])} vs {len(FEATURES)}): retrain it"
         )
+    import joblib
+
     model: RiskModel = joblib.load(target)
     return model
