@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import dagster as dg
 
 from flux_pipelines.assets.cross_agency_factory import cross_agency_assets
+from flux_pipelines.assets.ingest_factory import ingest_assets
 from flux_pipelines.assets.publish_factory import catalog_assets
 from flux_pipelines.assets.reconciliation_factory import recipient_links_asset
 from flux_pipelines.assets.status_factory import (
@@ -23,7 +24,7 @@ from flux_pipelines.assets.status_factory import (
     delivery_status_sensor,
 )
 from flux_pipelines.contracts.registry import load_registry
-from flux_pipelines.domains import collections, science, spending
+from flux_pipelines.domains import spending
 from flux_pipelines.jobs import PARALLEL_EXECUTOR, agency_jobs, risk_job
 from flux_pipelines.resources.warehouse import FLUX_HOME_ENV, FluxWarehouse
 from flux_pipelines.schedules.daily import daily_refresh_job, daily_refresh_schedule
@@ -43,15 +44,12 @@ def build_definitions() -> dg.Definitions:
     per_agency = agency_jobs(registry)
     delivery_status = build_delivery_status_asset(registry)
     return dg.Definitions.merge(
-        collections.definitions(registry),
-        science.definitions(registry),
         spending.definitions(registry),
         dg.Definitions(
             assets=[
+                *ingest_assets(registry),
                 *catalog_assets(registry),
-                *cross_agency_assets(
-                    registry, [*recipient_links_asset(registry), delivery_status]
-                ),
+                *cross_agency_assets(registry, [*recipient_links_asset(registry), delivery_status]),
             ],
             jobs=[*per_agency.values(), risk_job(registry), refresh],
             sensors=[

@@ -229,7 +229,7 @@ def test_run_process_killed_is_detected_and_reexecution_completes(
         assert "run worker" in message and "is gone" in message, message
         assert seconds < 5, f"one monitoring pass took {seconds:.1f}s"
         held = free_pool_slots(instance, run.run_id, "duckdb_nasa")
-        assert held == {"nasa__collections__ingest"}, "the killed step held the nasa slot"
+        assert held == {"nasa__ingest"}, "the killed step held the nasa slot"
 
         result = reexecute_from_failure(instance, nasa_meteorites, run.run_id)
         assert result.success

@@ -69,7 +69,7 @@ def test_partition_materializes_curated_and_quarantine(tmp_path: Path) -> None:
     assert quarantined == planted
     assert curated == (400 - len(planted),) and raw == (400,)
     # metadata the UI plots comes from the same numbers
-    mat = result.asset_materializations_for_node("nasa__collections__ingest")
+    mat = result.asset_materializations_for_node("nasa__ingest")
     by_key = {m.asset_key.to_user_string(): m.metadata for m in mat}
     assert by_key["nasa/meteorites"]["dagster/row_count"].value == 400 - len(planted)
     assert by_key["nasa/meteorites"]["reject_rate"].value == pytest.approx(len(planted) / 400)
@@ -255,17 +255,16 @@ def test_asset_graph_snapshot() -> None:
     assert text == SNAPSHOT.read_text()
 
 
-def test_each_agency_domain_is_one_ingest_step_with_its_agency_pool() -> None:
-    """Every (agency, dataset) pair is loaded by exactly one step, the step of its agency and
-    domain, holding the agency's pool (one writer per agency file)."""
+def test_each_agency_is_one_ingest_step_with_its_agency_pool() -> None:
+    """Every (agency, dataset) pair is loaded by exactly one step, its agency's, holding the
+    agency's pool (one writer per agency file)."""
     registry = load_registry()
     steps = {a.node_def.name: a for a in defs.assets if a.node_def.name.endswith("__ingest")}  # type: ignore[union-attr]
     pairs = [(a, d) for a in registry.agencies for d in a.datasets]
-    domains = {(a.id, registry.latest(d).domain) for a, d in pairs}
-    assert len(steps) == len(domains)
+    assert len(steps) == len(registry.agencies)
     for agency, dataset in pairs:
         [assets] = [a for a in steps.values() if asset_keys(agency, dataset)[1] in a.keys]  # type: ignore[union-attr]
-        assert assets.node_def.name == ingest_step_name(agency, registry.latest(dataset).domain)  # type: ignore[union-attr]
+        assert assets.node_def.name == ingest_step_name(agency)  # type: ignore[union-attr]
         assert assets.node_def.pool == agency_pool(agency)  # type: ignore[union-attr]
         assert set(asset_keys(agency, dataset)) <= set(assets.keys)  # type: ignore[union-attr]
         assert assets.partitions_def == agency_partitions(agency)  # type: ignore[union-attr]

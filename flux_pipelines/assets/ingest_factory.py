@@ -30,6 +30,7 @@ from flux_pipelines.assets.ingest_step import (
     transient_retries,
 )
 from flux_pipelines.contracts.ddl import DUCKDB_TYPES, DatasetTables
+from flux_pipelines.contracts.memo import per_contract
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.page import rule_catalogue_markdown
 from flux_pipelines.contracts.registry import Agency, Registry
@@ -45,6 +46,7 @@ __all__ = [
     "agency_pool",
     "asset_keys",
     "build_ingest_asset",
+    "ingest_assets",
     "ingest_step_name",
     "retry_delay",
     "transient_retries",
@@ -101,11 +103,17 @@ def asset_keys(agency: Agency, dataset: str) -> tuple[dg.AssetKey, dg.AssetKey, 
     )
 
 
-def ingest_step_name(agency: Agency, domain: str) -> str:
-    """The step (op) loading an agency's datasets of one domain, as the run view shows it."""
-    return f"{agency.key}__{domain}__ingest"
+@per_contract
+def rule_count(contract: Contract) -> int:
+    return len(contract.catalogue())
 
 
+def ingest_step_name(agency: Agency) -> str:
+    """The step (op) loading an agency's datasets, as the run view shows it."""
+    return f"{agency.key}__ingest"
+
+
+@per_contract
 def column_schema(contract: Contract) -> dg.TableSchema:
     """The curated table's columns as the UI shows them, constraints included."""
     columns = []
@@ -165,7 +173,7 @@ def _dataset_specs(
                 "dagster/table_name": f"{agency.id}.{tables.curated}",
                 "contract": dg.MetadataValue.path(contract.source_path),
                 "contract_version": contract.version,
-                "rules": len(contract.catalogue()),
+                "rules": rule_count(contract),
                 "rule_catalogue": dg.MetadataValue.md(rule_catalogue_markdown(contract)),
             },
             freshness_policy=delivery_freshness(agency.delivery_deadline),
@@ -241,6 +249,16 @@ def build_ingest_asset(
         yield from run_ingest_step(context, warehouse, registry, agency, steps)
 
     return _ingest
+
+
+def ingest_assets(registry: Registry) -> list[dg.AssetsDefinition]:
+    """One ingest step per agency, whatever the domains of its datasets: an agency's data is
+    one DuckDB file (one writer), and one definition per agency, not per dataset, keeps
+    the code location's load proportional to the agencies alone."""
+    return [
+        build_ingest_asset(agency, list(agency.datasets), registry, ingest_step_name(agency))
+        for agency in registry.agencies
+    ]
 
 
 def _referenced_first(datasets: list[str], registry: Registry) -> list[str]:

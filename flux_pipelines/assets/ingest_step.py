@@ -30,7 +30,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import pandera.errors
 import polars as pl
 
 from flux_pipelines.assets.delivery_outputs import (
@@ -40,7 +39,6 @@ from flux_pipelines.assets.delivery_outputs import (
 )
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import Contract
-from flux_pipelines.contracts.pandera_schema import pandera_schema
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.errors import PartitionRejected, TransientError
 from flux_pipelines.faults import crash_point
@@ -337,6 +335,12 @@ def schema_check(
     Once per step and contract version, not per day: pandera's fixed cost (~30 ms a call)
     was a fifth of each partition's time in a year-long backfill.
     """
+    # pandera (and numpy under it) is imported by the steps that check, not by every
+    # process that loads the definitions (~0.1 s).
+    import pandera.errors
+
+    from flux_pipelines.contracts.pandera_schema import pandera_schema
+
     table = quote(DatasetTables.for_dataset(contract.dataset).curated)
     cols = ", ".join(quote(c) for c in (*contract.column_names, PARTITION))
     frame = conn.sql(

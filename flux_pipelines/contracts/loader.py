@@ -69,12 +69,15 @@ _TYPE_WORDS: dict[LogicalType, str] = {
 }
 MAX_EXPECTED_CHARS = 300
 
+# libyaml's parser when built in: ~10x faster than the pure-Python one, same safe constructor.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def load_contract(path: Path) -> Contract:
     """Read, validate and compile one contract file; any problem is a ContractError."""
     try:
         text = path.read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=SAFE_LOADER)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ContractError(str(path), f"cannot be read as YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 from flux_pipelines.contracts.ddl import ddl_script
+from flux_pipelines.contracts.memo import per_contract
 from flux_pipelines.contracts.model import Contract
 
-# contract object -> its catalogue: every agency's ingest asset shows it at every
-# definitions load, and agencies with the same overrides share one contract object.
-_CATALOGUES: dict[int, tuple[Contract, str]] = {}
-_CATALOGUES_MAX = 512
 
-
+@per_contract
 def rule_catalogue_markdown(contract: Contract) -> str:
     """Every rule with its stable id, scope, severity and category (an override is marked)."""
-    cached = _CATALOGUES.get(id(contract))
-    if cached is None or cached[0] is not contract:  # the cached contract holds the id
-        if len(_CATALOGUES) >= _CATALOGUES_MAX:
-            _CATALOGUES.clear()
-        cached = _CATALOGUES[id(contract)] = (contract, _rule_catalogue_markdown(contract))
-    return cached[1]
-
-
-def _rule_catalogue_markdown(contract: Contract) -> str:
     lines = [
         "| rule id | scope | severity | category | message | expected |",
         "|---|---|---|---|---|---|",

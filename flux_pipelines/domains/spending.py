@@ -7,7 +7,6 @@ import dagster as dg
 from flux_pipelines.assets.reconciliation_factory import reconciliation_assets
 from flux_pipelines.assets.risk_factory import risk_assets
 from flux_pipelines.contracts.registry import Registry
-from flux_pipelines.domains import domain_ingest_assets
 
 DOMAIN = "spending"
 RISK_AUTOMATION = "spending_risk_automation"
@@ -26,7 +25,6 @@ def definitions(registry: Registry) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=[
-            *domain_ingest_assets(registry, DOMAIN),
             *risk,
             *reconciliation_assets(registry),
         ],
