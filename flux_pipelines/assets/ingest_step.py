@@ -571,5 +571,6 @@ def _rules_table(rules: Counter[str]) -> str:
     if not rules:
         return "no violations"
     lines = ["| rule | violations |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rules.most_common(15)]
+    ranked = sorted(rules.items(), key=lambda rule: (-rule[1], rule[0]))  # ties by id
+    lines += [f"| {k} | {v} |" for k, v in ranked[:15]]
     return "\n".join(lines)
