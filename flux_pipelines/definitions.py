@@ -25,7 +25,7 @@ from flux_pipelines.assets.status_factory import (
 )
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.domains import spending
-from flux_pipelines.jobs import PARALLEL_EXECUTOR, agency_jobs, risk_job
+from flux_pipelines.jobs import PARALLEL_EXECUTOR, agency_jobs, risk_jobs
 from flux_pipelines.resources.warehouse import FLUX_HOME_ENV, FluxWarehouse
 from flux_pipelines.schedules.daily import daily_refresh_job, daily_refresh_schedule
 from flux_pipelines.sensors.landing import landing_sensors
@@ -51,7 +51,7 @@ def build_definitions() -> dg.Definitions:
                 *catalog_assets(registry),
                 *cross_agency_assets(registry, [*recipient_links_asset(registry), delivery_status]),
             ],
-            jobs=[*per_agency.values(), risk_job(registry), refresh],
+            jobs=[*per_agency.values(), *risk_jobs(registry).values(), refresh],
             sensors=[
                 *landing_sensors(registry, per_agency),
                 delivery_status_sensor(delivery_status),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from flux_pipelines.assets.ingest_factory import DAILY, agency_partitions, asset_keys
+from flux_pipelines.assets.ingest_factory import agency_partitions, asset_keys
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.errors import ConfigurationError
 
@@ -83,21 +83,25 @@ def resolve_cohort_job(name: str, agency_ids: list[str]) -> dg.JobDefinition:
     return dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(name)
 
 
-RISK_JOB = "spending_risk"
+def risk_job_name(agency: Agency) -> str:
+    return f"spending_risk_{agency.key}"
 
 
-def risk_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition:
-    """Score a day range for every agency with transactions, then retrain their models."""
+def risk_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition]:
+    """Agency id -> its risk job: score a day range, then retrain the agency's model (one
+    process: both write the agency's file)."""
     from flux_pipelines.assets.risk_factory import DATASET, model_key, scores_key
 
-    agencies = [a for a in registry.agencies if DATASET in a.datasets]
-    return dg.define_asset_job(
-        RISK_JOB,
-        selection=dg.AssetSelection.assets(
-            *(key for a in agencies for key in (scores_key(a), model_key(a)))
-        ),
-        partitions_def=DAILY,
-        description="Risk-score contract transactions for a day range (each agency in its own "
-        "file), then retrain each agency's Isolation Forest on the stored feature vectors.",
-        executor_def=PARALLEL_EXECUTOR,
-    )
+    return {
+        a.id: dg.define_asset_job(
+            risk_job_name(a),
+            selection=dg.AssetSelection.assets(scores_key(a), model_key(a)),
+            partitions_def=agency_partitions(a),
+            description=f"Risk-score {a.name}'s contract transactions for a day range, then "
+            "retrain its Isolation Forest on the stored feature vectors.",
+            tags={"agency": a.key},
+            executor_def=dg.in_process_executor,
+        )
+        for a in registry.agencies
+        if DATASET in a.datasets
+    }

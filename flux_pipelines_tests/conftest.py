@@ -166,34 +166,40 @@ class Runs:
         ]
 
 
+def materialize_grouped(
+    assets: Sequence[Any], selection: Sequence[Any] | None, **kwargs: Any
+) -> Any:
+    """``dg.materialize`` once per partitions definition among ``assets`` (agencies onboarded
+    on different days have different ones, and one Dagster run holds one)."""
+    import dagster as dg
+
+    groups: dict[Any, list[Any]] = {}
+    for asset in assets:
+        groups.setdefault(asset.partitions_def, []).append(asset)
+    wanted = set(selection) if selection is not None else None
+    results = []
+    for group in groups.values():
+        keys = [k for a in group for k in a.keys if wanted is None or k in wanted]
+        results.append(dg.materialize(group, selection=keys, raise_on_error=False, **kwargs))
+    return results[0] if len(results) == 1 else Runs(results)
+
+
 def materialize(
     home: Path, pairs: Sequence[tuple[str, str]], partition_key: str, **kwargs: Any
 ) -> Any:
-    """Materialize the pairs' ingest assets through Dagster, in process, against ``home``:
-    one run per onboarding day of their agencies (one partitions definition a run)."""
+    """Materialize the pairs' ingest assets through Dagster, in process, against ``home``."""
     import dagster as dg
 
-    from flux_pipelines.contracts.registry import load_registry
     from flux_pipelines.resources.warehouse import FluxWarehouse
 
-    instance = kwargs.pop("instance", None) or dg.DagsterInstance.ephemeral()
-    registry = load_registry()
-    cohorts: dict[Any, list[tuple[str, str]]] = {}
-    for agency, dataset in pairs:
-        cohorts.setdefault(registry.agency(agency).onboarded, []).append((agency, dataset))
-    results = [
-        dg.materialize(
-            ingest_assets(cohort),
-            selection=ingest_keys(cohort),
-            partition_key=partition_key,
-            resources={"warehouse": FluxWarehouse(home=str(home))},
-            instance=instance,
-            raise_on_error=False,
-            **kwargs,
-        )
-        for cohort in cohorts.values()
-    ]
-    return results[0] if len(results) == 1 else Runs(results)
+    return materialize_grouped(
+        ingest_assets(pairs),
+        ingest_keys(pairs),
+        partition_key=partition_key,
+        resources={"warehouse": FluxWarehouse(home=str(home))},
+        instance=kwargs.pop("instance", None) or dg.DagsterInstance.ephemeral(),
+        **kwargs,
+    )
 
 
 def land(

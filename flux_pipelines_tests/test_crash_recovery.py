@@ -265,7 +265,8 @@ def test_step_process_killed_fails_the_run_and_reexecution_reruns_only_that_step
                 run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS
             ).records
         }
-        assert len(failed) == 1 and len(succeeded) == 2, (failed, succeeded)
+        # one step per agency: the killed one failed, the other agency's succeeded
+        assert len(failed) == 1 and len(succeeded) == 1, (failed, succeeded)
 
         result = reexecute_from_failure(instance, two_agencies, run.run_id)
         assert result.success

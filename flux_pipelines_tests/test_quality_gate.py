@@ -17,7 +17,7 @@ from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.cli.main import app
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.resources.warehouse import FluxWarehouse
-from flux_pipelines_tests.conftest import deliver, ingest_assets
+from flux_pipelines_tests.conftest import deliver, ingest_assets, ingest_keys
 
 pytestmark = pytest.mark.slow
 FIRST = dt.date(2026, 3, 2)
@@ -27,6 +27,7 @@ DAYS = 12  # 11 normal days of ~300 rows, then the drop
 def _backfill(home: Path, agency: str, last: dt.date) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         ingest_assets([(agency, "constituents")]),
+        selection=ingest_keys([(agency, "constituents")]),
         resources={"warehouse": FluxWarehouse(home=str(home))},
         instance=dg.DagsterInstance.ephemeral(),
         tags={
@@ -85,15 +86,26 @@ def test_volume_drop_blocks_publication_until_overridden(
     archives = _backfill(tmp_path, "national-archives", days[-1])
     assert nga.success and archives.success
 
-    [anomalies] = [e for e in nga.get_asset_check_evaluations() if e.check_name == "anomalies"]
+    # one verdict per day: only the last nga day is an anomaly
+    verdicts = {
+        e.partition: e for e in nga.get_asset_check_evaluations() if e.check_name == "anomalies"
+    }
+    assert set(verdicts) == {d.isoformat() for d in days}
+    anomalies = verdicts.pop(days[-1].isoformat())
     assert not anomalies.passed
     assert anomalies.severity == dg.AssetCheckSeverity.ERROR
     findings = anomalies.metadata["findings"].value  # type: ignore[attr-defined]
-    assert f"{days[-1]}: ERROR monitor.count_drop: {expected}" in findings
-    [archives_check] = [
+    assert f"ERROR monitor.count_drop: {expected}" in findings
+    # generated days are alike; real slices of the file differ (a WARN, e.g. a column's null
+    # rate jumping between slices, is a true finding), but only the drop is an ERROR
+    unusual = {d: v.metadata["findings"] for d, v in verdicts.items() if not v.passed}
+    if source == "generated":
+        assert unusual == {}
+    assert all(v.severity == dg.AssetCheckSeverity.WARN for v in verdicts.values() if not v.passed)
+    archives_checks = [
         e for e in archives.get_asset_check_evaluations() if e.check_name == "anomalies"
     ]
-    assert archives_check.passed, archives_check.metadata
+    assert len(archives_checks) == DAYS and all(e.passed for e in archives_checks)
 
     gate = _cross_agency(tmp_path)
     assert gate.success

@@ -25,6 +25,7 @@ from flux_pipelines_tests.conftest import (
     land,
     land_by_awarding_agency,
     materialize,
+    materialize_grouped,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
@@ -48,12 +49,12 @@ def scored(tmp_path_factory: pytest.TempPathFactory, real_data: Path) -> tuple[P
     assert materialize(home, pairs, DAY, instance=instance).success
     registry = load_registry()
     keys = {scores_key(registry.agency(a)) for a in landed}
-    result = dg.materialize(
+    result = materialize_grouped(
         _assets(keys),
+        None,
         partition_key=DAY,
         resources={"warehouse": FluxWarehouse(home=str(home))},
         instance=instance,
-        raise_on_error=False,
     )
     assert result.success
     return home, result

@@ -159,12 +159,13 @@ def test_too_few_transactions_train_no_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_newly_loaded_day_is_requested_by_automation(tmp_path: Path) -> None:
-    from flux_pipelines.assets.ingest_factory import DAILY
+    from flux_pipelines.assets.ingest_factory import agency_partitions
     from flux_pipelines.definitions import defs
 
-    key = scores_key(load_registry().agency(AGENCY))
+    agency = load_registry().agency(AGENCY)
+    key = scores_key(agency)
     instance = dg.DagsterInstance.ephemeral()
-    today = DAILY.get_last_partition_key()
+    today = agency_partitions(agency).get_last_partition_key()
     assert today is not None
     selection = dg.AssetSelection.assets(key)
     before = dg.evaluate_automation_conditions(

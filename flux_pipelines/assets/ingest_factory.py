@@ -40,7 +40,6 @@ __all__ = [
     "ANOMALIES",
     "CONSERVATION",
     "CONTRACT_SCHEMA",
-    "DAILY",
     "TRANSIENT_RETRIES",
     "agency_partitions",
     "agency_pool",
@@ -52,8 +51,6 @@ __all__ = [
     "transient_retries",
 ]
 
-PARTITIONS_START = "2020-01-01"  # the earliest onboarding Flux accepts (registry default)
-DAILY = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1, timezone="UTC")
 DELIVERY_WINDOW = dt.timedelta(hours=24)
 # Per-day check results need partitioned check specs, a preview API in Dagster 1.13 (see
 # ingest_step.py and STACK_NOTES); the behaviour Flux relies on is pinned by a test, so the

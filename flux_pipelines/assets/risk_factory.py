@@ -25,7 +25,12 @@ import polars as pl
 from dagster import AssetExecutionContext
 from pydantic import Field
 
-from flux_pipelines.assets.ingest_factory import DAILY, agency_pool, asset_keys, transient_retries
+from flux_pipelines.assets.ingest_factory import (
+    agency_partitions,
+    agency_pool,
+    asset_keys,
+    transient_retries,
+)
 from flux_pipelines.contracts.ddl import DatasetTables, quote
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
@@ -110,7 +115,7 @@ def build_scores_asset(agency: Agency) -> dg.AssetsDefinition:
     @dg.asset(
         key=key,
         deps=[curated],
-        partitions_def=DAILY,
+        partitions_def=agency_partitions(agency),
         group_name=agency.key,
         owners=[agency.owner] if agency.owner else [],
         tags={"domain": "spending", "agency": agency.key, "layer": "risk"},

@@ -141,42 +141,42 @@ def refresh_catalogs(home: Path, agencies: list[str]) -> list[str]:
 
 
 def score_risk(agencies: list[str], days: list[dt.date]) -> list[str]:
-    """Score every day (rules only: no model yet) and train the models, then score the last
-    day again, blended with the model; returns a label per failed run."""
+    """Per agency, score every day (rules only: no model yet) and train the model, then score
+    the last day again, blended with the model; returns a label per failed run."""
     import dagster as dg
 
     from flux_pipelines.assets.risk_factory import model_key, scores_key
     from flux_pipelines.definitions import defs
-    from flux_pipelines.jobs import RISK_JOB
+    from flux_pipelines.jobs import risk_job_name
 
     registry = load_registry()
-    job = defs.resolve_job_def(RISK_JOB)
-    chosen = [registry.agency(a) for a in agencies]
     failed: list[str] = []
-    passes = (
-        ("score + train", [k for a in chosen for k in (scores_key(a), model_key(a))], days),
-        ("score, blended", [scores_key(a) for a in chosen], days[-1:]),
-    )
-    for label, keys, span in passes:
-        started = time.perf_counter()
-        result = job.execute_in_process(
-            instance=dg.DagsterInstance.get(),
-            asset_selection=keys,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            tags={
-                "dagster/asset_partition_range_start": span[0].isoformat(),
-                "dagster/asset_partition_range_end": span[-1].isoformat(),
-                "flux/source": "flux demo",
-            },
-            raise_on_error=False,
+    for agency in (registry.agency(a) for a in agencies):
+        job = defs.resolve_job_def(risk_job_name(agency))
+        passes = (
+            ("score + train", [scores_key(agency), model_key(agency)], days),
+            ("score, blended", [scores_key(agency)], days[-1:]),
         )
-        status = "ok" if result.success else "FAILED"
-        typer.echo(
-            f"run {result.run_id[:8]} risk: {label:<15} {len(span)} day(s) "
-            f"{time.perf_counter() - started:5.1f}s {status}"
-        )
-        if not result.success:
-            failed.append(f"risk ({label})")
+        for label, keys, span in passes:
+            started = time.perf_counter()
+            result = job.execute_in_process(
+                instance=dg.DagsterInstance.get(),
+                asset_selection=keys,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                tags={
+                    "dagster/asset_partition_range_start": span[0].isoformat(),
+                    "dagster/asset_partition_range_end": span[-1].isoformat(),
+                    "flux/source": "flux demo",
+                },
+                raise_on_error=False,
+            )
+            status = "ok" if result.success else "FAILED"
+            typer.echo(
+                f"run {result.run_id[:8]} {agency.id:<20} risk: {label:<15} {len(span)} day(s) "
+                f"{time.perf_counter() - started:5.1f}s {status}"
+            )
+            if not result.success:
+                failed.append(f"{agency.id} risk ({label})")
     return failed
 
 
