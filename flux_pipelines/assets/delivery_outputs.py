@@ -8,7 +8,6 @@ were rejected whole.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ from flux_pipelines.audit.trail import (
 from flux_pipelines.contracts.ddl import PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.ingest.delivery import PartitionResult
+from flux_pipelines.ingest.receipts import sha256_file
 from flux_pipelines.quality.metrics import REJECT_RATE, ROW_COUNT, delivery_metrics
 from flux_pipelines.quality.monitors import Finding, evaluate_and_record
 from flux_pipelines.reports import DeliveryReport, write_delivery_report
@@ -176,7 +176,7 @@ def audit_partition(
                 day,
                 target=str(published),
                 rows=result.rows_curated,
-                sha256=_sha256(published),
+                sha256=sha256_file(published),
                 run_id=run_id,
             )
         )
@@ -192,7 +192,7 @@ def audit_partition(
 
 def _contract_records(trail: AuditTrail, contract: Contract) -> list[AuditRecord]:
     """A contract version enters the trail the first time a load applies it."""
-    digest = _sha256(Path(contract.source_path)) if contract.source_path else ""
+    digest = sha256_file(Path(contract.source_path)) if contract.source_path else ""
     key = (str(trail.path), contract.dataset, contract.version, digest)
     if key in _CONTRACTS_RECORDED:
         return []
@@ -215,11 +215,3 @@ def _quarantined_by_rule(
         [day],
     ).fetchall()
     return [(str(f), str(r), int(n)) for f, r, n in rows]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()

@@ -14,6 +14,7 @@ import datetime as dt
 import time
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import typer
 
@@ -72,6 +73,26 @@ def run_demo(
         )
 
 
+def run_range(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    days: list[dt.date],
+    keys: list[dg.AssetKey] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """One in-process run of ``job`` over the days (a single-run backfill), quietly."""
+    return job.execute_in_process(
+        instance=instance,
+        asset_selection=keys,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        tags={
+            "dagster/asset_partition_range_start": days[0].isoformat(),
+            "dagster/asset_partition_range_end": days[-1].isoformat(),
+            "flux/source": "flux demo",
+        },
+        raise_on_error=False,
+    )
+
+
 def materialize_agencies(agencies: list[str], days: list[dt.date]) -> list[str]:
     """One Dagster run per agency over the whole day range; returns agencies whose run failed."""
     import dagster as dg
@@ -86,16 +107,7 @@ def materialize_agencies(agencies: list[str], days: list[dt.date]) -> list[str]:
         agency = registry.agency(agency_id)
         job = defs.resolve_job_def(agency_job_name(agency))
         started = time.perf_counter()
-        result = job.execute_in_process(
-            instance=instance,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            tags={
-                "dagster/asset_partition_range_start": days[0].isoformat(),
-                "dagster/asset_partition_range_end": days[-1].isoformat(),
-                "flux/source": "flux demo",
-            },
-            raise_on_error=False,
-        )
+        result = run_range(job, instance, days)
         status = "ok" if result.success else "FAILED"
         typer.echo(
             f"run {result.run_id[:8]} {agency_id:<20} {len(days)} day(s) "
@@ -159,17 +171,7 @@ def score_risk(agencies: list[str], days: list[dt.date]) -> list[str]:
         )
         for label, keys, span in passes:
             started = time.perf_counter()
-            result = job.execute_in_process(
-                instance=dg.DagsterInstance.get(),
-                asset_selection=keys,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-                tags={
-                    "dagster/asset_partition_range_start": span[0].isoformat(),
-                    "dagster/asset_partition_range_end": span[-1].isoformat(),
-                    "flux/source": "flux demo",
-                },
-                raise_on_error=False,
-            )
+            result = run_range(job, dg.DagsterInstance.get(), span, keys)
             status = "ok" if result.success else "FAILED"
             typer.echo(
                 f"run {result.run_id[:8]} {agency.id:<20} risk: {label:<15} {len(span)} day(s) "
