@@ -270,3 +270,25 @@ def test_each_agency_is_one_ingest_step_with_its_agency_pool() -> None:
         assert assets.partitions_def == agency_partitions(agency)  # type: ignore[union-attr]
         first = assets.partitions_def.get_first_partition_key()  # type: ignore[union-attr]
         assert first == agency.onboarded.isoformat()  # nothing before onboarding
+
+
+def test_a_subset_records_only_what_it_selected(tmp_path: Path) -> None:
+    """A UI selection of the curated asset alone loads the day but reports only that asset
+    (and its checks): no materialization of an asset the run did not select."""
+    deliver(tmp_path, "nga", "media_items", DAY, rows=60, seed=31)
+    curated = asset_keys(load_registry().agency("nga"), "media_items")[1]
+    result = dg.materialize(
+        ingest_assets([("nga", "media_items")]),
+        selection=[curated],
+        partition_key=DAY,
+        resources={"warehouse": FluxWarehouse(home=str(tmp_path))},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    mats = result.asset_materializations_for_node("nga__ingest")
+    assert [m.asset_key for m in mats] == [curated]
+    assert {e.check_name for e in result.get_asset_check_evaluations()} == {
+        "conservation",
+        "contract_schema",
+        "anomalies",
+    }

@@ -23,6 +23,7 @@ import datetime as dt
 import random
 from collections import Counter
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -184,13 +185,25 @@ def run_ingest_step(
         raise dg.RetryRequested(
             max_retries=TRANSIENT_RETRIES, seconds_to_wait=retry_delay(context.retry_number)
         ) from exc
+    checks = context.selected_asset_check_keys
     for step, loads in loaded:
         for load in loads:
-            yield from day_events(load, step.keys)
-    for check in context.selected_asset_check_keys:
+            # a UI subset may select some of a dataset's assets or checks: report only those
+            yield from (e for e in day_events(load, step.keys) if _selected(e, selected, checks))
+    for check in checks:
         spec = context.assets_def.get_spec_for_check_key(check)
         yield dg.Output(None, output_name=spec.get_python_identifier())
     _fail_on_rejection_or_loss(agency, loaded)
+
+
+def _selected(
+    event: dg.AssetMaterialization | dg.AssetCheckEvaluation,
+    assets: AbstractSet[dg.AssetKey],
+    checks: AbstractSet[dg.AssetCheckKey],
+) -> bool:
+    if isinstance(event, dg.AssetCheckEvaluation):
+        return dg.AssetCheckKey(event.asset_key, event.check_name) in checks
+    return event.asset_key in assets
 
 
 def _load_days(
