@@ -9,7 +9,6 @@ against that truth; the same generator builds the labelled samples of the tests.
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from flux_pipelines.bench.memory import peak_rss_mb, reset_peak
 from flux_pipelines.reconcile.linking import LinkResult, LinkSpec, link_records
 
 SYLLABLES = [
@@ -224,6 +224,7 @@ def quality(result: LinkResult, left: pl.DataFrame, right: pl.DataFrame) -> dict
 
 
 def run_linking_bench(workdir: Path, rows: int = 1_000_000, seed: int = 7) -> list[str]:
+    reset_peak()
     started = time.perf_counter()
     left, right = labelled_sources(rows, seed)
     generated = time.perf_counter() - started
@@ -232,7 +233,7 @@ def run_linking_bench(workdir: Path, rows: int = 1_000_000, seed: int = 7) -> li
     seconds = time.perf_counter() - started
     q = quality(result, left, right)
     methods = dict(result.matched.group_by("method").len().sort("method").iter_rows())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     return [
         f"linking {rows:,} x {rows:,} records (50 agency blocks; generated in {generated:.1f}s)",
         f"  linked in {seconds:.1f}s ({2 * rows / seconds:,.0f} records/s; target <= 60 s for "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import resource
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import duckdb
 
+from flux_pipelines.bench.memory import peak_rss_mb, reset_peak
 from flux_pipelines.bench.run import BENCH_CONTRACT
 from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.contracts.model import Contract
@@ -67,6 +67,7 @@ def build(path: Path, contract: Contract, rows: int) -> None:
 
 def measure(path: Path, outbox: Path) -> None:
     """Write the report once (warm-up) then time it; print seconds and peak memory."""
+    reset_peak()
     contract = load_contract(BENCH_CONTRACT)
     conn = duckdb.connect(str(path))
     try:
@@ -79,7 +80,7 @@ def measure(path: Path, outbox: Path) -> None:
             timings.append(time.perf_counter() - start)
     finally:
         conn.close()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     size_mb = report.error_report.stat().st_size / 1e6
     print(
         f"report for {report.errors + report.warnings:,} violation lines "

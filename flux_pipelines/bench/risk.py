@@ -10,7 +10,6 @@ Precision and recall are against the planted labels, for rules only and blended.
 from __future__ import annotations
 
 import datetime as dt
-import resource
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from flux_pipelines.bench.memory import peak_rss_mb, reset_peak
 from flux_pipelines.demo.spending import ANOMALY_KINDS, recipients, transactions
 from flux_pipelines.risk import recipient_codes, recipient_history
 from flux_pipelines.risk.features import FEATURE_COLUMNS
@@ -38,6 +38,7 @@ SCORES = "contract_transactions_risk"
 
 
 def run_risk_bench(workdir: Path, rows: int = 1_000_000, history_days: int = 30) -> list[str]:
+    reset_peak()
     people = recipients(20_000, seed=7)
     lines = [f"risk scoring: {rows:,} transactions, {len(people):,} recipients, "
              f"{history_days} history days"]  # fmt: skip
@@ -70,7 +71,7 @@ def run_risk_bench(workdir: Path, rows: int = 1_000_000, history_days: int = 30)
         lines.append(f"  score_day in DuckDB (state in, scores written, state folded): "
                      f"{time.perf_counter() - started:.2f}s")  # fmt: skip
         conn.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     lines.append(f"  peak memory {peak:,.0f} MB")
     return lines
 

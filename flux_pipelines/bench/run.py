@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import resource
 import shutil
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import typer
 
+from flux_pipelines.bench.memory import peak_rss_mb
 from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
@@ -45,7 +45,7 @@ PARTITION_ROWS = 500  # about, the small partition's delivery
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mb()
 
 
 def ensure_file(workdir: Path, rows: int) -> Path:
