@@ -121,10 +121,9 @@ def write_receipt(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(receipt.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
+        # No fsync: a receipt lost in a power cut only makes the sensor load the day again
+        # (idempotent); a sync per day is a disk flush per day in a year-long backfill.
+        tmp.write_text(receipt.to_json(), encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
