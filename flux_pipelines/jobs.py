@@ -90,7 +90,8 @@ def risk_job_name(agency: Agency) -> str:
 def risk_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition]:
     """Agency id -> its risk job: score a day range, then retrain the agency's model (one
     process: both write the agency's file)."""
-    from flux_pipelines.assets.risk_factory import DATASET, model_key, scores_key
+    from flux_pipelines.names import RISK_DATASET as DATASET
+    from flux_pipelines.names import model_key, scores_key
 
     return {
         a.id: dg.define_asset_job(

@@ -17,23 +17,20 @@ from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.assets.publish_factory import write_views
 from flux_pipelines.audit.trail import AuditTrail, publication_record
 from flux_pipelines.contracts.registry import Registry
+from flux_pipelines.names import CATALOG, CROSS_AGENCY, cross_agency_key, published_root
 from flux_pipelines.quality.certification import DayVerdict, day_verdicts
 from flux_pipelines.quality.scorecard import scorecard_glob
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
-GROUP = "cross_agency"
+GROUP = CROSS_AGENCY
 CERTIFICATION = "certification"
 
 
-def cross_agency_key(dataset: str) -> dg.AssetKey:
-    return dg.AssetKey([GROUP, dataset])
-
-
-SCORECARD_KEY = dg.AssetKey([GROUP, "quality_scorecard"])
+SCORECARD_KEY = cross_agency_key("quality_scorecard")
 
 
 def output_dir(warehouse: FluxWarehouse) -> Path:
-    return warehouse.root / "published" / GROUP
+    return published_root(warehouse.root) / GROUP
 
 
 def _write_atomically(conn: duckdb.DuckDBPyConnection, select: str, target: Path) -> int:
@@ -81,7 +78,7 @@ def build_cross_agency_asset(dataset: str, registry: Registry) -> dg.AssetsDefin
         context: AssetExecutionContext, warehouse: FluxWarehouse
     ) -> dg.MaterializeResult:
         trail = AuditTrail(warehouse.root)
-        verdicts = day_verdicts(warehouse.root / "published", trail, dataset)
+        verdicts = day_verdicts(published_root(warehouse.root), trail, dataset)
         held = [v for v in verdicts if not v.certified]
         overridden = [v for v in verdicts if v.overridden_by]
         files = _certified_files(warehouse, verdicts)
@@ -148,7 +145,7 @@ def build_scorecard_asset(registry: Registry) -> dg.AssetsDefinition:
         pool="published_cross_agency",
     )
     def _scorecard(warehouse: FluxWarehouse) -> dg.MaterializeResult:
-        published = warehouse.root / "published"
+        published = published_root(warehouse.root)
         target = output_dir(warehouse) / "quality_scorecard.parquet"
         if not list(published.glob("*/_scorecard/*/*.parquet")):
             return dg.MaterializeResult(metadata={"dagster/row_count": 0})
@@ -167,7 +164,7 @@ def build_scorecard_asset(registry: Registry) -> dg.AssetsDefinition:
     return _scorecard
 
 
-CATALOG_KEY = dg.AssetKey([GROUP, "published_catalog"])
+CATALOG_KEY = cross_agency_key(CATALOG)
 
 
 def build_cross_agency_catalog_asset(upstream: list[dg.AssetKey]) -> dg.AssetsDefinition:

@@ -34,6 +34,7 @@ from flux_pipelines.contracts.memo import per_contract
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.page import rule_catalogue_markdown
 from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.names import ingest_keys
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 __all__ = [
@@ -91,13 +92,7 @@ def agency_pool(agency: Agency) -> str:
     return f"duckdb_{agency.key}"
 
 
-def asset_keys(agency: Agency, dataset: str) -> tuple[dg.AssetKey, dg.AssetKey, dg.AssetKey]:
-    tables = DatasetTables.for_dataset(dataset)
-    return (
-        dg.AssetKey([agency.key, tables.raw]),
-        dg.AssetKey([agency.key, tables.curated]),
-        dg.AssetKey([agency.key, tables.quarantine]),
-    )
+asset_keys = ingest_keys  # the name every factory, sensor and test already uses
 
 
 @per_contract

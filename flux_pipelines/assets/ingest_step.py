@@ -54,6 +54,7 @@ from flux_pipelines.ingest.delivery import (
 from flux_pipelines.ingest.manifest import manifest_path
 from flux_pipelines.ingest.receipts import delivery_contents, write_receipt
 from flux_pipelines.instance.launcher import record_run_worker
+from flux_pipelines.names import published_root
 from flux_pipelines.quality.monitors import forest_findings
 from flux_pipelines.quality.scorecard import scorecard_row, write_scorecard
 from flux_pipelines.reports import DeliveryReport
@@ -175,7 +176,7 @@ def run_ingest_step(
                 _finish_monitors(conn, step.dataset, loads)
                 write_scorecard(
                     conn,
-                    warehouse.root / "published",
+                    published_root(warehouse.root),
                     [_scorecard_row(load, context.run.run_id, agency) for load in loads],
                 )
                 loaded.append((step, loads))

@@ -18,18 +18,15 @@ from dagster import AssetExecutionContext
 from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.contracts.ddl import quote
 from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.names import agency_published, catalog_key
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 CATALOG_FILE = "catalog.duckdb"
 
 
-def catalog_key(agency: Agency) -> dg.AssetKey:
-    return dg.AssetKey([agency.key, "published_catalog"])
-
-
 def write_catalog(warehouse: FluxWarehouse, agency: Agency) -> tuple[Path, dict[str, int]]:
     """(Re)build the agency's catalog file atomically; returns its path and rows per view."""
-    return write_views(warehouse.root / "published" / agency.id)
+    return write_views(agency_published(warehouse.root, agency.id))
 
 
 def write_views(root: Path) -> tuple[Path, dict[str, int]]:

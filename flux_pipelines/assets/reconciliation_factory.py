@@ -16,10 +16,11 @@ from dagster import AssetExecutionContext
 from pydantic import Field
 
 from flux_pipelines.assets.cross_agency_factory import GROUP as CROSS_AGENCY
-from flux_pipelines.assets.cross_agency_factory import cross_agency_key, output_dir
+from flux_pipelines.assets.cross_agency_factory import output_dir
 from flux_pipelines.assets.ingest_factory import agency_pool, asset_keys, transient_retries
 from flux_pipelines.contracts.ddl import DatasetTables, quote
 from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.names import cross_agency_key
 from flux_pipelines.reconcile.agency_totals import Tolerance, reconcile_agency_totals
 from flux_pipelines.reconcile.linking import LinkResult, LinkSettings, LinkSpec, link_records
 from flux_pipelines.resources.warehouse import FluxWarehouse
@@ -253,7 +254,7 @@ def recipient_links_asset(registry: Registry) -> list[dg.AssetsDefinition]:
 
 
 def build_recipient_links_asset(sources: list[Agency]) -> dg.AssetsDefinition:
-    key = dg.AssetKey([CROSS_AGENCY, RECIPIENT_LINKS])
+    key = cross_agency_key(RECIPIENT_LINKS)
 
     @dg.asset(
         key=key,

@@ -33,15 +33,16 @@ from flux_pipelines.assets.ingest_factory import (
 )
 from flux_pipelines.contracts.ddl import DatasetTables, quote
 from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.names import RISK_DATASET, RISK_MODEL, RISK_SCORES, model_key, scores_key
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 from flux_pipelines.risk.features import FEATURE_COLUMNS, feature_matrix_markdown
 from flux_pipelines.risk.model import ModelUnavailable, RiskModel, load_current, save, train
 from flux_pipelines.risk.rules import RULES
 from flux_pipelines.risk.scoring import ScoringSettings, empty_scores, score_day, score_summary
 
-DATASET = "contract_transactions"
-SCORES = f"{DATASET}_risk"
-MODEL = f"{DATASET}_risk_model"
+DATASET = RISK_DATASET
+SCORES = RISK_SCORES
+MODEL = RISK_MODEL
 EVERY_TRANSACTION_SCORED = "every_transaction_scored"
 FLAGGED_HAVE_REASONS = "flagged_have_reasons"
 RETRAIN_CRON = "0 5 * * 1"
@@ -80,14 +81,6 @@ RULES_MARKDOWN = dg.MetadataValue.md(
     + "\n".join(f"| `{r.id}` | {r.weight} | {r.reason} |" for r in RULES)
 )
 FEATURES_MARKDOWN = dg.MetadataValue.md(feature_matrix_markdown())
-
-
-def scores_key(agency: Agency) -> dg.AssetKey:
-    return dg.AssetKey([agency.key, SCORES])
-
-
-def model_key(agency: Agency) -> dg.AssetKey:
-    return dg.AssetKey([agency.key, MODEL])
 
 
 def risk_assets(registry: Registry) -> list[dg.AssetsDefinition]:

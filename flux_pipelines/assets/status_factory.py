@@ -22,6 +22,7 @@ from pydantic import Field
 
 from flux_pipelines.assets.cross_agency_factory import GROUP, output_dir
 from flux_pipelines.contracts.registry import Registry
+from flux_pipelines.names import cross_agency_key
 from flux_pipelines.quality.delivery_status import (
     State,
     counts,
@@ -34,7 +35,7 @@ from flux_pipelines.quality.delivery_status import (
 )
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
-DELIVERY_STATUS_KEY = dg.AssetKey([GROUP, "delivery_status"])
+DELIVERY_STATUS_KEY = cross_agency_key("delivery_status")
 DELIVERY_STATUS_SENSOR = "delivery_status_automation"
 REFRESH_CRON = "*/30 * * * *"
 MATRIX_DAYS = 14

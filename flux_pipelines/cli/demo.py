@@ -157,9 +157,9 @@ def score_risk(agencies: list[str], days: list[dt.date]) -> list[str]:
     the last day again, blended with the model; returns a label per failed run."""
     import dagster as dg
 
-    from flux_pipelines.assets.risk_factory import model_key, scores_key
     from flux_pipelines.definitions import defs
     from flux_pipelines.jobs import risk_job_name
+    from flux_pipelines.names import model_key, scores_key
 
     registry = load_registry()
     failed: list[str] = []

@@ -6,11 +6,10 @@ columns, so a dataset's history stays in one table across versions.
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
-
 from flux_pipelines.contracts.model import Contract
-from flux_pipelines.contracts.slugs import dagster_name
+from flux_pipelines.names import DELIVERIES_TABLE, FILE, PARTITION, ROW, DatasetTables
+
+__all__ = ["DELIVERIES_TABLE", "PARTITION", "DatasetTables"]
 
 DUCKDB_TYPES = {
     "string": "VARCHAR",
@@ -21,11 +20,10 @@ DUCKDB_TYPES = {
     "timestamp": "TIMESTAMP",
 }
 
-PARTITION = "_partition_date"
 LINEAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     (PARTITION, "DATE NOT NULL"),
-    ("_file", "VARCHAR NOT NULL"),
-    ("_row_number", "BIGINT"),
+    (FILE, "VARCHAR NOT NULL"),
+    (ROW, "BIGINT"),
     ("_file_sha256", "VARCHAR NOT NULL"),
     ("_contract_version", "VARCHAR NOT NULL"),
     ("_run_id", "VARCHAR NOT NULL"),
@@ -33,8 +31,8 @@ LINEAGE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 VIOLATION_COLUMNS: tuple[tuple[str, str], ...] = (
     (PARTITION, "DATE NOT NULL"),
-    ("_file", "VARCHAR NOT NULL"),
-    ("_row_number", "BIGINT"),
+    (FILE, "VARCHAR NOT NULL"),
+    (ROW, "BIGINT"),
     ("rule_id", "VARCHAR NOT NULL"),
     ("field", "VARCHAR"),
     ("value_provided", "VARCHAR"),
@@ -73,32 +71,10 @@ DELIVERY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("run_id", "VARCHAR NOT NULL"),
     ("loaded_at", "TIMESTAMP NOT NULL"),
 )
-DELIVERIES_TABLE = "_flux_deliveries"
 
 
 def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
-
-
-@dataclass(frozen=True)
-class DatasetTables:
-    """The table names of one dataset in an agency file."""
-
-    curated: str
-    raw: str
-    quarantine: str
-    warnings: str
-
-    @classmethod
-    @functools.cache  # asked for every asset key of every agency when definitions load
-    def for_dataset(cls, dataset: str) -> DatasetTables:
-        base = dagster_name(dataset)
-        return cls(
-            curated=base,
-            raw=f"raw_{base}",
-            quarantine=f"{base}_quarantine",
-            warnings=f"{base}_warnings",
-        )
 
 
 def curated_columns(contract: Contract) -> list[tuple[str, str]]:

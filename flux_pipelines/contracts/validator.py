@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from flux_pipelines.contracts.model import ColumnSpec, Contract, Rule
+from flux_pipelines.names import FILE, ROW
 
-ROW = "_row_number"
-FILE = "_file"
 MAX_CELL_BYTES = 10_240
 TRUNCATION_MARKER = "...[truncated by Flux: {n} bytes]"
 

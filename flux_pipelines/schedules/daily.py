@@ -9,9 +9,9 @@ from __future__ import annotations
 import dagster as dg
 
 from flux_pipelines.assets.cross_agency_factory import GROUP as CROSS_AGENCY_GROUP
-from flux_pipelines.assets.publish_factory import catalog_key
 from flux_pipelines.assets.reconciliation_factory import agency_totals_keys
 from flux_pipelines.contracts.registry import Registry
+from flux_pipelines.names import catalog_key
 
 DAILY_REFRESH_JOB = "daily_refresh"
 
