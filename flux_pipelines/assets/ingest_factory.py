@@ -1,13 +1,15 @@
-"""The ingest asset factory: one multi-asset per (agency, dataset), built from the contract.
+"""The ingest asset factory: one multi-asset per agency, its specs built from the contracts.
 
-Shape (DESIGN option b): assets are keyed ``<agency>/raw_<dataset>``, ``<agency>/<dataset>``
-and ``<agency>/<dataset>_quarantine``, grouped by agency, with daily partitions. Why:
-a ``pool`` per agency gives one writer per agency DuckDB file while agencies run in
-parallel, single-run backfills over a time window are well trodden (no multi-partition
-backfill bugs), and owners / freshness are per agency for free.
+Shape (DESIGN option b; the README has the decision and its figures): assets are keyed
+``<agency>/raw_<dataset>``, ``<agency>/<dataset>`` and ``<agency>/<dataset>_quarantine``,
+grouped by agency, with daily partitions from the agency's onboarding day. Why: a ``pool``
+per agency gives one writer per agency DuckDB file while agencies run in parallel, each
+agency's partitions start when it started delivering, single-run backfills over a time
+window are well trodden, and owners / freshness are per agency for free. One definition per
+agency (not per dataset) keeps the code location's load proportional to the agencies.
 
-The three assets are produced in one step and one DuckDB transaction per day, so raw,
-curated and quarantine can never disagree about a partition; the step itself, and its
+A dataset's three assets are produced by one step and one DuckDB transaction per day, so
+raw, curated and quarantine can never disagree about a partition; the step itself, and its
 per-day events, live in ``ingest_step.py``.
 """
 
