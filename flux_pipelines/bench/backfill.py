@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -182,17 +181,10 @@ class RunFigures:
 
 
 def _run_child(env: dict[str, str], *args: str) -> tuple[dict[str, object], float]:
-    started = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", "from flux_pipelines.bench.backfill import main; main()", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - started
-    if out.returncode != 0:
-        raise RuntimeError(f"backfill process {args} failed ({out.returncode}):\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1]), wall
+    from flux_pipelines.bench.process import run_python
+
+    code = "from flux_pipelines.bench.backfill import main; main()"
+    return run_python(["-c", code, *args], env=env, what=f"backfill process {args}")
 
 
 def _figures(instance: dg.DagsterInstance, reply: dict[str, object], wall: float) -> RunFigures:

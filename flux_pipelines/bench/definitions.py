@@ -24,9 +24,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 import yaml
 
+from flux_pipelines.bench.process import run_python
 from flux_pipelines.contracts.registry import CONTRACTS_DIR_ENV, PROJECT_ROOT, load_registry
 from flux_pipelines.instance.config import PG_ENV, instance_config
 
@@ -166,18 +164,7 @@ class ProcessFigures:
 def fresh_process(env: dict[str, str], run: str = "") -> ProcessFigures:
     """One fresh interpreter: import dagster, build the definitions, and (``run`` given as
     ``"<agency> <dataset> <YYYY-MM-DD>"``) materialize that partition."""
-    started = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, run],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    )
-    wall = time.perf_counter() - started
-    if out.returncode != 0:
-        raise RuntimeError(f"definitions process failed ({out.returncode}):\n{out.stderr[-4000:]}")
-    reply = json.loads(out.stdout.strip().splitlines()[-1])
+    reply, wall = run_python(["-c", CHILD, run], env=env, what="definitions process")
     return ProcessFigures(wall_seconds=wall, **reply)
 
 

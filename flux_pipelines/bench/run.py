@@ -21,7 +21,6 @@ import datetime as dt
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import duckdb
 import typer
 
 from flux_pipelines.bench.memory import peak_rss_mb
+from flux_pipelines.bench.process import run_python
 from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
@@ -149,14 +149,11 @@ def measure_partition_run(workdir: Path) -> tuple[str, dict[str, ProcessFigures]
 
 def _child(kind: str, csv: Path, threads: int) -> dict[str, Any]:
     """One measurement in a fresh process (its wall time and peak memory are its own)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "flux_pipelines.bench.run", kind, str(csv), str(threads)],
-        capture_output=True,
-        text=True,
+    reply, _ = run_python(
+        ["-m", "flux_pipelines.bench.run", kind, str(csv), str(threads)],
+        what=f"bench process {kind}",
     )
-    if out.returncode != 0:
-        raise RuntimeError(f"bench process {kind} failed ({out.returncode}):\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return reply
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
