@@ -25,8 +25,9 @@ from flux_pipelines.assets.status_factory import (
 )
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.domains import spending
+from flux_pipelines.home import FLUX_HOME_ENV
 from flux_pipelines.jobs import PARALLEL_EXECUTOR, agency_jobs, risk_jobs
-from flux_pipelines.resources.warehouse import FLUX_HOME_ENV, FluxWarehouse
+from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines.schedules.daily import daily_refresh_job, daily_refresh_schedule
 from flux_pipelines.sensors.landing import landing_sensors
 

@@ -91,6 +91,15 @@ def cross_agency_key(name: str) -> dg.AssetKey:
     return asset_key(CROSS_AGENCY, name)
 
 
+# --- checks of every curated asset, and the run tags of a day range -------------------------
+CONSERVATION = "conservation"
+CONTRACT_SCHEMA = "contract_schema"
+ANOMALIES = "anomalies"
+CHECK_NAMES = (CONSERVATION, CONTRACT_SCHEMA, ANOMALIES)
+RANGE_START_TAG = "dagster/asset_partition_range_start"  # a single-run backfill's first day
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
 # --- folders of the Flux home ----------------------------------------------------------------
 def published_root(home: Path) -> Path:
     """Read-only copies for analysts: ``published/<agency>/...``, ``published/cross_agency``."""

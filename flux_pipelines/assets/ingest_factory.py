@@ -21,9 +21,6 @@ from collections.abc import Iterator
 import dagster as dg
 
 from flux_pipelines.assets.ingest_step import (
-    ANOMALIES,
-    CONSERVATION,
-    CONTRACT_SCHEMA,
     TRANSIENT_RETRIES,
     DatasetStep,
     IngestKeys,
@@ -36,7 +33,7 @@ from flux_pipelines.contracts.memo import per_contract
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.page import rule_catalogue_markdown
 from flux_pipelines.contracts.registry import Agency, Registry
-from flux_pipelines.names import ingest_keys
+from flux_pipelines.names import ANOMALIES, CONSERVATION, CONTRACT_SCHEMA, ingest_keys
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 __all__ = [

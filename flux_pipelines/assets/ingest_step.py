@@ -54,16 +54,12 @@ from flux_pipelines.ingest.delivery import (
 from flux_pipelines.ingest.manifest import manifest_path
 from flux_pipelines.ingest.receipts import delivery_contents, write_receipt
 from flux_pipelines.instance.launcher import record_run_worker
-from flux_pipelines.names import published_root
+from flux_pipelines.names import ANOMALIES, CONSERVATION, CONTRACT_SCHEMA, published_root
 from flux_pipelines.quality.monitors import forest_findings
 from flux_pipelines.quality.scorecard import scorecard_row, write_scorecard
 from flux_pipelines.reports import DeliveryReport
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 
-CONSERVATION = "conservation"
-CONTRACT_SCHEMA = "contract_schema"
-ANOMALIES = "anomalies"
-CHECK_NAMES = (CONSERVATION, CONTRACT_SCHEMA, ANOMALIES)
 TRANSIENT_RETRIES = 3
 
 
@@ -426,7 +422,7 @@ def day_events(
 
 def _materializations(load: DayLoad, keys: IngestKeys) -> Iterator[dg.AssetMaterialization]:
     r = load.result
-    files = [f for f in r.files]
+    files = r.files
     yield dg.AssetMaterialization(
         asset_key=keys.raw,
         partition=load.partition,

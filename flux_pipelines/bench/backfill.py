@@ -42,6 +42,7 @@ import typer
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.instance.config import prepare_dagster_home
+from flux_pipelines.names import RANGE_END_TAG, RANGE_START_TAG
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -52,8 +53,6 @@ MULTI_AGENCIES = ("nasa", "nga", "dod")  # 2 + 3 + 1 datasets: uneven, as agenci
 ROWS = 300  # rows per delivery (about): "small deliveries"
 TEMPLATE_DAYS = 7  # distinct generated days; later days are copies of them
 SEED = 42
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 COHORT_ENV = "FLUX_BENCH_COHORT"  # the agencies of multi_agency_job, for its step processes
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 TARGET_SECONDS = 180.0

@@ -24,6 +24,7 @@ from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, DatasetTables, quote
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.instance.config import prepare_dagster_home
+from flux_pipelines.names import RANGE_END_TAG, RANGE_START_TAG
 
 
 def run_demo(
@@ -85,8 +86,8 @@ def run_range(
         asset_selection=keys,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         tags={
-            "dagster/asset_partition_range_start": days[0].isoformat(),
-            "dagster/asset_partition_range_end": days[-1].isoformat(),
+            RANGE_START_TAG: days[0].isoformat(),
+            RANGE_END_TAG: days[-1].isoformat(),
             "flux/source": "flux demo",
         },
         raise_on_error=False,

@@ -31,12 +31,17 @@ import typer
 from flux_pipelines.contracts.ddl import DatasetTables
 from flux_pipelines.contracts.registry import Agency, Registry, load_registry
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.names import (
+    CHECK_NAMES,
+    CONSERVATION,
+    CONTRACT_SCHEMA,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+)
 
 SOURCE_TAG = "flux/source"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
-CHECKS = ("conservation", "contract_schema", "anomalies")
-BLOCKING_CHECKS = ("conservation", "contract_schema")  # a failure of these exits 2
+CHECKS = CHECK_NAMES
+BLOCKING_CHECKS = (CONSERVATION, CONTRACT_SCHEMA)  # a failure of these exits 2
 
 
 @dataclass(frozen=True)

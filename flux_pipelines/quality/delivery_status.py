@@ -41,13 +41,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.names import CHECK_NAMES
 from flux_pipelines.quality.scorecard import deadline_for
 
 if TYPE_CHECKING:
     import dagster as dg
     import polars as pl
-
-CHECK_NAMES = ("conservation", "contract_schema", "anomalies")  # ingest_step.CHECK_NAMES
 
 
 class State(StrEnum):

@@ -26,9 +26,7 @@ from flux_pipelines.contracts.ddl import DatasetTables, contract_ddl, create_tab
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import TransientError
-from flux_pipelines.home import DEFAULT_HOME, FLUX_HOME_ENV, resolve_home
-
-__all__ = ["DEFAULT_HOME", "FLUX_HOME_ENV", "FluxWarehouse", "ensure_tables", "publish_partition"]
+from flux_pipelines.home import resolve_home
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
 

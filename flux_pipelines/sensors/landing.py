@@ -52,13 +52,12 @@ from flux_pipelines.ingest.receipts import (
     sha256_file,
 )
 from flux_pipelines.jobs import agency_job_name
+from flux_pipelines.names import RANGE_END_TAG, RANGE_START_TAG
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 QUIET_SECONDS = 2.0
 MANIFEST_GRACE_SECONDS = 600.0
 MAX_RUNS_PER_TICK = 50
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 DELIVERY_TAG = "flux/delivery"
 
 
