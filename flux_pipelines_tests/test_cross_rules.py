@@ -17,7 +17,9 @@ import yaml
 from flux_pipelines.contracts.page import contract_page
 from flux_pipelines.contracts.registry import Registry, load_registry
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.ingest.cross_checks import apply_cross_rules
 from flux_pipelines.ingest.readers import inspect_file, read_chunks
+from flux_pipelines.resources.warehouse import ensure_tables
 from flux_pipelines_tests.conftest import DAY, contract_doc, run_load, write_contract
 
 PARENTS = [
@@ -208,7 +210,7 @@ def test_bad_override_is_a_configuration_error(
         _registry(tmp_path, overrides)
 
 
-def test_cross_rule_sql_is_checked_when_definitions_load(tmp_path: Path) -> None:
+def test_cross_rule_sql_is_checked_before_it_runs(tmp_path: Path) -> None:
     bad = {
         "id": "children.bad_sql",
         "type": "sql",
@@ -216,10 +218,24 @@ def test_cross_rule_sql_is_checked_when_definitions_load(tmp_path: Path) -> None
         "query": "SELECT t._file, t._row_number FROM {{this}} t JOIN {{parents}} p ON p.nope = 1",
     }
     with pytest.raises(ConfigurationError, match=r"children\.bad_sql: the query does not run"):
-        _registry(tmp_path, quality=[bad])
+        _registry(tmp_path, quality=[bad]).check_cross_queries()
     short = dict(bad, query="SELECT t._file, t._row_number FROM {{this}} t, {{parents}} p")
+    registry = _registry(tmp_path, quality=[short])
     with pytest.raises(ConfigurationError, match="must return exactly"):
-        _registry(tmp_path, quality=[short])
+        registry.check_cross_queries()
+    # a load applying the rule fails with the same classified error, not a DuckDB one
+    contract = registry.latest("children")
+    with duckdb.connect() as conn:
+        ensure_tables(conn, contract)
+        with pytest.raises(ConfigurationError, match="must return exactly"):
+            apply_cross_rules(
+                conn,
+                contract,
+                dt.date(2026, 1, 5),
+                run_id="r",
+                loaded_at=dt.datetime(2026, 1, 5),
+                references=registry.references_for(contract, dt.date(2026, 1, 5)),
+            )
 
 
 def test_reference_to_a_dataset_the_agency_does_not_deliver_is_refused(tmp_path: Path) -> None:

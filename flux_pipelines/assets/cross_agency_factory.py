@@ -8,9 +8,9 @@ agency-day whose anomaly monitors raised ERROR until someone overrides it
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import duckdb
 from dagster import AssetExecutionContext
 
 from flux_pipelines.assets.ingest_factory import asset_keys
@@ -21,6 +21,10 @@ from flux_pipelines.names import CATALOG, CROSS_AGENCY, cross_agency_key, publis
 from flux_pipelines.quality.certification import DayVerdict, day_verdicts
 from flux_pipelines.quality.scorecard import scorecard_glob
 from flux_pipelines.resources.warehouse import FluxWarehouse
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 GROUP = CROSS_AGENCY
 CERTIFICATION = "certification"
@@ -33,7 +37,7 @@ def output_dir(warehouse: FluxWarehouse) -> Path:
     return published_root(warehouse.root) / GROUP
 
 
-def _write_atomically(conn: duckdb.DuckDBPyConnection, select: str, target: Path) -> int:
+def _write_atomically(conn: "duckdb.DuckDBPyConnection", select: str, target: Path) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     literal = str(tmp).replace("'", "''")
@@ -77,6 +81,8 @@ def build_cross_agency_asset(dataset: str, registry: Registry) -> dg.AssetsDefin
     def _cross_agency(
         context: AssetExecutionContext, warehouse: FluxWarehouse
     ) -> dg.MaterializeResult:
+        import duckdb
+
         trail = AuditTrail(warehouse.root)
         verdicts = day_verdicts(published_root(warehouse.root), trail, dataset)
         held = [v for v in verdicts if not v.certified]
@@ -145,6 +151,8 @@ def build_scorecard_asset(registry: Registry) -> dg.AssetsDefinition:
         pool="published_cross_agency",
     )
     def _scorecard(warehouse: FluxWarehouse) -> dg.MaterializeResult:
+        import duckdb
+
         published = published_root(warehouse.root)
         target = output_dir(warehouse) / "quality_scorecard.parquet"
         if not list(published.glob("*/_scorecard/*/*.parquet")):

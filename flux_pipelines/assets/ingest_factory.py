@@ -20,12 +20,11 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from flux_pipelines.assets.ingest_step import (
+from flux_pipelines.assets.step_plan import (
     TRANSIENT_RETRIES,
     DatasetStep,
     IngestKeys,
     retry_delay,
-    run_ingest_step,
     transient_retries,
 )
 from flux_pipelines.contracts.ddl import DUCKDB_TYPES, DatasetTables
@@ -237,6 +236,10 @@ def build_ingest_asset(
     def _ingest(
         context: dg.AssetExecutionContext, warehouse: FluxWarehouse
     ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
+        # The step's code (DuckDB, polars, monitors) loads when a step runs, not with the
+        # definitions every process builds.
+        from flux_pipelines.assets.ingest_step import run_ingest_step
+
         yield from run_ingest_step(context, warehouse, registry, agency, steps)
 
     return _ingest

@@ -20,12 +20,10 @@ partition shows *failed* while the run's other days show their loads.
 from __future__ import annotations
 
 import datetime as dt
-import random
 from collections import Counter
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +35,12 @@ from flux_pipelines.assets.delivery_outputs import (
     DeliveryOutputs,
     MonitorOutcome,
     monitor_partition,
+)
+from flux_pipelines.assets.step_plan import (
+    TRANSIENT_RETRIES,
+    DatasetStep,
+    IngestKeys,
+    retry_delay,
 )
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import Contract
@@ -59,33 +63,6 @@ from flux_pipelines.quality.monitors import forest_findings
 from flux_pipelines.quality.scorecard import scorecard_row, write_scorecard
 from flux_pipelines.reports import DeliveryReport
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
-
-TRANSIENT_RETRIES = 3
-
-
-def retry_delay(attempt: int, base: float = 2.0, cap: float = 60.0) -> float:
-    """Exponential backoff with full jitter (so parallel retries do not stampede)."""
-    return random.uniform(0, min(cap, base * 2**attempt))
-
-
-@contextmanager
-def transient_retries(retry_number: int) -> Iterator[None]:
-    """A TransientError (a held file lock) inside becomes a retry with backoff; nothing else."""
-    try:
-        yield
-    except TransientError as exc:
-        raise dg.RetryRequested(
-            max_retries=TRANSIENT_RETRIES, seconds_to_wait=retry_delay(retry_number)
-        ) from exc
-
-
-@dataclass(frozen=True)
-class IngestKeys:
-    """The three assets one ingest step writes."""
-
-    raw: dg.AssetKey
-    curated: dg.AssetKey
-    quarantine: dg.AssetKey
 
 
 @dataclass(frozen=True)
@@ -137,14 +114,6 @@ class DayLoad:
     @property
     def rejected(self) -> bool:
         return bool(self.result.errors)
-
-
-@dataclass(frozen=True)
-class DatasetStep:
-    """One dataset of the agency step: its name and the three assets it writes."""
-
-    dataset: str
-    keys: IngestKeys
 
 
 def run_ingest_step(

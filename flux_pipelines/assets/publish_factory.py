@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 from dagster import AssetExecutionContext
 
 from flux_pipelines.assets.ingest_factory import asset_keys
@@ -32,6 +31,8 @@ def write_catalog(warehouse: FluxWarehouse, agency: Agency) -> tuple[Path, dict[
 def write_views(root: Path) -> tuple[Path, dict[str, int]]:
     """``root/catalog.duckdb`` with a view per published table: a folder of daily Parquet
     partitions (datasets, risk scores) or a single Parquet file (cross-agency outputs)."""
+    import duckdb
+
     root.mkdir(parents=True, exist_ok=True)
     target = root / CATALOG_FILE
     tmp = root / f".{CATALOG_FILE}.tmp"

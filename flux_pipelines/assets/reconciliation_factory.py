@@ -8,9 +8,9 @@ built from published, read-only copies into ``published/cross_agency/``.
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import duckdb
 import polars as pl
 from dagster import AssetExecutionContext
 from pydantic import Field
@@ -24,6 +24,10 @@ from flux_pipelines.names import cross_agency_key
 from flux_pipelines.reconcile.agency_totals import Tolerance, reconcile_agency_totals
 from flux_pipelines.reconcile.linking import LinkResult, LinkSettings, LinkSpec, link_records
 from flux_pipelines.resources.warehouse import FluxWarehouse
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 CONTRACTS = "award_obligations"
 ACCOUNTS = "account_obligations"
@@ -178,7 +182,7 @@ def build_agency_totals_asset(agency: Agency) -> dg.AssetsDefinition:
     return _agency_totals
 
 
-def _missing_inputs(conn: duckdb.DuckDBPyConnection) -> list[str]:
+def _missing_inputs(conn: "duckdb.DuckDBPyConnection") -> list[str]:
     have = {t for (t,) in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     return [d for d in (CONTRACTS, ACCOUNTS) if DatasetTables.for_dataset(d).curated not in have]
 
@@ -196,7 +200,7 @@ def _nothing_to_reconcile(missing: list[str]) -> dg.MaterializeResult:
     )
 
 
-def _latest_contracts(conn: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, dt.date | None]:
+def _latest_contracts(conn: "duckdb.DuckDBPyConnection") -> tuple[pl.DataFrame, dt.date | None]:
     """The latest delivery of the contract totals (each delivery is a full-year file)."""
     table = quote(DatasetTables.for_dataset(CONTRACTS).curated)
     frame = conn.sql(
@@ -208,7 +212,7 @@ def _latest_contracts(conn: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, dt
 
 
 def _account_figures(
-    conn: duckdb.DuckDBPyConnection, fiscal_year: int | None, quarter: int
+    conn: "duckdb.DuckDBPyConnection", fiscal_year: int | None, quarter: int
 ) -> tuple[pl.DataFrame, int]:
     """Account obligations of the quarter, from the latest delivery that reports it."""
     table = quote(DatasetTables.for_dataset(ACCOUNTS).curated)
@@ -225,7 +229,7 @@ def _account_figures(
     return frame, int(fiscal_year or 0)
 
 
-def _replace(conn: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+def _replace(conn: "duckdb.DuckDBPyConnection", table: str, frame: pl.DataFrame) -> None:
     conn.register("_flux_frame", frame)
     try:
         conn.execute(f"CREATE OR REPLACE TABLE {quote(table)} AS SELECT * FROM _flux_frame")

@@ -18,9 +18,9 @@ trains or loads a model (``risk/model.py``).
 
 import datetime as dt
 import warnings
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import duckdb
 import polars as pl
 from dagster import AssetExecutionContext
 from pydantic import Field
@@ -39,6 +39,10 @@ from flux_pipelines.risk.features import FEATURE_COLUMNS, feature_matrix_markdow
 from flux_pipelines.risk.model import ModelUnavailable, RiskModel, load_current, save, train
 from flux_pipelines.risk.rules import RULES
 from flux_pipelines.risk.scoring import ScoringSettings, empty_scores, score_day, score_summary
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 DATASET = RISK_DATASET
 SCORES = RISK_SCORES
@@ -186,7 +190,7 @@ def build_scores_asset(agency: Agency) -> dg.AssetsDefinition:
 
 
 def _score_one(
-    conn: duckdb.DuckDBPyConnection,
+    conn: "duckdb.DuckDBPyConnection",
     warehouse: FluxWarehouse,
     agency: Agency,
     day: dt.date,
@@ -210,7 +214,7 @@ def _score_one(
     return scores
 
 
-def _curated_day(conn: duckdb.DuckDBPyConnection, table: str, day: dt.date) -> pl.DataFrame:
+def _curated_day(conn: "duckdb.DuckDBPyConnection", table: str, day: dt.date) -> pl.DataFrame:
     if not _has_table(conn, table):
         return pl.DataFrame()
     return conn.sql(
@@ -219,7 +223,7 @@ def _curated_day(conn: duckdb.DuckDBPyConnection, table: str, day: dt.date) -> p
     ).pl()
 
 
-def _coverage(conn: duckdb.DuckDBPyConnection, days: list[dt.date]) -> tuple[int, int]:
+def _coverage(conn: "duckdb.DuckDBPyConnection", days: list[dt.date]) -> tuple[int, int]:
     """(curated rows without a score, rows scored more than once) over the days."""
     curated = DatasetTables.for_dataset(DATASET).curated
     if not (_has_table(conn, SCORES) and _has_table(conn, curated)):
@@ -237,7 +241,7 @@ def _coverage(conn: duckdb.DuckDBPyConnection, days: list[dt.date]) -> tuple[int
     return int(unscored), int(duplicated)
 
 
-def _has_table(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+def _has_table(conn: "duckdb.DuckDBPyConnection", table: str) -> bool:
     return conn.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
     ).fetchall() != [(0,)]
@@ -304,7 +308,7 @@ def build_model_asset(agency: Agency) -> dg.AssetsDefinition:
     return _model
 
 
-def _training_vectors(conn: duckdb.DuckDBPyConnection, limit: int) -> pl.DataFrame:
+def _training_vectors(conn: "duckdb.DuckDBPyConnection", limit: int) -> pl.DataFrame:
     """A deterministic sample of stored feature vectors (same data, same model hash)."""
     if not _has_table(conn, SCORES):
         return pl.DataFrame(schema=dict.fromkeys(FEATURE_COLUMNS, pl.Float64))

@@ -84,7 +84,9 @@ def dev(
     <home>/dagster_home. Ctrl-C or SIGTERM stops the webserver, daemon and code servers.
     """
     from flux_pipelines.cli.dev import run_dev
+    from flux_pipelines.contracts.registry import load_registry
 
+    _registry_or_fail(load_registry)  # a broken contract fails here, before any server starts
     try:
         code = run_dev(resolve_home(home), host, port)
     except ConfigurationError as exc:
@@ -385,8 +387,10 @@ def bench(
 
 
 def _registry_or_fail(loader):  # type: ignore[no-untyped-def]
+    """The registry with its cross-dataset rules' SQL checked (not done at definitions load),
+    or exit 2 with the configuration error."""
     try:
-        return loader()
+        return loader().check_cross_queries()
     except ConfigurationError as exc:
         _fail(str(exc))
 

@@ -21,9 +21,9 @@ by any earlier delivery of the referenced dataset.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
-import duckdb
 from open_data_contract_standard.model import CustomProperty, DataQuality, Relationship
 
 from flux_pipelines.contracts.ddl import PARTITION, DatasetTables, curated_columns, quote
@@ -283,7 +283,7 @@ def render(rule: CrossRule, contract: Contract, day_literal: str) -> str:
 def check_cross_rules(
     versions: list[Contract], contracts: dict[str, Contract], delivered: dict[str, set[str]]
 ) -> None:
-    """Fail definitions load on a rule naming an unknown dataset, column or bad SQL.
+    """Fail definitions load on a rule naming an unknown dataset or one an agency lacks.
 
     ``contracts`` holds each dataset's latest version (its table's columns); ``delivered``
     maps each dataset to the datasets delivered beside it by every agency that delivers it:
@@ -301,12 +301,34 @@ def check_cross_rules(
                     f"{where} reads {absent}, which some agency delivering "
                     f"{contract.dataset} does not deliver (contracts/agencies.yaml)"
                 )
-            _explain(rule, contract, contracts, where)
 
 
-def _explain(
-    rule: CrossRule, contract: Contract, contracts: dict[str, Contract], where: str
-) -> None:
+def check_cross_queries(versions: list[Contract], contracts: dict[str, Contract]) -> None:
+    """Fail on a rule whose SQL does not run on its tables or returns other columns.
+
+    Not part of the definitions load: it needs DuckDB, which the definitions must not import
+    (definitions.py). ``flux contracts list``, ``flux dev`` and the test suite run it over
+    the registry, and a load runs it for each rule before applying it (``explain``).
+    """
+    for contract in versions:
+        for rule in contract.cross_rules:
+            explain(rule, contract, contracts)
+
+
+_EXPLAINED: set[tuple[str, ...]] = set()  # rules already explained in this process
+
+
+def explain(rule: CrossRule, contract: Contract, contracts: Mapping[str, Contract]) -> None:
+    """The rule's query runs on empty tables of its datasets and returns exactly
+    ``CROSS_OUTPUT_COLUMNS``, or a ConfigurationError names contract, rule and problem.
+    Once per rule and set of contract versions in a process (a step applies it every day)."""
+    import duckdb
+
+    versions = (f"{contracts[d].id}@{contracts[d].version}" for d in sorted(rule.datasets))
+    memo = (contract.id, contract.version, rule.id, *versions)
+    if memo in _EXPLAINED:
+        return
+    where = f"contract {contract.source_path}: rule {rule.id}"
     with duckdb.connect() as conn:
         for dataset in {contract.dataset, *rule.datasets}:
             table_contract = contract if dataset == contract.dataset else contracts[dataset]
@@ -327,3 +349,4 @@ def _explain(
             f"{where}: the query must return exactly {list(CROSS_OUTPUT_COLUMNS)}, "
             f"not {list(names)}"
         )
+    _EXPLAINED.add(memo)

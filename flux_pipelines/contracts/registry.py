@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from flux_pipelines.contracts.cross_rules import check_cross_rules
+from flux_pipelines.contracts.cross_rules import check_cross_queries, check_cross_rules
 from flux_pipelines.contracts.loader import SAFE_LOADER, load_contract
 from flux_pipelines.contracts.model import Contract, Severity
 from flux_pipelines.contracts.slugs import check_slug, dagster_name
@@ -97,6 +97,15 @@ class Registry(BaseModel):
 
     def latest(self, dataset: str) -> Contract:
         return self.versions(dataset)[-1]
+
+    def check_cross_queries(self) -> Registry:
+        """Run every cross-dataset rule's SQL on empty tables (needs DuckDB, so not part of
+        ``load_registry``: see ``check_cross_queries``); returns the registry."""
+        check_cross_queries(
+            [c for versions in self.contracts.values() for c in versions],
+            {dataset: versions[-1] for dataset, versions in self.contracts.items()},
+        )
+        return self
 
     def contract_for(self, dataset: str, day: dt.date, agency: Agency | None = None) -> Contract:
         """The version in force on a delivery day (the newest whose effectiveFrom <= day),

@@ -10,14 +10,16 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import duckdb
-
-from flux_pipelines.contracts.cross_rules import render
+from flux_pipelines.contracts.cross_rules import explain, render
 from flux_pipelines.contracts.ddl import PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import Contract, CrossRule
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.resources.warehouse import ensure_tables
+
+if TYPE_CHECKING:
+    import duckdb
 
 VIOLATIONS = "_flux_cross_violations"
 
@@ -45,6 +47,7 @@ def apply_cross_rules(
                     "not given its contract"
                 )
             ensure_tables(conn, references[dataset])
+        explain(rule, contract, references)
         day_sql = _literal(day.isoformat())
         query = render(rule, contract, day_sql)
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {VIOLATIONS} AS {query}").fetchall()

@@ -27,8 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import polars as pl
 
 from flux_pipelines.contracts.ddl import (
@@ -65,6 +65,10 @@ from flux_pipelines.ingest.readers import (
     read_chunks,
 )
 from flux_pipelines.resources.warehouse import ensure_tables
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 IGNORED_PREFIXES = (".", "_", "~")
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", ".swp")

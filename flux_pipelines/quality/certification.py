@@ -11,8 +11,6 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
-
 from flux_pipelines.audit.trail import AuditTrail, override_record
 from flux_pipelines.contracts.ddl import PARTITION
 from flux_pipelines.errors import ConfigurationError
@@ -37,6 +35,8 @@ class DayVerdict:
 
 def day_verdicts(published_root: Path, trail: AuditTrail, dataset: str) -> list[DayVerdict]:
     """Every published agency-day of a dataset with its monitors' verdict and overrides."""
+    import duckdb
+
     pattern = scorecard_glob(published_root).replace("'", "''")
     if not list(published_root.glob("*/_scorecard/*/*.parquet")):
         return []

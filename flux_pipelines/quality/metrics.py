@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import Contract
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 ROW_COUNT = "row_count"
 REJECT_RATE = "reject_rate"

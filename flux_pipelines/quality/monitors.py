@@ -37,8 +37,8 @@ import calendar
 import datetime as dt
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import duckdb
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
@@ -46,6 +46,10 @@ from pydantic import BaseModel, ConfigDict
 from flux_pipelines.contracts.ddl import PARTITION
 from flux_pipelines.quality.metrics import MEAN, NULL_RATE, REJECT_RATE, ROW_COUNT
 from flux_pipelines.quality.welford import RunningStats
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 STATE_TABLE = "_flux_monitor_state"
 HISTORY_TABLE = "_flux_metric_history"

@@ -10,13 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import polars as pl
 from dagster._utils.schedules import cron_string_iterator
 
 from flux_pipelines.contracts.ddl import PARTITION, quote
 from flux_pipelines.ingest.delivery import PartitionResult
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 SCORECARD_TABLE = "_flux_scorecard"
 SCORECARD_COLUMNS: tuple[tuple[str, str], ...] = (

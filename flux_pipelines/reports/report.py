@@ -16,14 +16,17 @@ import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from flux_pipelines.contracts.ddl import DatasetTables
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.reports.broker import error_sources, warning_sources, write_report_csv
 from flux_pipelines.reports.summary import collect_summary, render_summary
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 ERROR_REPORT = "error_report.csv"
 WARNING_REPORT = "warning_report.csv"

@@ -13,13 +13,17 @@ import datetime as dt
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import duckdb
 import jinja2
 
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.reports.broker import error_sources, table_or_empty, warning_sources
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 EXAMPLES_PER_RULE = 5
 EXAMPLE_VALUE_CHARS = 200

@@ -17,9 +17,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import duckdb
 from pydantic import Field
 
 from flux_pipelines.contracts.ddl import DatasetTables, contract_ddl, create_table_sql, quote
@@ -27,6 +27,9 @@ from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import TransientError
 from flux_pipelines.home import resolve_home
+
+if TYPE_CHECKING:
+    import duckdb
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
 
@@ -102,6 +105,8 @@ class FluxWarehouse(dg.ConfigurableResource):
             conn.close()
 
     def _open(self, path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        import duckdb  # at first use: the definitions, which hold this resource, must not
+
         deadline = time.monotonic() + self.lock_wait_seconds
         delay = 0.1
         config = {

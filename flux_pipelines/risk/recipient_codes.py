@@ -9,11 +9,15 @@ is taken out exactly before it is counted again, and memory is O(recipient x cod
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
-import duckdb
 import polars as pl
 
 from flux_pipelines.risk.recipient_history import for_recipients
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 CODES_TABLE = "_flux_recipient_codes"
 CODES_LEDGER = "_flux_recipient_code_days"

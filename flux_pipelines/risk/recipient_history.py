@@ -13,9 +13,13 @@ no z-score (``None``), and says so instead of dividing by zero.
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
-import duckdb
 import polars as pl
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 STATE_TABLE = "_flux_recipient_stats"
 LEDGER_TABLE = "_flux_recipient_day_stats"

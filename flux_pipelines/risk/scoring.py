@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import duckdb
 import numpy as np
 import polars as pl
 
@@ -39,6 +39,10 @@ from flux_pipelines.risk.rules import (
     row_rules,
     rules_score,
 )
+
+if TYPE_CHECKING:
+    import duckdb
+
 
 CODE_KINDS = ("naics", "psc")
 TRANSACTIONS = Columns()  # the curated contract_transactions table
