@@ -42,13 +42,27 @@ class DeliveryError(FluxError):
 class PartitionRejected(FluxError):
     """One or more files of a partition were quarantined whole; the partition fails."""
 
-    def __init__(self, agency: str, dataset: str, day: str, errors: list[DeliveryError]) -> None:
+    def __init__(
+        self,
+        agency: str,
+        dataset: str,
+        day: str,
+        errors: list[DeliveryError],
+        kept_rows: int | None = None,
+    ) -> None:
         reasons = "; ".join(f"{e.file}: {e.reason} [{e.rule_id}]" for e in errors)
+        kept = (
+            ""
+            if kept_rows is None
+            else f" The day keeps its earlier load ({kept_rows:,} curated rows, its published "
+            "copy and reports); this attempt's report is in its rejected/<run id> folder."
+        )
         super().__init__(
-            f"{agency}/{dataset} {day}: {len(errors)} file(s) quarantined whole: {reasons}. "
+            f"{agency}/{dataset} {day}: {len(errors)} file(s) quarantined whole: {reasons}.{kept} "
             "Fix the file(s) and re-deliver; the other partitions are unaffected."
         )
         self.errors = errors
+        self.kept_rows = kept_rows
 
 
 class TransientError(FluxError):
@@ -80,7 +94,58 @@ class AuditTrailCorrupt(FluxError):
         super().__init__(
             f"audit trail {path}: {problem}. Appends are refused so the evidence stays as "
             "found: run `flux audit verify` and restore the trail from a copy; only if the "
-            "change is understood and accepted, move head.json aside to re-anchor the trail."
+            "change is understood and accepted, run `flux audit anchor --accept` to anchor "
+            "the trail at its end."
         )
         self.path = path
         self.problem = problem
+
+
+class DayLoadFailed(FluxError):
+    """A day of a multi-day step failed unexpectedly; the step's other days still load."""
+
+    def __init__(self, agency: str, dataset: str, day: str, cause: BaseException) -> None:
+        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        kind = "" if isinstance(cause, FluxError) else f"internal error ({type(cause).__name__}) "
+        super().__init__(
+            f"{agency}/{dataset} {day}: {kind}{detail or 'no detail'}. A day loads in one "
+            "transaction, so it holds either its previous load or this one, never a mix; it is "
+            "not recorded as loaded. The run's other days were loaded and recorded. Re-run "
+            "this day; if it fails again, report it with the run id."
+        )
+        self.agency, self.dataset, self.day = agency, dataset, day
+        self.cause = cause
+
+
+class AuditAnchorMismatch(AuditTrailCorrupt):
+    """The audit trail's end disagrees with an anchor, or an anchor is missing or unreadable.
+
+    Raised before a load commits (``AuditTrail.require_intact``) and by every append, so no
+    data is published without its audit records and the evidence stays as found.
+    """
+
+    def __init__(self, path: str, problem: str, *, home: str) -> None:
+        FluxError.__init__(
+            self,
+            f"audit trail {path}: {problem}. Loads and appends stop here so the evidence "
+            f"stays as found: run `flux audit verify --home {home}` to see what changed and "
+            f"restore {home}/audit from a copy; only if the change is understood and accepted, "
+            f"run `flux audit anchor --accept --home {home}` to anchor the trail at its end.",
+        )
+        self.path = path
+        self.problem = problem
+        self.home = home
+
+
+class UnsafePath(FluxError):
+    """A path an agency can influence would lead outside the agency's own folder (a symbolic
+    link, a '..', a FIFO or device where a file belongs): Flux neither reads nor writes it.
+
+    ``rule_id`` is a ``delivery.*`` rule, so a loader turns it into a file rejected whole.
+    """
+
+    def __init__(self, rule_id: str, path: str, reason: str) -> None:
+        super().__init__(f"{reason} [{rule_id}]")  # the reason names the path
+        self.rule_id = rule_id
+        self.path = path
+        self.reason = reason

@@ -264,13 +264,15 @@ def test_a_cut_tail_is_found_through_the_anchor_and_appends_refuse(tmp_path: Pat
     assert found(trail) == [("truncated", 1, 1)]
 
 
-def test_without_the_anchor_a_cut_tail_is_only_a_notice(tmp_path: Path) -> None:
-    """The documented limit: whoever deletes head.json as well hides a cut tail."""
+def test_a_cut_tail_is_found_even_without_head_json(tmp_path: Path) -> None:
+    """Deleting head.json as well no longer hides a cut tail: the second anchor (state/)
+    still says how long the trail was (test_audit_tamper.py has the other cases)."""
     trail = build(tmp_path, 10)
     write_lines(trail, read_lines(trail)[:7])
     trail.anchor_path.unlink()
     report = trail.verify()
-    assert report.ok and report.records == 7
+    assert not report.ok
+    assert found(trail) == [("truncated", 8, 8)]
     assert [n.kind for n in report.notices] == ["no_anchor"]
 
 

@@ -32,6 +32,7 @@ import requests
 from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.faults import arm
+from flux_pipelines.ingest.manifest import COMPLETION_MARKER
 from flux_pipelines.sensors.landing import landing_sensor_name
 from flux_pipelines_tests.conftest import deliver
 
@@ -242,6 +243,9 @@ def test_flux_dev_serves_runs_and_sensors_then_stops_on_sigterm(
     # A delivery dropped into the landing zone: its sensor requests a run, which succeeds.
     dropped = time.monotonic()
     deliver(Path(stack_home(stack)), "nasa", "meteorites", SENSED_DAY, rows=300, seed=32)
+    # as the README asks agencies: a completion marker once the last file is written
+    day_folder = Path(stack_home(stack)) / "landing" / "nasa" / "meteorites" / SENSED_DAY
+    (day_folder / COMPLETION_MARKER).touch()
     sensed = wait_for_sensor_run(stack, SENSED_DAY)
     drop_seconds = time.monotonic() - dropped
     assert sensed["status"] == "SUCCESS", stack.tail()

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from flux_pipelines.assets.ingest_factory import ingest_step_name
 from flux_pipelines.assets.risk_factory import MODEL, SCORES, model_key, scores_key
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.resources.warehouse import FluxWarehouse
@@ -34,8 +35,10 @@ def _risk_asset(key: dg.AssetKey) -> Any:
 
 
 def _run(home: Path, key: dg.AssetKey, instance: dg.DagsterInstance, **kwargs: Any) -> Any:
+    """Only ``key`` (scores are a spec of the agency's ingest step: select it alone)."""
     return dg.materialize(
         [_risk_asset(key)],
+        selection=[key],
         resources={"warehouse": FluxWarehouse(home=str(home))},
         instance=instance,
         raise_on_error=False,
@@ -77,7 +80,20 @@ def test_rules_only_then_model_then_blended(loaded: tuple[Path, dg.DagsterInstan
     assert all(check_results(first).values()), check_results(first)
     curated = _table(home, "SELECT count(*) AS n FROM contract_transactions")["n"][0]
     scores = _table(home, f"SELECT * FROM {SCORES}")
-    assert scores.height == curated == meta["dagster/row_count"]
+    # one materialization per scored day, each with that day's own row count
+    per_day = {
+        m.partition: m.materialization.metadata["dagster/row_count"].value
+        for m in first.get_asset_materialization_events()
+        if m.asset_key == scores_key(agency)
+    }
+    by_day = _table(
+        home,
+        f"SELECT CAST(_partition_date AS VARCHAR) AS d, count(*) AS n FROM {SCORES} GROUP BY 1",
+    )
+    assert per_day == dict(zip(by_day["d"], by_day["n"], strict=True))
+    assert set(per_day) == {d.isoformat() for d in DAYS}
+    assert {e.partition for e in first.get_asset_check_evaluations()} == set(per_day)
+    assert scores.height == curated == sum(per_day.values())
     assert scores["model_score"].null_count() == scores.height
     assert (scores["risk_score"] == scores["rules_score"]).all()
     flagged = scores.filter(pl.col("flagged"))
@@ -97,7 +113,7 @@ def test_rules_only_then_model_then_blended(loaded: tuple[Path, dg.DagsterInstan
     assert pointer["version"] == version and pointer["trained_rows"] == curated
 
     last = DAYS[-1].isoformat()
-    config = {"ops": {scores_key(agency).to_python_identifier(): {"config": {"alpha": 0.7}}}}
+    config = {"ops": {ingest_step_name(agency): {"config": {"alpha": 0.7}}}}
     blended = _run(home, scores_key(agency), instance, partition_key=last, run_config=config)
     assert blended.success, blended
     assert _metadata(blended, scores_key(agency))["model_version"] == version

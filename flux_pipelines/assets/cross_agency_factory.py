@@ -84,6 +84,7 @@ def build_cross_agency_asset(dataset: str, registry: Registry) -> dg.AssetsDefin
         import duckdb
 
         trail = AuditTrail(warehouse.root)
+        trail.require_intact()  # before publishing anything its records could not follow
         verdicts = day_verdicts(published_root(warehouse.root), trail, dataset)
         held = [v for v in verdicts if not v.certified]
         overridden = [v for v in verdicts if v.overridden_by]

@@ -31,6 +31,7 @@ from flux_pipelines.ingest.receipts import sha256_file
 from flux_pipelines.quality.metrics import REJECT_RATE, ROW_COUNT, delivery_metrics
 from flux_pipelines.quality.monitors import Finding, evaluate_and_record
 from flux_pipelines.reports import DeliveryReport, write_delivery_report
+from flux_pipelines.reports.report import report_folder
 
 _CONTRACTS_RECORDED: set[tuple[str, str, str, str]] = set()  # (trail, dataset, version, sha)
 
@@ -105,6 +106,16 @@ class DeliveryOutputs:
         )
         return report
 
+    def submit_rejected(
+        self, result: PartitionResult, report: DeliveryReport
+    ) -> Future[DeliveryReport]:
+        """The trail's records of a re-delivery rejected whole (its report is written)."""
+        return self._pool.submit(self._write_rejected, result, report)
+
+    def _write_rejected(self, result: PartitionResult, report: DeliveryReport) -> DeliveryReport:
+        audit_rejected_attempt(self._trail, result, run_id=self._run_id, report=report)
+        return report
+
     def close(self) -> None:
         """Wait for every pending write (their errors surface through their futures)."""
         self._pool.shutdown(wait=True)
@@ -128,6 +139,39 @@ def write_report(
     )
 
 
+def rejected_attempt_folder(home: Path, result: PartitionResult, run_id: str) -> Path:
+    """``outbox/<agency>/<dataset>/<day>/rejected/<run id>/``: the report on a re-delivery
+    rejected whole, beside (never over) the report of the load the day kept."""
+    day_folder = report_folder(outbox_root(home), result.agency, result.dataset, result.day)
+    return day_folder / "rejected" / run_id
+
+
+def write_rejected_report(
+    conn: duckdb.DuckDBPyConnection, home: Path, result: PartitionResult, run_id: str
+) -> DeliveryReport:
+    """The attempt's report, written inside its transaction (before the rollback), so it
+    reads the attempt's own rejection rows."""
+    return write_delivery_report(
+        conn,
+        agency=result.agency,
+        contract=result.contract,
+        day=result.day,
+        outbox_root=outbox_root(home),
+        folder=rejected_attempt_folder(home, result, run_id),
+    )
+
+
+def audit_rejected_attempt(
+    trail: AuditTrail, result: PartitionResult, *, run_id: str, report: DeliveryReport
+) -> None:
+    """Delivery records of the attempt's files and its report: nothing was loaded,
+    quarantined or published by it, so no load, quarantine or publication record."""
+    records: list[AuditRecord] = _contract_records(trail, result.contract)
+    records += _delivery_records(result, run_id)
+    records.append(_report_record(report, result.agency, result.day))
+    trail.append_many(records)
+
+
 def audit_partition(
     trail: AuditTrail,
     conn: duckdb.DuckDBPyConnection,
@@ -140,18 +184,7 @@ def audit_partition(
     """One batch of records per partition: contract, deliveries, load, quarantines, outputs."""
     agency, dataset, day = result.agency, result.dataset, result.day
     records: list[AuditRecord] = _contract_records(trail, result.contract)
-    records += [
-        delivery_record(
-            agency,
-            dataset,
-            day,
-            file=f.file,
-            sha256=f.sha256 or "",
-            size=f.size_bytes or 0,
-            run_id=run_id,
-        )
-        for f in result.files
-    ]
+    records += _delivery_records(result, run_id)
     records.append(
         load_record(
             agency,
@@ -180,14 +213,28 @@ def audit_partition(
                 run_id=run_id,
             )
         )
-    records.append(
-        report_record(
-            [str(report.error_report), str(report.warning_report), str(report.summary)],
-            agency=agency,
-            day=day.isoformat(),
-        )
-    )
+    records.append(_report_record(report, agency, day))
     trail.append_many(records)
+
+
+def _delivery_records(result: PartitionResult, run_id: str) -> list[AuditRecord]:
+    return [
+        delivery_record(
+            result.agency,
+            result.dataset,
+            result.day,
+            file=f.file,
+            sha256=f.sha256 or "",
+            size=f.size_bytes or 0,
+            run_id=run_id,
+        )
+        for f in result.files
+    ]
+
+
+def _report_record(report: DeliveryReport, agency: str, day: dt.date) -> AuditRecord:
+    files = [report.error_report, report.warning_report, report.summary]
+    return report_record([str(f) for f in files], agency=agency, day=day.isoformat())
 
 
 def _contract_records(trail: AuditTrail, contract: Contract) -> list[AuditRecord]:

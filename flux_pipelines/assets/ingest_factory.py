@@ -32,7 +32,13 @@ from flux_pipelines.contracts.memo import per_contract
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.page import rule_catalogue_markdown
 from flux_pipelines.contracts.registry import Agency, Registry
-from flux_pipelines.names import ANOMALIES, CONSERVATION, CONTRACT_SCHEMA, ingest_keys
+from flux_pipelines.names import (
+    ANOMALIES,
+    CONSERVATION,
+    CONTRACT_SCHEMA,
+    RISK_DATASET,
+    ingest_keys,
+)
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 __all__ = [
@@ -51,6 +57,7 @@ __all__ = [
 ]
 
 DELIVERY_WINDOW = dt.timedelta(hours=24)
+SINGLE_RUN = dg.BackfillPolicy.single_run()
 # Per-day check results need partitioned check specs, a preview API in Dagster 1.13 (see
 # ingest_step.py and STACK_NOTES); the behaviour Flux relies on is pinned by a test, so the
 # warning, repeated for every asset at every definitions load, says nothing new.
@@ -224,6 +231,19 @@ def build_ingest_asset(
         specs += dataset_specs
         checks += dataset_checks
         steps.append(DatasetStep(dataset, IngestKeys(*asset_keys(agency, dataset))))
+    # risk_factory builds on this module's partitions and pools, hence imported here
+    from flux_pipelines.assets.risk_factory import (
+        SCORING_CONFIG_SCHEMA,
+        delivers_risk,
+        scores_specs,
+    )
+
+    scores: dg.AssetKey | None = None
+    if delivers_risk(agency) and any(s.dataset == RISK_DATASET for s in steps):
+        scores_spec, scores_checks = scores_specs(agency)
+        specs.append(scores_spec)
+        checks += scores_checks
+        scores = scores_spec.key
 
     @dg.multi_asset(
         name=name,
@@ -231,16 +251,22 @@ def build_ingest_asset(
         check_specs=checks,
         can_subset=True,
         pool=agency_pool(agency),
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=SINGLE_RUN,
+        config_schema=SCORING_CONFIG_SCHEMA if scores else None,
     )
     def _ingest(
         context: dg.AssetExecutionContext, warehouse: FluxWarehouse
     ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation | dg.Output]:
-        # The step's code (DuckDB, polars, monitors) loads when a step runs, not with the
-        # definitions every process builds.
-        from flux_pipelines.assets.ingest_step import run_ingest_step
+        # The steps' code (DuckDB, polars, monitors, scoring) loads when a step runs, not
+        # with the definitions every process builds.
+        from flux_pipelines.assets.ingest_step import check_outputs, run_ingest_step
 
         yield from run_ingest_step(context, warehouse, registry, agency, steps)
+        if scores is not None and scores in context.selected_asset_keys:
+            from flux_pipelines.assets.risk_step import run_scoring
+
+            yield from run_scoring(context, warehouse, agency)
+        yield from check_outputs(context)
 
     return _ingest
 

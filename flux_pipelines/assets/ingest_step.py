@@ -35,6 +35,7 @@ from flux_pipelines.assets.delivery_outputs import (
     DeliveryOutputs,
     MonitorOutcome,
     monitor_partition,
+    write_rejected_report,
 )
 from flux_pipelines.assets.step_plan import (
     TRANSIENT_RETRIES,
@@ -42,10 +43,11 @@ from flux_pipelines.assets.step_plan import (
     IngestKeys,
     retry_delay,
 )
+from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.registry import Agency, Registry
-from flux_pipelines.errors import PartitionRejected, TransientError
+from flux_pipelines.errors import DayLoadFailed, PartitionRejected, TransientError
 from flux_pipelines.faults import crash_point
 from flux_pipelines.ingest.delivery import (
     PartitionLoader,
@@ -128,15 +130,19 @@ def run_ingest_step(
     # Lets run monitoring tell a dead run worker from a slow one (instance/launcher.py).
     record_run_worker(context.instance, context.run.run_id)
     crash_point("ingest.started")
+    # A trail whose appends would be refused stops the step before any load commits.
+    AuditTrail(warehouse.root).require_intact()
     selected = context.selected_asset_keys
     chosen = [d for d in datasets if d.keys.curated in selected]
     loaded: list[tuple[DatasetStep, list[DayLoad]]] = []
+    failures: list[DayLoadFailed] = []
     try:
         # One connection for every dataset and day of the step: opening and checkpointing
         # the agency file per day cost ~35 ms a partition in a year-long backfill.
         with warehouse.connect(agency.id) as conn:
             for step in chosen:
-                loads = _load_days(context, conn, warehouse, registry, agency, step.dataset)
+                loads, failed = _load_days(context, conn, warehouse, registry, agency, step.dataset)
+                failures += failed
                 _judge_schema(conn, registry, loads)
                 _finish_monitors(conn, step.dataset, loads)
                 write_scorecard(
@@ -156,10 +162,14 @@ def run_ingest_step(
         for load in loads:
             # a UI subset may select some of a dataset's assets or checks: report only those
             yield from (e for e in day_events(load, step.keys) if _selected(e, selected, checks))
-    for check in checks:
+    _fail_on_rejection_or_loss(agency, loaded, failures)
+
+
+def check_outputs(context: dg.AssetExecutionContext) -> Iterator[dg.Output]:
+    """The step's outputs for its selected checks, once every day's results are recorded."""
+    for check in context.selected_asset_check_keys:
         spec = context.assets_def.get_spec_for_check_key(check)
         yield dg.Output(None, output_name=spec.get_python_identifier())
-    _fail_on_rejection_or_loss(agency, loaded)
 
 
 def _selected(
@@ -179,14 +189,27 @@ def _load_days(
     registry: Registry,
     agency: Agency,
     dataset: str,
-) -> list[DayLoad]:
-    """Load the run's days in order; reports and audit records follow on a thread."""
+) -> tuple[list[DayLoad], list[DayLoadFailed]]:
+    """Load the run's days in order; reports and audit records follow on a thread.
+
+    A day that fails unexpectedly (its transaction rolled back) is logged with its traceback
+    and returned as a ``DayLoadFailed``; the following days still load, and every loaded day
+    still gets its events. Transient errors (a held lock) stop the step for a retry.
+    """
     loads: list[DayLoad] = []
+    failed: list[DayLoadFailed] = []
     outputs = DeliveryOutputs(conn, warehouse.root, context.run.run_id)
     try:
         for partition in context.partition_keys:
             day = dt.date.fromisoformat(partition)
-            load = _load_day(context, conn, outputs, warehouse, registry, agency, dataset, day)
+            try:
+                load = _load_day(context, conn, outputs, warehouse, registry, agency, dataset, day)
+            except TransientError:
+                raise
+            except Exception as exc:  # classified below; the other days must still load
+                failed.append(DayLoadFailed(agency.id, dataset, partition, exc))
+                context.log.exception(str(failed[-1]))
+                continue
             if load is None:
                 context.log.info(f"{agency.id}/{dataset} {day}: no delivery, nothing changed")
                 continue
@@ -197,7 +220,7 @@ def _load_days(
     for load in loads:  # an error writing a report or the trail fails here
         if load.report_pending is not None:
             load.report = load.report_pending.result()
-    return loads
+    return loads, failed
 
 
 def _load_day(
@@ -226,11 +249,22 @@ def _load_day(
         references=registry.references_for(contract, day),
         storage=registry.storage_contract(contract),
     )
-    result = load_partition(loader, files, delivery_manifest(folder))
+    attempt_reports: list[DeliveryReport] = []
+
+    def report_rejected(result: PartitionResult) -> None:
+        attempt_reports.append(
+            write_rejected_report(conn, warehouse.root, result, context.run.run_id)
+        )
+
+    result = load_partition(loader, files, delivery_manifest(folder), report_rejected)
     recount = recount_partition(conn, contract, day, raw_counts(loader.raw_dir, conn))
-    published = publish_partition(
-        conn, warehouse, agency.id, dataset, DatasetTables.for_dataset(dataset).curated, day
-    )
+    if result.kept_rows is None:
+        published = publish_partition(
+            conn, warehouse, agency.id, dataset, DatasetTables.for_dataset(dataset).curated, day
+        )
+    else:  # the day kept its earlier load: its published copy stays as it was
+        kept = warehouse.published_file(agency.id, dataset, day)
+        published = kept if kept.exists() else None
     crash_point("ingest.published")
     # What was loaded, for the landing sensors: a delivery loaded by any path (a sensor
     # run, `flux load`, the demo, a backfill) is not requested again.
@@ -243,13 +277,18 @@ def _load_day(
         status="rejected" if result.errors else "loaded",
         run_id=context.run.run_id,
     )
+    pending = (
+        outputs.submit_rejected(result, attempt_reports[0])
+        if attempt_reports
+        else outputs.submit(agency.id, result, published)
+    )
     return DayLoad(
         result=result,
         recount=recount,
         delivered=files,
         published=published,
         monitor=monitor_partition(conn, registry.storage_contract(contract), day),
-        report_pending=outputs.submit(agency.id, result, published),
+        report_pending=pending,
     )
 
 
@@ -475,9 +514,12 @@ def _check_evaluations(load: DayLoad, curated: dg.AssetKey) -> Iterator[dg.Asset
 
 
 def _fail_on_rejection_or_loss(
-    agency: Agency, loaded: list[tuple[DatasetStep, list[DayLoad]]]
+    agency: Agency,
+    loaded: list[tuple[DatasetStep, list[DayLoad]]],
+    failures: list[DayLoadFailed],
 ) -> None:
-    """After every day's events: a rejected file or a broken count fails the step."""
+    """After every day's events: a broken count, a failed day or a rejected file fails the
+    step, its message naming each (agency, dataset, day, file, rule)."""
     lost = [
         f"{step.dataset} {load.day}: {b}"
         for step, loads in loaded
@@ -493,25 +535,36 @@ def _fail_on_rejection_or_loss(
             allow_retries=False,
         )
     rejected = [(step, load) for step, loads in loaded for load in loads if load.rejected]
-    if not rejected:
+    if not rejected and not failures:
         return
-    messages = [
-        str(PartitionRejected(agency.id, step.dataset, load.partition, load.result.errors))
+    messages = [str(f) for f in failures] + [
+        str(
+            PartitionRejected(
+                agency.id,
+                step.dataset,
+                load.partition,
+                load.result.errors,
+                kept_rows=load.result.kept_rows,
+            )
+        )
         for step, load in rejected
     ]
     errors = [e for _, load in rejected for e in load.result.errors]
+    cause = failures[0].cause if failures else None  # the first failed day's own error
     raise dg.Failure(
         description=" ".join(messages),
         metadata={
             "agency": agency.id,
-            "datasets": sorted({step.dataset for step, _ in rejected}),
-            "days": [load.partition for _, load in rejected],
+            "datasets": sorted(
+                {step.dataset for step, _ in rejected} | {f.dataset for f in failures}
+            ),
+            "days": [load.partition for _, load in rejected] + [f.day for f in failures],
             "files": [e.file for e in errors],
             "rules": [e.rule_id for e in errors],
             "agency_reports": [str(load.report.summary) for _, load in rejected if load.report],
         },
         allow_retries=False,
-    )
+    ) from cause
 
 
 def _report_links(report: DeliveryReport | None) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""``flux audit``: check the audit trail's chain and read its records.
+"""``flux audit``: check the audit trail's chain, re-anchor it, and read its records.
 
 Mounted by the main command as ``app.add_typer(audit_app, name="audit")``.
 """
@@ -42,16 +42,53 @@ def _fail(message: str, code: int = 2) -> None:
 
 @audit_app.command("verify")
 def verify(home: HomeOption = None) -> None:
-    """Check every record's hash, the chain's links and its end against head.json.
+    """Check every record's hash, the chain's links and its end against both anchors
+    (audit/head.json and state/audit_anchor.json).
 
     Exit code: 0 the trail is intact, 1 problems were found, 2 there is no trail.
     """
     trail = AuditTrail(resolve_home(home))
-    if not trail.exists() and not trail.anchor_path.exists():
+    if not trail.exists() and not trail.anchored():
         _fail(f"no audit trail at {trail.path}")
-    report = trail.verify()  # a trail deleted under its anchor is reported as truncated
+    report = trail.verify()  # a trail deleted under its anchors is reported as truncated
     _print_report(report)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@audit_app.command("anchor")
+def anchor(
+    home: HomeOption = None,
+    accept: Annotated[
+        bool,
+        typer.Option(
+            "--accept", help="Anchor the trail as it is even though verify finds problems"
+        ),
+    ] = False,
+) -> None:
+    """Point both anchors at the trail's last record (the old ones are kept beside them).
+
+    For a trail older than state/audit_anchor.json, or, with --accept, after a finding was
+    understood and accepted: loads stop while the trail disagrees with its anchors.
+    Exit code: 0 anchored, 1 refused (verify found problems), 2 there is no trail.
+    """
+    trail = AuditTrail(resolve_home(home))
+    if not trail.exists() and not trail.anchored():
+        _fail(f"no audit trail at {trail.path}")
+    report = trail.verify()
+    blocking = [p for p in report.problems if p.kind != "unanchored"]
+    if blocking and not accept:
+        _print_report(report)
+        typer.echo(
+            "refused: restore the trail from a copy, or pass --accept once the problems "
+            "above are understood and accepted",
+            err=True,
+        )
+        raise typer.Exit(1)
+    end = trail.anchor_at_end()
+    typer.echo(
+        f"{trail.path}: anchored at seq {end.seq} hash {end.hash} "
+        f"({trail.anchor_path}, {trail.state_anchor_path})"
+    )
 
 
 def _print_report(report: VerifyReport) -> None:

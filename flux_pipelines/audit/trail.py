@@ -2,30 +2,44 @@
 published, and of every human override: the answer to "what happened to agency A's
 delivery of day D, and who decided what", checkable rather than merely logged.
 
-Layout under ``<home>/audit/``:
+Layout under the Flux home:
 
-    trail.jsonl    one record per line, canonical JSON; each names the previous record's hash
-    head.json      the anchor: seq and hash of the latest record, replaced after every append
-    trail.lock     flock'd by writers, so parallel runs (one per agency) keep a single chain
-    trail.torn-*   bytes of a torn last line (a writer killed mid-write), moved aside
+    audit/trail.jsonl          one record per line, canonical JSON; each names the previous hash
+    audit/head.json            the anchor beside the trail: seq and hash of the latest record
+    audit/trail.lock           flock'd by writers, so parallel runs (one per agency) keep one chain
+    audit/trail.torn-*         bytes of a torn last line (a writer killed mid-write), moved aside
+    state/audit_anchor.json    the second anchor, outside audit/: the same {seq, hash}
 
 A record's ``hash`` is the SHA-256 of its canonical JSON without the ``hash`` key (sorted
 keys, no spaces, UTF-8); ``prev_hash`` is the previous record's hash (64 zeros for seq 1).
 ``verify()`` therefore finds any edited field (the record's own hash breaks), a removed,
 inserted or reordered record (seq and ``prev_hash`` stop linking), and, thanks to the
-anchor, a tail cut off the end, which a chain alone cannot reveal.
+anchors, a tail cut off the end, which a chain alone cannot reveal.
 
-What it does NOT prove: the hashes carry no secret. Whoever can write both ``trail.jsonl``
-and ``head.json`` can rewrite history and recompute a perfectly valid chain, or append
-records Flux never wrote; deleting ``head.json`` together with the tail only leaves a
-notice. The chain turns silent edits into edits that need intent and knowledge. To make
-them detectable as well, get the head out of the writer's reach: publish ``head.json``'s
-hash (a daily report, a ticket, a write-once bucket with object lock, an RFC 3161
-timestamping service) and compare with it, or sign the head with a key the pipeline host
-does not hold.
+Why a second anchor, and why a plain file: ``head.json`` sits in the folder it guards, so
+whoever deletes the trail's last records can delete or rewrite it too, and a cut tail looked
+like a trail that never had an anchor. ``state/audit_anchor.json`` is replaced atomically
+(temp file, fsync, rename) after every append under the writers' lock, so it never runs
+ahead of the trail: a trail shorter than it, or whose record at its seq hashes differently,
+is a finding, and so is its absence while the trail holds records (the first append writes
+it, at seq 0, before the trail exists, so no crash leaves records without it). A file keeps
+the check where every writer already is (the step's thread, ``flux quality override``,
+``flux audit verify``) with no Dagster instance or database to reach, and ``state/`` can be
+given other permissions than ``audit/``, or be a link to another volume.
 
-Appends never repair tampering: when the end of the trail disagrees with the anchor,
-``append`` raises ``AuditTrailCorrupt`` instead of writing a new anchor over the evidence.
+What it does NOT prove: the hashes carry no secret. Whoever can write both anchors as well
+as the trail can rewrite history and recompute a perfectly valid chain, or append records
+Flux never wrote (a trail longer than its anchors is only a notice: that is also what a
+crash between the trail's fsync and the anchors' rename leaves). The anchors turn silent
+edits into edits that need intent, knowledge and write access outside ``audit/``. To make
+even those detectable, get the head out of the host's reach: publish its hash (a daily
+report, a write-once bucket with object lock, an RFC 3161 timestamping service) and compare
+with it, or sign it with a key the pipeline host does not hold.
+
+Appends never repair tampering: when the end of the trail disagrees with an anchor,
+``append`` raises ``AuditAnchorMismatch`` instead of writing a new anchor over the evidence,
+and ``require_intact`` (the ingest step's first call) raises it before a load commits, so no
+data is published without its records. ``flux audit anchor`` re-anchors, a human decision.
 """
 
 from __future__ import annotations
@@ -43,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, get_args
 
-from flux_pipelines.errors import AuditTrailCorrupt
+from flux_pipelines.errors import AuditAnchorMismatch, AuditTrailCorrupt
 from flux_pipelines.home import resolve_home
 
 log = logging.getLogger(__name__)
@@ -53,8 +67,9 @@ RecordKind = Literal[
 ]
 RECORD_KINDS: tuple[str, ...] = get_args(RecordKind)
 ProblemKind = Literal[
-    "edited", "removed", "inserted", "reordered", "malformed", "truncated", "rewritten"
-]
+    "edited", "removed", "inserted", "reordered", "malformed", "truncated", "rewritten",
+    "unanchored",
+]  # fmt: skip
 NoticeKind = Literal["torn", "no_anchor", "anchor_behind"]
 JSONValue: TypeAlias = str | int | float | bool | list["JSONValue"] | dict[str, "JSONValue"] | None
 
@@ -63,6 +78,9 @@ COMMON_FIELDS = ("agency", "dataset", "day", "run_id")
 RECORD_FIELDS = frozenset({"seq", "ts", "kind", "payload", "prev_hash", "hash", *COMMON_FIELDS})
 _CHUNK = 8192
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+HEAD_LABEL = "head.json"
+STATE_ANCHOR = Path("state") / "audit_anchor.json"  # under the home, outside audit/
+STATE_LABEL = str(STATE_ANCHOR)
 
 
 # --- records -------------------------------------------------------------------------------
@@ -322,13 +340,47 @@ def _line_before(fd: int, end: int) -> tuple[dict[str, Any] | None, int]:
 # --- the trail -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _AnchorRead:
+    """One anchor as a check found it: what it says, or why it could not be read."""
+
+    label: str
+    anchor: Anchor | None
+    error: str | None = None
+    required: bool = False  # missing while the trail holds records: a finding, not a notice
+    both: bool = False  # head.json and the second anchor agree: checked once, named together
+
+    @property
+    def says(self) -> str:
+        return f"{self.label} both anchor" if self.both else f"{self.label} anchors"
+
+
+def _record_before(fd: int, end: int, seq: int) -> dict[str, Any] | None:
+    """The record numbered ``seq``, reading lines backwards from byte ``end``.
+
+    Costs the records after it (none when the anchor is current); None when it is not there.
+    """
+    while end > 0:
+        obj, start = _line_before(fd, end)
+        if obj is not None and obj["seq"] <= seq:
+            return obj if obj["seq"] == seq else None
+        end = start
+    return None
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
 class AuditTrail:
     """The audit trail of one FLUX_HOME; safe to append from several processes at once."""
 
     def __init__(self, home: Path | str) -> None:
-        self.dir = Path(home) / "audit"
+        self.home = Path(home)
+        self.dir = self.home / "audit"
         self.path = self.dir / "trail.jsonl"
         self.anchor_path = self.dir / "head.json"
+        self.state_anchor_path = self.home / STATE_ANCHOR
         self.lock_path = self.dir / "trail.lock"
 
     def __repr__(self) -> str:
@@ -336,6 +388,10 @@ class AuditTrail:
 
     def exists(self) -> bool:
         return self.path.exists()
+
+    def anchored(self) -> bool:
+        """Whether either anchor exists (a trail deleted under its anchors is a finding)."""
+        return self.anchor_path.exists() or self.state_anchor_path.exists()
 
     # writing
 
@@ -346,13 +402,17 @@ class AuditTrail:
     def append_many(self, records: Iterable[AuditRecord]) -> list[TrailEntry]:
         """Append several records under one lock with one write and one fsync.
 
-        Raises AuditTrailCorrupt, writing nothing, when the trail's end disagrees with the
-        anchor (cut tail, rewritten last record).
+        Raises AuditAnchorMismatch, writing nothing, when the trail's end disagrees with an
+        anchor (cut tail, rewritten record) or the anchor outside audit/ is missing.
         """
         batch = list(records)
         if not batch:
             return []
         with self._locked():
+            if not self.path.exists():  # refuse a trail deleted under its anchors, not recreate it
+                self._check_tail(
+                    -1, _Tail(None, 0, 0), self.read_anchor(), self.read_state_anchor()
+                )
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 return self._append_locked(fd, batch)
@@ -362,35 +422,57 @@ class AuditTrail:
     def _append_locked(self, fd: int, batch: list[AuditRecord]) -> list[TrailEntry]:
         tail = _read_tail(fd, self.path)
         seq, prev = (tail.last["seq"], tail.last["hash"]) if tail.last else (0, GENESIS_HASH)
-        self._check_anchor(seq, prev)
+        head, state = self.read_anchor(), self.read_state_anchor()
+        self._check_tail(fd, tail, head, state)
         entries, lines = _chain(batch, seq, prev)  # serialisation errors raise before writing
+        if state is None:  # a new trail (_check_tail refuses records without it): seq 0 first
+            self._write_anchor(self.state_anchor_path, Anchor(0, GENESIS_HASH))
         if tail.good_end < tail.size:
             self._move_torn_aside(fd, tail)
         _write_all(fd, b"".join(lines))
         os.fsync(fd)
         if tail.good_end == 0:
             _fsync_dir(self.dir)  # a new file: make its directory entry durable too
-        self._write_anchor(Anchor(entries[-1].seq, entries[-1].hash))
+        end = Anchor(entries[-1].seq, entries[-1].hash)
+        self._write_anchor(self.anchor_path, end)
+        self._write_anchor(self.state_anchor_path, end)  # last: it never runs ahead
         return entries
 
-    def _check_anchor(self, seq: int, last_hash: str) -> None:
-        anchor = self.read_anchor()
-        if anchor is None or seq > anchor.seq:  # no anchor yet, or it lags after a crash
-            return
-        if seq < anchor.seq:
-            raise AuditTrailCorrupt(
-                str(self.path), f"it ends at seq {seq} but head.json anchors seq {anchor.seq}"
+    def _check_tail(self, fd: int, tail: _Tail, head: Anchor | None, state: Anchor | None) -> None:
+        problem = self._tail_problem(fd, tail, head, state)
+        if problem is not None:
+            raise AuditAnchorMismatch(str(self.path), problem, home=str(self.home))
+
+    def _tail_problem(
+        self, fd: int, tail: _Tail, head: Anchor | None, state: Anchor | None
+    ) -> str | None:
+        """Why the trail's end disagrees with an anchor, or None (reads the tail only)."""
+        seq = tail.last["seq"] if tail.last else 0
+        if state is None and seq > 0:
+            return (
+                f"it ends at seq {seq} but {self.state_anchor_path} (the anchor outside audit/) "
+                "is missing: it was removed, or the trail is older than it"
             )
-        if last_hash != anchor.hash:
-            raise AuditTrailCorrupt(
-                str(self.path), f"its last record (seq {seq}) is not the one head.json anchors"
-            )
+        for label, anchor in ((HEAD_LABEL, head), (STATE_LABEL, state)):
+            if anchor is None:
+                continue
+            if anchor.seq == 0:  # written before a new trail's first record
+                if anchor.hash != GENESIS_HASH:
+                    return f"{label} anchors seq 0 with a hash other than the genesis hash"
+                continue
+            if seq < anchor.seq:
+                return f"it ends at seq {seq} but {label} anchors seq {anchor.seq}"
+            record = _record_before(fd, tail.good_end, anchor.seq)
+            if record is None:
+                return f"its record seq {anchor.seq}, which {label} anchors, is missing"
+            if record["hash"] != anchor.hash:
+                return f"its record seq {anchor.seq} is not the one {label} anchors"
+        return None
 
     def _move_torn_aside(self, fd: int, tail: _Tail) -> None:
         """Keep the torn bytes for inspection, then cut the trail back to its last full line."""
         torn = os.pread(fd, tail.size - tail.good_end, tail.good_end)
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        aside = self.dir / f"trail.torn-{stamp}"
+        aside = self.dir / f"trail.torn-{_stamp()}"
         out = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(out, torn)
@@ -403,15 +485,34 @@ class AuditTrail:
             "audit trail %s: moved a torn last line (%d bytes) to %s", self.path, len(torn), aside
         )
 
-    def _write_anchor(self, anchor: Anchor) -> None:
-        tmp = self.anchor_path.with_name("head.json.tmp")
+    def _write_anchor(self, path: Path, anchor: Anchor) -> None:
+        """Replace an anchor atomically; a new one's directory entry is made durable too."""
+        created = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_all(fd, canonical_json({"seq": anchor.seq, "hash": anchor.hash}) + b"\n")
             os.fsync(fd)  # never let a crash leave an empty anchor behind
         finally:
             os.close(fd)
-        os.replace(tmp, self.anchor_path)
+        os.replace(tmp, path)
+        if created:  # else a lost rename only leaves the older anchor: a lag, not a finding
+            _fsync_dir(path.parent)
+
+    def anchor_at_end(self) -> Anchor:
+        """Point both anchors at the trail's last record; replaced anchors are kept beside
+        as ``*.replaced-<UTC stamp>``. A human decision (``flux audit anchor``): for a trail
+        older than the second anchor, or after a finding was understood and accepted."""
+        with self._locked(), self._tail() as (_, tail):
+            end = Anchor(tail.last["seq"], tail.last["hash"]) if tail.last else None
+            end = end or Anchor(0, GENESIS_HASH)
+            stamp = _stamp()
+            for path in (self.anchor_path, self.state_anchor_path):
+                if path.exists():
+                    os.replace(path, path.with_name(f"{path.name}.replaced-{stamp}"))
+                self._write_anchor(path, end)
+            return end
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -424,23 +525,73 @@ class AuditTrail:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
+    @contextmanager
+    def _shared(self) -> Iterator[None]:
+        """A shared lock, so readers see the trail and anchors as one writer left them
+        (read-only: creates nothing when no writer ever ran here)."""
+        try:
+            fd: int | None = os.open(self.lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    @contextmanager
+    def _tail(self) -> Iterator[tuple[int, _Tail]]:
+        """The trail open read-only with its tail; (-1, empty) when there is no trail."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = -1
+        try:
+            yield fd, (_Tail(None, 0, 0) if fd < 0 else _read_tail(fd, self.path))
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
     # reading
 
     def read_anchor(self) -> Anchor | None:
-        """The anchor, None when there is none; AuditTrailCorrupt when it is unreadable."""
+        """head.json, None when there is none; AuditAnchorMismatch when it is unreadable."""
+        return self._read_anchor_file(self.anchor_path)
+
+    def read_state_anchor(self) -> Anchor | None:
+        """The anchor outside audit/, None when there is none; AuditAnchorMismatch when it is
+        unreadable."""
+        return self._read_anchor_file(self.state_anchor_path)
+
+    def _read_anchor_file(self, path: Path) -> Anchor | None:
         try:
-            obj = json.loads(self.anchor_path.read_bytes())
+            obj = json.loads(path.read_bytes())
         except FileNotFoundError:
             return None
         except ValueError:
-            raise AuditTrailCorrupt(str(self.anchor_path), "not JSON") from None
+            raise AuditAnchorMismatch(str(path), "not JSON", home=str(self.home)) from None
         if (
             not isinstance(obj, dict)
             or not isinstance(obj.get("seq"), int)
+            or isinstance(obj.get("seq"), bool)
+            or obj["seq"] < 0
             or not _is_hex64(obj.get("hash"))
         ):
-            raise AuditTrailCorrupt(str(self.anchor_path), "not {seq, hash}")
+            raise AuditAnchorMismatch(str(path), "not {seq, hash}", home=str(self.home))
         return Anchor(obj["seq"], obj["hash"])
+
+    def require_intact(self) -> None:
+        """Raise AuditAnchorMismatch unless the trail's end agrees with both anchors.
+
+        The ingest step's first call: a trail whose appends would be refused stops the load
+        before it commits, not after it published. It reads the anchors and the records
+        after the older one (normally the last line only), never the whole trail; records
+        edited in the middle do not block appends and are left to verify().
+        """
+        with self._shared(), self._tail() as (fd, tail):
+            self._check_tail(fd, tail, self.read_anchor(), self.read_state_anchor())
 
     def iter_records(
         self,
@@ -466,36 +617,32 @@ class AuditTrail:
             if all(obj.get(k) == v for k, v in want.items()):
                 yield TrailEntry.from_dict(obj)
 
-    def _snapshot(self) -> tuple[int, Anchor | None, str | None]:
-        """Trail size and anchor as one writer left them (read-only: creates nothing)."""
+    def _anchor_read(self, label: str, path: Path, *, required: bool) -> _AnchorRead:
         try:
-            lock = os.open(self.lock_path, os.O_RDONLY)
-        except FileNotFoundError:  # no writer ever ran here
-            lock = None
-        try:
-            if lock is not None:
-                fcntl.flock(lock, fcntl.LOCK_SH)
+            return _AnchorRead(label, self._read_anchor_file(path), required=required)
+        except AuditTrailCorrupt as exc:
+            return _AnchorRead(label, None, exc.problem, required)
+
+    def _snapshot(self) -> tuple[int, _AnchorRead, _AnchorRead]:
+        """Trail size and both anchors as one writer left them (read-only: creates nothing)."""
+        with self._shared():
             size = self.path.stat().st_size if self.path.exists() else 0
-            try:
-                return size, self.read_anchor(), None
-            except AuditTrailCorrupt as exc:
-                return size, None, exc.problem
-        finally:
-            if lock is not None:
-                os.close(lock)
+            head = self._anchor_read(HEAD_LABEL, self.anchor_path, required=False)
+            state = self._anchor_read(STATE_LABEL, self.state_anchor_path, required=True)
+            return size, head, state
 
     def verify(self) -> VerifyReport:
-        """Check the whole chain and its end against the anchor, streaming line by line.
+        """Check the whole chain and its end against both anchors, streaming line by line.
 
-        The anchor and the file size are read together under a shared lock, so a concurrent
+        The anchors and the file size are read together under a shared lock, so a concurrent
         append is neither half-read nor mistaken for a cut tail; the scan runs unlocked.
         """
-        size, anchor, anchor_error = self._snapshot()
-        checker = _ChainChecker(anchor.seq if anchor else None)
+        size, head, state = self._snapshot()
+        checker = _ChainChecker({r.anchor.seq for r in (head, state) if r.anchor is not None})
         if size:
             for line_no, raw, complete in _lines(self.path, size):
                 checker.feed(line_no, raw, complete)
-        return checker.finish(self.path, anchor, anchor_error)
+        return checker.finish(self.path, head, state)
 
 
 def _chain(batch: list[AuditRecord], seq: int, prev: str) -> tuple[list[TrailEntry], list[bytes]]:
@@ -562,6 +709,7 @@ class VerifyReport:
     anchor: Anchor | None
     problems: list[Problem]
     notices: list[Problem]
+    state_anchor: Anchor | None = None
 
     @property
     def ok(self) -> bool:
@@ -589,7 +737,7 @@ class _Gap:
 class _ChainChecker:
     """Streaming chain check: remembers the head, pending gaps and one fork, not the file."""
 
-    def __init__(self, watch_seq: int | None) -> None:
+    def __init__(self, watch: set[int]) -> None:
         self.problems: list[Problem] = []
         self.notices: list[Problem] = []
         self.records = 0
@@ -599,8 +747,8 @@ class _ChainChecker:
         self.fork: _Link | None = None  # a second record with head's seq and head's parent
         self.unparsed = 0  # unparsable lines since the head
         self.pending_bad: int | None = None  # an unparsable line: torn if it is the last
-        self.seen: dict[int, _Link] = {}  # seq -> record, for the anchored seq only
-        self.watch_seq = watch_seq
+        self.seen: dict[int, _Link] = {}  # seq -> record, for the anchored seqs only
+        self.watch = watch
 
     def problem(self, kind: ProblemKind, line: int | None, seq: int | None, msg: str) -> None:
         self.problems.append(Problem(kind, line, seq, msg))
@@ -713,10 +861,10 @@ class _ChainChecker:
     def advance(self, rec: _Link) -> None:
         self.head = rec
         self.unparsed = 0
-        if rec.seq == self.watch_seq:
+        if rec.seq in self.watch:
             self.seen[rec.seq] = rec
 
-    def finish(self, path: Path, anchor: Anchor | None, anchor_error: str | None) -> VerifyReport:
+    def finish(self, path: Path, head_read: _AnchorRead, state_read: _AnchorRead) -> VerifyReport:
         if self.pending_bad is not None:
             bad = self.pending_bad
             self.notices.append(
@@ -733,7 +881,8 @@ class _ChainChecker:
                 "removed", gap.line, gap.first,
                 f"line {gap.line} (seq {gap.seen_seq}): {missing} missing before it (removed)",
             )  # fmt: skip
-        self.check_anchor(anchor, anchor_error)
+        for read in _merged(head_read, state_read):
+            self.check_anchor(read)
         self.problems.sort(key=lambda p: (p.line is None, p.line or 0))
         head = self.head
         return VerifyReport(
@@ -741,36 +890,62 @@ class _ChainChecker:
             records=self.records,
             head_seq=head.seq if head else 0,
             head_hash=head.hash if head else None,
-            anchor=anchor,
+            anchor=head_read.anchor,
             problems=self.problems,
             notices=self.notices,
+            state_anchor=state_read.anchor,
         )
 
-    def check_anchor(self, anchor: Anchor | None, error: str | None) -> None:
+    def check_anchor(self, read: _AnchorRead) -> None:
         head_seq = self.head.seq if self.head else 0
         end = f"line {self.head.line}" if self.head else "an empty trail"
-        if error is not None:
-            self.problem("malformed", None, None, f"head.json is unreadable ({error})")
+        anchor = read.anchor
+        if read.error is not None:
+            self.problem("malformed", None, None, f"{read.label} is unreadable ({read.error})")
         elif anchor is None:
-            self.notices.append(
-                Problem("no_anchor", None, None, "no head.json: a cut tail cannot be detected")
-            )
+            self.missing_anchor(read, head_seq)
         elif head_seq < anchor.seq:
             self.problem(
                 "truncated", self.lines + 1, head_seq + 1,
-                f"the trail ends at seq {head_seq} ({end}) but head.json anchors seq "
+                f"the trail ends at seq {head_seq} ({end}) but {read.says} seq "
                 f"{anchor.seq}: seq {head_seq + 1}-{anchor.seq} were cut from the end "
                 f"(would start at line {self.lines + 1})",
             )  # fmt: skip
         elif (rec := self.seen.get(anchor.seq)) is not None and rec.hash != anchor.hash:
             self.problem(
                 "rewritten", rec.line, rec.seq,
-                f"line {rec.line} (seq {rec.seq}): its hash is not the one head.json anchors; "
+                f"line {rec.line} (seq {rec.seq}): its hash is not the one {read.says}; "
                 "the chain was rewritten up to here (hashes recomputed)",
             )  # fmt: skip
+        elif anchor.seq == 0 and anchor.hash != GENESIS_HASH:
+            self.problem("malformed", None, None, f"{read.label} anchors seq 0 with a "
+                         "hash other than the genesis hash")  # fmt: skip
         elif head_seq > anchor.seq:
             self.notices.append(
-                Problem("anchor_behind", None, anchor.seq, f"head.json anchors seq {anchor.seq}"
+                Problem("anchor_behind", None, anchor.seq, f"{read.says} seq {anchor.seq}"
                         f" but the trail goes on to seq {head_seq} (a crash before the anchor "
                         "was updated, or records appended by hand)")
             )  # fmt: skip
+
+    def missing_anchor(self, read: _AnchorRead, head_seq: int) -> None:
+        """No anchor outside audit/ beside records is a finding; no head.json a notice."""
+        if read.required and self.head is not None:
+            self.problem(
+                "unanchored", None, head_seq,
+                f"no {read.label} although the trail goes on to seq {head_seq}: the anchor "
+                "outside audit/ was removed (or the trail is older than it), so a cut tail "
+                "cannot be ruled out; check the trail, then run `flux audit anchor`",
+            )  # fmt: skip
+        elif not read.required:
+            self.notices.append(
+                Problem("no_anchor", None, None, f"no {read.label} (removed, or a trail "
+                        "older than it)")
+            )  # fmt: skip
+
+
+def _merged(head: _AnchorRead, state: _AnchorRead) -> list[_AnchorRead]:
+    """Two anchors that agree are checked (and reported) once, naming both files."""
+    if head.anchor is not None and head.anchor == state.anchor:
+        label = f"{head.label} and {state.label}"
+        return [_AnchorRead(label, head.anchor, required=True, both=True)]
+    return [head, state]

@@ -104,6 +104,32 @@ class RunReport:
 # --- the request --------------------------------------------------------------------------------
 
 
+def known_agency(registry: Registry, agency_id: str) -> Agency:
+    """The registry's agency; ConfigurationError listing the known ids otherwise. Ids are
+    exact ('DOD' is not 'dod'): a guess would apply, or silently drop, the wrong agency's
+    severity overrides."""
+    try:
+        return registry.agency(agency_id)
+    except ConfigurationError as exc:
+        near = [a.id for a in registry.agencies if a.id.lower() == agency_id.strip().lower()]
+        if not near:
+            raise
+        raise ConfigurationError(f"{exc}; ids are exact: did you mean {near[0]!r}?") from None
+
+
+def check_ids(registry: Registry, agency_id: str | None, dataset: str | None) -> Agency | None:
+    """Every id a command was given, checked against the registry: the agency, the dataset,
+    and that the agency delivers it. ConfigurationError naming the known ids otherwise."""
+    agency = known_agency(registry, agency_id) if agency_id is not None else None
+    if dataset is not None:
+        registry.versions(dataset)  # an unknown dataset fails here, listing the known ones
+        if agency is not None and dataset not in agency.datasets:
+            raise ConfigurationError(
+                f"{agency.id} does not deliver {dataset}; it delivers {', '.join(agency.datasets)}"
+            )
+    return agency
+
+
 def parse_day(value: str, option: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value)
@@ -121,12 +147,8 @@ def resolve_request(
     end: str | None,
 ) -> LoadRequest:
     """Check the agency, dataset and days; ConfigurationError with what to do otherwise."""
-    agency = registry.agency(agency_id)
-    registry.versions(dataset)  # an unknown dataset fails here, listing the known ones
-    if dataset not in agency.datasets:
-        raise ConfigurationError(
-            f"{agency.id} does not deliver {dataset}; it delivers {', '.join(agency.datasets)}"
-        )
+    agency = check_ids(registry, agency_id, dataset)
+    assert agency is not None
     if day is not None and (start is not None or end is not None):
         raise ConfigurationError("give either --day, or --from and --to, not both")
     if day is not None:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from flux_pipelines.audit.cli import audit_app
-from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.errors import ConfigurationError, TransientError
 from flux_pipelines.home import resolve_home
 
 BENCH_PARTS = ("all", "throughput", "definitions", "backfill", "monitors", "risk", "linking")
@@ -44,6 +44,33 @@ DEMO_FIRST_DAY = dt.date(2026, 1, 5)
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def _internal_error(doing: str, exc: Exception) -> None:
+    """Exit 3 with one classified line, not a traceback: the failure is Flux's (or the
+    machine's), not a verdict on the input, and the user must be able to tell the two apart."""
+    from flux_pipelines.cli.verdict import INTERNAL_ERROR
+
+    kind = "transient error" if isinstance(exc, TransientError) else "internal error"
+    lines = str(exc).strip().splitlines()
+    detail = lines[0] if lines else "no detail"
+    _fail(
+        f"{kind} ({type(exc).__name__}) while {doing}: {detail}. This is no verdict on the "
+        "input: retry, and if it fails again report it with this line and the file.",
+        code=INTERNAL_ERROR,
+    )
+
+
+def _ids_or_fail(agency: str | None, dataset: str | None) -> None:
+    """Exit 2, naming the known ids, for an unknown agency or dataset or an agency that does
+    not deliver the dataset: a typo must never read as 'nothing to show' or 'no overrides'."""
+    from flux_pipelines.cli.load import check_ids
+    from flux_pipelines.contracts.registry import load_registry
+
+    try:
+        check_ids(load_registry(), agency, dataset)
+    except ConfigurationError as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -136,17 +163,28 @@ def validate(
     day: Annotated[
         str | None, typer.Option(help="Delivery day (YYYY-MM-DD): picks the contract version")
     ] = None,
-    agency: Annotated[str, typer.Option(help="Agency id (for messages)")] = "agency",
+    agency: Annotated[
+        str | None,
+        typer.Option(
+            help="Agency id: the verdict with its severity overrides (default: the "
+            "contract's own severities)"
+        ),
+    ] = None,
     errors_csv: Annotated[
-        Path | None, typer.Option(help="Write every violation to this CSV")
+        Path | None,
+        typer.Option(help="Write every violation to this CSV (formula cells neutralised)"),
     ] = None,
     show: Annotated[int, typer.Option(help="How many violations to print")] = 10,
 ) -> None:
     """Give an agency Flux's verdict on a file without loading anything.
 
-    Exit code: 0 every row loads, 1 some rows would be quarantined, 2 the file is rejected.
+    Exit code: 0 every row loads, 1 some rows would be quarantined, 2 the file is rejected
+    (or an unknown agency, dataset or day was given), 3 Flux failed: no verdict.
     """
-    from flux_pipelines.cli.verdict import print_verdict, validate_file
+    import duckdb
+
+    from flux_pipelines.cli.verdict import print_verdict, validate_file, write_errors_csv
+    from flux_pipelines.ingest.readers import display_name
 
     try:
         when = dt.date.fromisoformat(day) if day else dt.date.today()
@@ -154,12 +192,17 @@ def validate(
         _fail(f"--day {day!r} is not YYYY-MM-DD")
     try:
         verdict = validate_file(file, dataset=dataset, day=when, agency=agency)
+        print_verdict(verdict, show=show)
     except ConfigurationError as exc:
         _fail(str(exc))
-    print_verdict(verdict, show=show)
+    except Exception as exc:  # anything else is a Flux failure: classified, exit 3
+        _internal_error(f"validating {display_name(file)}", exc)
     if errors_csv is not None:
-        verdict.violations.write_csv(errors_csv)
-        typer.echo(f"wrote {verdict.violations.height} violation(s) to {errors_csv}")
+        try:
+            written = write_errors_csv(verdict.violations, errors_csv)
+        except (OSError, duckdb.Error) as exc:
+            _fail(f"cannot write --errors-csv {errors_csv}: {str(exc).strip().splitlines()[0]}")
+        typer.echo(f"wrote {written} violation(s) to {errors_csv}")
     raise typer.Exit(verdict.exit_code)
 
 
@@ -197,19 +240,14 @@ def contracts_show(
     from flux_pipelines.contracts.registry import load_registry
 
     registry = _registry_or_fail(load_registry)
-    try:
-        versions = registry.versions(dataset)
-    except ConfigurationError as exc:
-        _fail(str(exc))
+    _ids_or_fail(agency, dataset)
+    versions = registry.versions(dataset)
     chosen = [c for c in versions if version in (None, c.version)]
     if not chosen:
         _fail(f"{dataset} has no version {version}; have {[c.version for c in versions]}")
     contract = chosen[-1]
     if agency is not None:
-        try:
-            seen_by = registry.agency(agency)
-        except ConfigurationError as exc:
-            _fail(str(exc))
+        seen_by = registry.agency(agency)
         contract = registry.contract_for(dataset, contract.effective_from, seen_by)
     if output == "page":
         typer.echo(contract_page(contract, registry.severity_overrides(dataset)))
@@ -261,6 +299,7 @@ def quality_override(
     from flux_pipelines.audit.trail import AuditTrail
     from flux_pipelines.quality.certification import override
 
+    _ids_or_fail(agency, dataset)
     root = resolve_home(home)
     try:
         verdict = override(
@@ -292,6 +331,7 @@ def quality_scorecard(
 
     from flux_pipelines.quality.scorecard import scorecard_glob
 
+    _ids_or_fail(agency, dataset)
     published = resolve_home(home) / "published"
     if not list(published.glob("*/_scorecard/*/*.parquet")):
         _fail(f"no scorecard under {published} yet: load a delivery first", code=1)
@@ -332,6 +372,7 @@ def status(
     """
     from flux_pipelines.quality.delivery_status import status_report
 
+    _ids_or_fail(agency, dataset)
     try:
         text, code = status_report(
             resolve_home(home), agency=agency, dataset=dataset, days=days, start=start, end=end

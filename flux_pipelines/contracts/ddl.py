@@ -7,7 +7,14 @@ columns, so a dataset's history stays in one table across versions.
 from __future__ import annotations
 
 from flux_pipelines.contracts.model import Contract
-from flux_pipelines.names import DELIVERIES_TABLE, FILE, PARTITION, ROW, DatasetTables
+from flux_pipelines.names import (
+    DELIVERIES_TABLE,
+    FILE,
+    PARTITION,
+    REJECTED_ATTEMPTS_TABLE,
+    ROW,
+    DatasetTables,
+)
 
 __all__ = ["DELIVERIES_TABLE", "PARTITION", "DatasetTables"]
 
@@ -99,6 +106,7 @@ def contract_ddl(contract: Contract) -> dict[str, list[tuple[str, str]]]:
         tables.quarantine: list(VIOLATION_COLUMNS),
         tables.warnings: list(VIOLATION_COLUMNS),
         DELIVERIES_TABLE: list(DELIVERY_COLUMNS),
+        REJECTED_ATTEMPTS_TABLE: list(DELIVERY_COLUMNS),
     }
 
 

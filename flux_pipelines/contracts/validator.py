@@ -8,11 +8,46 @@ sees every file, decides it and hands it in as a boolean column per unique key
 
 Every rule is null-safe on purpose (STACK_NOTES: rows with nulls drop out of both sides
 otherwise): a null value violates only ``required``; a row rule whose result is NULL passes.
+
+Values are hostile input, so what a delivered text means is decided once, here, and both
+typing and uniqueness use it (the agency JSON Schema's text patterns describe the same
+spellings, integers without an exponent; they cannot express the exactness checks):
+
+- **numerals**: after trimming, an optional sign, ASCII digits with an optional decimal
+  point, and an optional exponent (``5``, ``+5``, ``05``, ``5.0``, ``5e0``, ``.5``): what a
+  JSON number allows plus a sign, leading zeros and a bare point, as CSV exports and typed
+  formats (JSON, Parquet floats read as ``5.0``) write them. ``1,000``, ``0x5``, ``inf``,
+  ``nan`` and non-ASCII digits are no numerals (``<column>.type``).
+- **integer**: a numeral whose value is a whole number (JSON Schema's ``integer``): ``5``,
+  ``+5``, ``05``, ``5.0``, ``5e0`` and ``50e-1`` are all 5; ``5.5`` is no integer. The value
+  is computed exactly from the digits, never through a float, so ``9007199254740993.0`` is
+  9007199254740993; one outside the 64-bit range is quarantined (``<column>.type``, saying
+  so), never clamped or rounded.
+- **number**: a numeral stored as a 64-bit float only when no delivered digit is lost:
+  the float, written with as many significant digits as the value was delivered with,
+  gives the value back (``0.1``; ``78.400000000000006``, a 17-digit export of the float
+  78.4). One that would change (``9007199254740993`` would become ...992, ``1e-400`` 0) is
+  quarantined (``<column>.type``, saying what it would have become), never rounded.
+- **keys** (``unique`` and primary-key columns) compare as the typed values the curated
+  table stores (``key_expr``): ``5``, ``05``, ``+5`` and ``5.0`` are one integer key,
+  ``1.5`` and ``15e-1`` one number key, ``2026-01-05`` and ``2026-1-5`` one date key.
+  Strings compare as stored: surrounding whitespace trimmed (it is trimmed on load),
+  case and inner whitespace significant. A key that is not of the column's type is not a
+  key (its row is quarantined for the type), so it never makes another row a duplicate.
+- **short rows** (``row.short``, always fatal): a CSV record with fewer fields than the
+  header that lacks a field of a contract column. Its trailing values are missing and its
+  other values may sit under the wrong columns, so it is quarantined even when the
+  missing columns are optional; an empty value is written as an empty field (``1,a,``),
+  which loads as null. A record that lacks only trailing columns the contract does not
+  know has every contract value and loads (raw keeps it as delivered). The reader counts
+  the fields (``readers.short_rows``); the loader hands the short records in as
+  ``DELIVERED_FIELDS`` and ``EXPECTED_FIELDS``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 import polars as pl
 
@@ -42,6 +77,22 @@ _POLARS_TYPES: dict[str, pl.DataType] = {
     "date": pl.Date(),
     "timestamp": pl.Datetime("us"),
 }
+# A numeral, after trimming (ASCII digits only: polars' \d is Unicode-aware). Integers and
+# numbers accept the same spellings; an integer must also be whole and fit 64 bits.
+NUMBER_TEXT = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+_PLAIN_INTEGER = r"^[+-]?[0-9]+$"  # the common spelling, cast directly
+_DECIMAL_PARTS = r"^([+-]?)([0-9]*)\.?([0-9]*)(?:[eE]([+-]?[0-9]+))?$"
+_INT64_DIGITS = 19
+# Up to 15 significant digits a decimal without exponent survives a 64-bit float (DBL_DIG);
+# only longer texts, or ones with an exponent, need the read-back comparison.
+_FLOAT_SAFE_BYTES = 15
+_FLOAT_MAX_DIGITS = 767  # the most significant digits a 64-bit float's exact value has
+INT64_RANGE = "-9223372036854775808 to 9223372036854775807"
+
+# Short CSV records (see the module docstring): columns the loader adds to a chunk.
+SHORT_ROW_RULE = "row.short"
+DELIVERED_FIELDS = "__delivered_fields"  # fields the record had; null when it had them all
+EXPECTED_FIELDS = "__expected_fields"  # fields of the header
 _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
 _TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
@@ -78,22 +129,17 @@ class RowValidator:
         stripped = pl.col(column.name).str.strip_chars()
         return pl.when(stripped.is_in(self._nulls)).then(None).otherwise(stripped)
 
-    def typed_expr(self, column: ColumnSpec) -> pl.Expr:
-        text = pl.col(column.name)
+    def typed_expr(self, column: ColumnSpec, text: pl.Expr | None = None) -> pl.Expr:
+        """The typed value of cleaned text (``text``, default the column itself); null when
+        the text is not of the column's type (the module docstring lists the spellings)."""
+        text = pl.col(column.name) if text is None else text
         match column.logical_type:
             case "string":
                 return text
             case "integer":
-                as_float = text.cast(pl.Float64, strict=False)
-                integral = as_float.is_finite() & (as_float == as_float.round(0))
-                direct = text.cast(pl.Int64, strict=False)
-                return pl.coalesce(
-                    direct,
-                    pl.when(integral).then(as_float).otherwise(None).cast(pl.Int64, strict=False),
-                )
+                return integer_value(text)
             case "number":
-                value = text.cast(pl.Float64, strict=False)
-                return pl.when(value.is_finite()).then(value).otherwise(None)
+                return number_value(text)
             case "boolean":
                 lowered = text.str.to_lowercase()
                 return (
@@ -111,6 +157,14 @@ class RowValidator:
                     [text.str.to_datetime(f, strict=False, time_unit="us") for f in formats]
                 )
         raise AssertionError(column.logical_type)  # pragma: no cover - Literal is exhaustive
+
+    def key_expr(self, column: ColumnSpec) -> pl.Expr:
+        """A key as uniqueness compares it: the typed value the curated table would store,
+        as text (null when empty or not of the column's type: such a row is no key)."""
+        typed = self.typed_expr(column, self.clean(column))
+        if column.logical_type == "number":
+            typed = pl.when(typed == 0).then(0.0).otherwise(typed)  # -0.0 and 0.0: one value
+        return typed.cast(pl.String)
 
     def violation_expr(self, rule: Rule) -> pl.Expr:
         """True where the row violates ``rule``; never null."""
@@ -155,7 +209,8 @@ class RowValidator:
         raise AssertionError(rule.kind)  # pragma: no cover
 
     def validate(self, chunk: pl.DataFrame) -> ValidatedChunk:
-        """Type, check and flag one chunk of text rows (must hold FILE, ROW, all columns)."""
+        """Type, check and flag one chunk of text rows (must hold FILE, ROW, all columns;
+        ``DELIVERED_FIELDS`` and ``EXPECTED_FIELDS`` when the reader found short rows)."""
         columns = self.contract.columns
         unique = sorted({r.column for r in self.row_rules if r.kind == "unique" and r.column})
         flags_in = [
@@ -164,19 +219,23 @@ class RowValidator:
             else pl.lit(False).alias(dup_flag(c))
             for c in unique
         ]
+        short = DELIVERED_FIELDS in chunk.columns
         texts = chunk.select(
             pl.col(FILE),
             pl.col(ROW),
             *[self.clean(c).alias(c.name) for c in columns],
             *flags_in,
+            *([pl.col(DELIVERED_FIELDS)] if short else []),
         )
         typed = texts.with_columns(
             *[pl.col(c.name).alias(f"__text_{c.name}") for c in columns],
         ).with_columns(*[self.typed_expr(c).alias(c.name) for c in columns])
         flags = typed.with_columns(
-            *[self.violation_expr(r).alias(f"__v{i}") for i, r in enumerate(self.row_rules)]
+            *[self.violation_expr(r).alias(f"__v{i}") for i, r in enumerate(self.row_rules)],
+            *([pl.col(DELIVERED_FIELDS).is_not_null().alias(_SHORT_FLAG)] if short else []),
         )
         fatal_cols = [f"__v{i}" for i, r in enumerate(self.row_rules) if r.severity == "fatal"]
+        fatal_cols += [_SHORT_FLAG] if short else []
         fatal = (
             flags.select(pl.any_horizontal(fatal_cols).alias("fatal")).to_series()
             if fatal_cols
@@ -192,6 +251,7 @@ class RowValidator:
     def _violations(self, flags: pl.DataFrame, chunk: pl.DataFrame) -> pl.DataFrame:
         parts: list[pl.DataFrame] = []
         any_flag = [f"__v{i}" for i in range(len(self.row_rules))]
+        any_flag += [_SHORT_FLAG] if _SHORT_FLAG in flags.columns else []
         if not any_flag:
             return pl.DataFrame(schema=VIOLATION_SCHEMA)
         flagged = flags.filter(pl.any_horizontal(any_flag))
@@ -217,10 +277,193 @@ class RowValidator:
                     pl.lit(rule.expected).alias("expected"),
                     pl.lit(rule.severity).alias("severity"),
                     pl.lit(rule.category).alias("category"),
-                    pl.lit(rule.message).alias("message"),
+                    self._message(rule).alias("message"),
                 )
             )
+        if _SHORT_FLAG in flagged.columns and flagged[_SHORT_FLAG].any():
+            parts.append(_short_rows(raw.filter(flagged[_SHORT_FLAG])))
         return pl.concat(parts, how="vertical") if parts else pl.DataFrame(schema=VIOLATION_SCHEMA)
+
+    def _message(self, rule: Rule) -> pl.Expr:
+        """The rule's message, with why the value is not of its type when the message
+        alone would not say it (outside the integer range, not exact as a float)."""
+        if rule.kind != "type" or rule.column is None:
+            return pl.lit(rule.message)
+        column = self.contract.column(rule.column)
+        detail = type_detail(column, self.clean(column))
+        if detail is None:
+            return pl.lit(rule.message)
+        return pl.concat_str([pl.lit(f"{rule.message}: "), detail]).fill_null(rule.message)
+
+
+_SHORT_FLAG = "__v_short"
+SHORT_ROW_MESSAGE = (
+    "the record has fewer fields than the header: its last field(s) are missing, so its "
+    "values may sit under the wrong columns; re-export it with every field (an empty value "
+    "is an empty field: 1,a,)"
+)
+
+
+def _short_rows(rows: pl.DataFrame) -> pl.DataFrame:
+    """One ``row.short`` violation per short record (always fatal: see the module doc)."""
+    return rows.select(
+        pl.col(FILE),
+        pl.col(ROW),
+        pl.lit(SHORT_ROW_RULE).alias("rule_id"),
+        pl.lit(None, dtype=pl.String).alias("field"),
+        pl.format("{} field(s)", pl.col(DELIVERED_FIELDS)).alias("value_provided"),
+        pl.format("{} fields, one per header column", pl.col(EXPECTED_FIELDS)).alias("expected"),
+        pl.lit("fatal").alias("severity"),
+        pl.lit("existence").alias("category"),
+        pl.lit(SHORT_ROW_MESSAGE).alias("message"),
+    )
+
+
+def integer_value(text: pl.Expr) -> pl.Expr:
+    """An integer computed exactly from the numeral's digits, never through a float; null
+    when the text is no numeral, not a whole number, or outside the 64-bit range."""
+    plain = text.str.contains(_PLAIN_INTEGER)
+    spelled = pl.when(~plain).then(text).map_batches(_spelled_integers, return_dtype=pl.Int64)
+    return pl.when(plain).then(text.cast(pl.Int64, strict=False)).otherwise(spelled)
+
+
+def number_value(text: pl.Expr) -> pl.Expr:
+    """A 64-bit float, only when it keeps every delivered digit (``float_exact``)."""
+    value = text.cast(pl.Float64, strict=False)
+    numeral = text.str.contains(NUMBER_TEXT) & value.is_finite()
+    return pl.when(numeral & float_exact(text, value)).then(value)
+
+
+def float_exact(text: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """True where the float ``value`` keeps every digit ``text`` delivered: written with as
+    many significant digits as the text has, it gives the text's number back. So 0.1 and
+    78.400000000000006 (a 17-digit export of the float 78.4) are kept; 9007199254740993
+    (it would be ...992) and 1e-400 (0) are not.
+
+    A text of at most 15 bytes without an exponent always is kept (DBL_DIG), so only the
+    longer ones are checked, one by one; the others are masked to null and skipped.
+    """
+    suspect = (text.str.len_bytes() > _FLOAT_SAFE_BYTES) | text.str.contains("[eE]")
+    pair = pl.when(suspect).then(pl.struct(text.alias("t"), value.alias("v")))
+    return ~suspect | pair.map_batches(_digits_kept, return_dtype=pl.Boolean)
+
+
+def _digits_kept(pairs: pl.Series) -> pl.Series:
+    """``_keeps_digits`` on the non-null (text, value) pairs only; null elsewhere."""
+    rows = (
+        pl.DataFrame({"p": pairs}).with_row_index("i").filter(pl.col("p").is_not_null()).unnest("p")
+    )
+    kept = [_keeps_digits(t, v) for t, v in rows.select("t", "v").iter_rows()]
+    return _scattered(pairs, rows.select("i", pl.Series("v", kept, dtype=pl.Boolean)), pl.Boolean())
+
+
+def _keeps_digits(text: str | None, value: float | None) -> bool | None:
+    """Whether ``value`` written to the significant digits of ``text`` is ``text``."""
+    if text is None or value is None:
+        return None
+    try:
+        delivered = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not delivered.is_finite():
+        return False
+    # Counted from the digits as delivered (normalize() would round them to 28 digits).
+    digits = len("".join(map(str, delivered.as_tuple().digits)).rstrip("0")) or 1
+    if digits > _FLOAT_MAX_DIGITS:
+        return False  # no 64-bit float has that many significant digits
+    return Decimal(f"{value:.{digits - 1}e}") == delivered
+
+
+def _numerals(text: pl.Series) -> pl.DataFrame:
+    """The numerals of ``text`` (``i``: position) as sign ('' or '-'), significant digits
+    (``core``, '' for zero) and the power of ten they are multiplied by (``exp``; null for
+    an exponent beyond 64 bits). Computed on those rows only, each step once: most values
+    take the cheap paths, and these are the few (or hostile) other spellings."""
+    exponent = pl.col("4")
+    return (
+        pl.DataFrame({"t": text})
+        .with_row_index("i")
+        .filter(pl.col("t").str.contains(NUMBER_TEXT))
+        .with_columns(pl.col("t").str.extract_groups(_DECIMAL_PARTS).alias("p"))
+        .unnest("p")
+        .with_columns(pl.concat_str(["2", "3"]).str.strip_chars_start("0").alias("lead"))
+        .with_columns(pl.col("lead").str.strip_chars_end("0").alias("core"))
+        .select(
+            "i",
+            pl.col("1").str.replace("+", "", literal=True).alias("sign"),
+            "core",
+            (
+                pl.when(exponent.is_null()).then(0).otherwise(exponent.cast(pl.Int64, strict=False))
+                - pl.col("3").str.len_chars().cast(pl.Int64)
+                + pl.col("lead").str.len_chars().cast(pl.Int64)
+                - pl.col("core").str.len_chars().cast(pl.Int64)
+            ).alias("exp"),
+        )
+    )
+
+
+def _scattered(text: pl.Series, rows: pl.DataFrame, dtype: pl.DataType) -> pl.Series:
+    """``rows``' ``v`` at positions ``i`` of a series as long as ``text``, null elsewhere."""
+    out = pl.repeat(None, len(text), dtype=dtype, eager=True).alias(text.name)
+    return out.scatter(rows.get_column("i"), rows.get_column("v")) if rows.height else out
+
+
+def _spelled_integers(text: pl.Series) -> pl.Series:
+    """Whole numerals within 64 bits as Int64 (``5.0``, ``5e0``, ``1.5e1``), else null."""
+    core, exp = pl.col("core"), pl.col("exp")
+    width = core.str.len_chars().cast(pl.Int64) + exp
+    fits = (exp >= 0) & (width <= _INT64_DIGITS)
+    # The padding is bounded before it is built: 1e999999999 must not become a 1 GB text.
+    digits = pl.concat_str(["sign", core.str.pad_end(pl.when(fits).then(width).otherwise(0), "0")])
+    value = (
+        pl.when(core == "")
+        .then(pl.lit(0, dtype=pl.Int64))
+        .when(fits)
+        .then(digits.cast(pl.Int64, strict=False))
+    )
+    return _scattered(text, _numerals(text).select("i", value.alias("v")), pl.Int64())
+
+
+def _fractional(text: pl.Series) -> pl.Series:
+    """True for numerals with a non-zero fractional part (no integer, whatever its size)."""
+    fraction = (pl.col("exp") < 0) & (pl.col("core") != "")
+    return _scattered(text, _numerals(text).select("i", fraction.alias("v")), pl.Boolean())
+
+
+def type_detail(column: ColumnSpec, text: pl.Expr) -> pl.Expr | None:
+    """Why a cleaned text is not of an integer or number column's type, where the rule's
+    own message does not say it (not whole, out of range, not exact); else null."""
+    numeral = text.str.contains(NUMBER_TEXT)
+    match column.logical_type:
+        case "integer":
+            fractional = text.map_batches(_fractional, return_dtype=pl.Boolean)
+            return (
+                pl.when(fractional)
+                .then(pl.lit("the value is not a whole number (Flux never rounds it)"))
+                .when(numeral)
+                .then(
+                    pl.lit(
+                        f"the value is outside the 64-bit integer range ({INT64_RANGE}); "
+                        "Flux never rounds or clamps it"
+                    )
+                )
+            )
+        case "number":
+            value = text.cast(pl.Float64, strict=False)
+            return (
+                pl.when(numeral & value.is_finite())
+                .then(
+                    pl.format(
+                        "the value has digits a 64-bit float cannot keep (it would become "
+                        "{}); send at most 15 significant digits, between 1e-307 and 1e308 "
+                        "in size",
+                        value.cast(pl.String),
+                    )
+                )
+                .when(numeral)
+                .then(pl.lit("the value is beyond the range of a 64-bit float"))
+            )
+    return None
 
 
 def _provided(rule: Rule) -> pl.Expr:

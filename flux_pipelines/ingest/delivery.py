@@ -47,8 +47,9 @@ from flux_pipelines.contracts.validator import (
     dup_flag,
     truncate,
 )
-from flux_pipelines.errors import DeliveryError
+from flux_pipelines.errors import DeliveryError, UnsafePath
 from flux_pipelines.faults import crash_point
+from flux_pipelines.ingest.confine import LANDING, LANDING_RULES, landing_root_of, open_dir_under
 from flux_pipelines.ingest.cross_checks import apply_cross_rules
 from flux_pipelines.ingest.manifest import (
     MANIFEST_NAMES,
@@ -61,9 +62,12 @@ from flux_pipelines.ingest.readers import (
     DEFAULT_CHUNK_ROWS,
     FileFacts,
     FileProblem,
+    display_name,
     inspect_file,
+    mark_short_rows,
     read_chunks,
 )
+from flux_pipelines.names import REJECTED_ATTEMPTS_TABLE
 from flux_pipelines.resources.warehouse import ensure_tables
 
 if TYPE_CHECKING:
@@ -124,6 +128,14 @@ class PartitionResult:
     files: list[FileOutcome]
     rule_counts: Counter[str]
     errors: list[DeliveryError]
+    # The day's earlier load, kept because this delivery was rejected whole (its curated
+    # rows; None: nothing was kept, the partition holds this delivery).
+    kept_rows: int | None = None
+
+    @property
+    def rejected_whole(self) -> bool:
+        """Every file of the delivery was rejected: nothing of it can replace the day."""
+        return bool(self.errors) and not any(f.status == "loaded" for f in self.files)
 
     @property
     def rows_in(self) -> int:
@@ -156,10 +168,22 @@ def is_data_file_name(name: str) -> bool:
 
 
 def delivered_files(folder: Path) -> list[Path]:
-    """The data files of a delivery folder (temporary, hidden and manifest files excluded)."""
-    if not folder.is_dir():
+    """The data entries of a delivery folder: every name that is not hidden, temporary or
+    a manifest, *whatever it is*, listed without following a link (``confine.py``).
+
+    A link, a sub-folder or a FIFO under a data name is listed so that the loader rejects
+    it with its ``delivery.*`` reason rather than skipping it unseen; a day folder that is
+    itself a link, lies under one or cannot be listed is returned alone, for the same
+    reason. A folder that does not exist delivered nothing.
+    """
+    try:
+        with open_dir_under(landing_root_of(folder, 3), folder, zone=LANDING) as opened:
+            names = [e.name for e in opened.entries() if is_data_file_name(e.name)]
+    except FileNotFoundError:
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_data_file_name(p.name))
+    except (UnsafePath, OSError):
+        return [folder]
+    return [folder / name for name in names]
 
 
 def delivery_manifest(folder: Path) -> Manifest | ManifestInvalid | None:
@@ -304,7 +328,7 @@ class PartitionLoader:
         self, path: Path, manifest: Manifest | ManifestInvalid | None
     ) -> tuple[FileOutcome, FileFacts | None]:
         """Pass 1: check the file as a whole and stage its rows; None if it is rejected."""
-        outcome = FileOutcome(file=path.name)
+        outcome = FileOutcome(file=display_name(path))  # a name that is not UTF-8 is escaped
         try:
             if isinstance(manifest, ManifestInvalid):
                 outcome.rows_read = None  # not read: the delivery is not trusted
@@ -335,10 +359,42 @@ class PartitionLoader:
     # -- reading and writing --------------------------------------------------------------
     def _map_headers(self, headers: Sequence[str]) -> tuple[dict[str, str], list[str], list[str]]:
         mapping = {h: self._aliases[h] for h in headers if h in self._aliases}
+        self._reject_doubled_columns(mapping)
         unmapped = [h for h in headers if h not in self._aliases]
         present = set(mapping.values())
         missing = [c for c in self.contract.column_names if c not in present]
         return mapping, unmapped, missing
+
+    def _reject_doubled_columns(self, mapping: dict[str, str]) -> None:
+        """One contract column delivered under two headers (its name and its name before a
+        rename, or a source name): which to load would be a guess, so the file is rejected."""
+        by_column: dict[str, list[str]] = {}
+        for header, column in mapping.items():
+            by_column.setdefault(column, []).append(header)
+        doubled = {c: hs for c, hs in by_column.items() if len(hs) > 1}
+        if not doubled:
+            return
+        clashes = "; ".join(
+            f"{' and '.join(hs)} both deliver column {c} ({self._spellings(c)})"
+            for c, hs in doubled.items()
+        )
+        raise FileProblem(
+            "delivery.duplicate_columns",
+            f"{clashes}; deliver each column once, under its current name",
+        )
+
+    def _contract_fields(self, headers: Sequence[str]) -> int:
+        """How many leading fields a record needs to hold every contract column it has."""
+        return max((i + 1 for i, h in enumerate(headers) if h in self._aliases), default=0)
+
+    def _spellings(self, column: str) -> str:
+        spec = self.contract.column(column)
+        said = [f"{column} is its name in contract {self.contract.version}"]
+        if spec.renamed_from:
+            said.append(f"{spec.renamed_from} its name before")
+        if spec.source_names:
+            said.append(f"{', '.join(spec.source_names)} its source name(s)")
+        return ", ".join(said)
 
     def _reordered(self, headers: Sequence[str]) -> bool:
         delivered = [self._aliases[h] for h in headers if h in self._aliases]
@@ -366,6 +422,7 @@ class PartitionLoader:
                     mine = dups.filter(pl.col(FILE) == facts.path.name).get_column(ROW)
                     flag = pl.col(ROW).is_in(mine.implode()).alias(dup_flag(column))
                     text = text.with_columns(flag)
+                text = mark_short_rows(text, facts, self._contract_fields(facts.headers))
                 self._validate_and_split(text, facts)
         finally:
             self._writer.wait()
@@ -567,8 +624,9 @@ class PartitionLoader:
 
     # -- whole-delivery rules --------------------------------------------------------------
     def _clean_key(self, column: str) -> pl.Expr:
-        """A key as compared for uniqueness: trimmed delivered text, null spellings null."""
-        return self.validator.clean(self.contract.column(column))
+        """A key as compared for uniqueness: the typed value the curated table would store
+        (``5``, ``05``, ``+5`` and ``5.0`` are one integer key; see the validator's doc)."""
+        return self.validator.key_expr(self.contract.column(column))
 
     def _duplicates(self) -> dict[str, pl.DataFrame]:
         """Rows whose key repeats anywhere in the delivery (every copy), per unique column.
@@ -661,10 +719,38 @@ class PartitionLoader:
         ).fetchall()
         return Counter(dict(rows))
 
-    def _record_deliveries(self, outcomes: list[FileOutcome]) -> None:
+    def previous_rows(self) -> int | None:
+        """The day's curated rows when a delivery of it loaded before, else None."""
+        ensure_tables(self.conn, self.storage)
+        ((loaded,),) = self.conn.execute(
+            f"SELECT count(*) FROM {DELIVERIES_TABLE} "
+            f"WHERE dataset = ? AND {PARTITION} = ? AND status = 'loaded'",
+            [self.contract.dataset, self.day],
+        ).fetchall()
+        if not loaded:
+            return None
+        ((rows,),) = self.conn.execute(
+            f"SELECT count(*) FROM {quote(self.tables.curated)} WHERE {PARTITION} = ?",
+            [self.day],
+        ).fetchall()
+        return int(rows)
+
+    def record_rejected_attempt(self, outcomes: list[FileOutcome]) -> None:
+        """Append a rejected attempt's files (its own transaction, after the rollback)."""
+        self.conn.begin()
+        try:
+            self._record_deliveries(outcomes, table=REJECTED_ATTEMPTS_TABLE)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+    def _record_deliveries(
+        self, outcomes: list[FileOutcome], table: str = DELIVERIES_TABLE
+    ) -> None:
         for o in outcomes:
             self.conn.execute(
-                f"""INSERT INTO {DELIVERIES_TABLE} BY NAME SELECT
+                f"""INSERT INTO {table} BY NAME SELECT
                     ? AS dataset, ?::DATE AS {PARTITION}, ? AS file, ? AS file_sha256,
                     ? AS size_bytes, ? AS format, ? AS status, ? AS rule_id, ? AS reason,
                     ? AS rows_read, ? AS rows_curated, ? AS rows_quarantined,
@@ -700,12 +786,29 @@ def load_partition(
     loader: PartitionLoader,
     files: Sequence[Path],
     manifest: Manifest | ManifestInvalid | None = None,
+    report_rejected: Callable[[PartitionResult], object] | None = None,
 ) -> PartitionResult:
-    """Load in one transaction, then swap the staged raw Parquet in; undo both on failure."""
+    """Load in one transaction, then swap the staged raw Parquet in; undo both on failure.
+
+    A re-delivery rejected whole never replaces a day that loaded before: its transaction
+    is rolled back (the day's curated rows, quarantine, raw files and published copy stay
+    as they were), ``report_rejected`` is called first, inside the transaction, so the
+    agency's report on the attempt reads the attempt's own rows, and the attempt's files are
+    appended to ``REJECTED_ATTEMPTS_TABLE``. ``kept_rows`` on the result says what was kept.
+    """
     conn = loader.conn
     conn.begin()
     try:
+        previous = loader.previous_rows()
         result = loader.load(files, manifest)
+        if previous is not None and result.rejected_whole:
+            if report_rejected is not None:
+                report_rejected(result)
+            conn.rollback()
+            loader.discard_raw()
+            loader.record_rejected_attempt(result.files)
+            result.kept_rows = previous
+            return result
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -775,7 +878,8 @@ def _bounded_json(expr: pl.Expr, limit: int) -> pl.Expr:
 
 
 def _expected_for(rule_id: str) -> str:
-    return DELIVERY_RULES.get(rule_id, ("", "an acceptable file"))[1]
+    known = DELIVERY_RULES.get(rule_id) or LANDING_RULES.get(rule_id)
+    return (known or ("", "an acceptable file"))[1]
 
 
 def _check_against_manifest(manifest: Manifest, outcome: FileOutcome) -> None:

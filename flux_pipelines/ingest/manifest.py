@@ -6,6 +6,13 @@ there, a file it does not list, a different sha256 or a different row count is a
 delivery-level fatal for that file, with the expected and found values in the reason.
 
     {"files": [{"name": "meteorites.csv", "rows": 1000, "sha256": "<64 hex>"}]}
+
+The other completion signal is ``_SUCCESS`` (``COMPLETION_MARKER``): an empty file written
+after the last data file, saying "this day is complete" without listing anything. Either
+one lets the landing sensor load a day as soon as it is complete rather than after a quiet
+period, and either one is required of agencies the sensor is told to wait for
+(``FLUX_LANDING_REQUIRE_MARKER``). A manifest is read confined to the agency's landing folder
+(``confine.py``): a manifest that is a link, a folder or larger than 4 MiB is invalid.
 """
 
 from __future__ import annotations
@@ -16,7 +23,17 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from flux_pipelines.errors import UnsafePath
+from flux_pipelines.ingest.confine import (
+    LANDING,
+    landing_root_of,
+    open_dir_under,
+    open_file_under,
+)
+
 MANIFEST_NAMES = ("manifest.json", "_manifest.json")
+COMPLETION_MARKER = "_SUCCESS"
+MANIFEST_MAX_BYTES = 4 << 20
 
 
 class ManifestEntry(BaseModel):
@@ -50,17 +67,36 @@ class ManifestInvalid(ValueError):
 
 
 def manifest_path(folder: Path) -> Path | None:
-    for name in MANIFEST_NAMES:
-        path = folder / name
-        if path.is_file():
-            return path
+    """The delivery's manifest (``manifest.json`` first). Any entry of that name counts, a
+    link or a folder too, so a manifest that cannot be trusted is rejected, never skipped;
+    a day folder that is itself not confined has none (its delivery is rejected whole)."""
+    try:
+        with open_dir_under(landing_root_of(folder, 3), folder, zone=LANDING) as opened:
+            for name in MANIFEST_NAMES:
+                if opened.lstat(name) is not None:
+                    return folder / name
+    except (UnsafePath, OSError):
+        return None
     return None
 
 
 def read_manifest(path: Path) -> Manifest:
+    """The manifest at ``path``, read confined (never through a link) and bounded in size."""
     try:
-        return Manifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open_file_under(landing_root_of(path, 4), path, zone=LANDING) as handle:
+            if handle.stat.st_size > MANIFEST_MAX_BYTES:
+                raise ManifestInvalid(
+                    f"{path.name} is {handle.stat.st_size:,} bytes; a manifest lists files "
+                    f"and is at most {MANIFEST_MAX_BYTES:,} bytes"
+                )
+            data = handle.head(MANIFEST_MAX_BYTES)
+    except UnsafePath as exc:
+        raise ManifestInvalid(f"{path.name} cannot be used: {exc.reason}") from exc
+    except OSError as exc:
+        raise ManifestInvalid(f"{path.name} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        return Manifest.model_validate(json.loads(data.decode("utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestInvalid(f"{path.name} is not readable JSON: {exc}") from exc
     except ValidationError as exc:
         problems = "; ".join(

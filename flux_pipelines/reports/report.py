@@ -6,6 +6,11 @@
 half-written file: each file is written under a hidden ``.tmp`` name in the same folder
 and moved over the old one with ``os.replace`` (atomic on one filesystem), and the three
 moves happen only once all three files are complete. Re-running a day replaces its report.
+
+Agencies may be able to write into their outbox, so the folder is opened confined to
+``outbox/<agency>/`` (``ingest/confine.py``): no folder on the way may be a link (refused
+with ``delivery.symlink``, naming it), and every write, rename and clean-up happens through
+that folder's descriptor, so nothing is ever written or deleted outside it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from flux_pipelines.contracts.ddl import DatasetTables
 from flux_pipelines.contracts.model import Contract
-from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.errors import ConfigurationError, UnsafePath
+from flux_pipelines.ingest.confine import OUTBOX, ConfinedDir, open_zone, relative_parts
 from flux_pipelines.reports.broker import error_sources, warning_sources, write_report_csv
 from flux_pipelines.reports.summary import collect_summary, render_summary
 
@@ -79,41 +85,48 @@ def write_delivery_report(
     day: dt.date,
     outbox_root: Path,
     history_days: int = 30,
+    folder: Path | None = None,
 ) -> DeliveryReport:
     """Write (or replace) the error CSV, warning CSV and summary page of one delivery day.
 
     ``conn`` is the agency's DuckDB file; only read (COPY streams the CSVs, so memory stays
-    flat however many violations the day has). ``history_days`` caps how many earlier
+    flat however many violations the day has). ``folder`` replaces the day's own folder
+    (``rejected_attempt_folder``). ``history_days`` caps how many earlier
     delivery days the trend shows.
     """
     if history_days < 0:
         raise ConfigurationError(f"report history_days must be >= 0, got {history_days}")
-    folder = report_folder(outbox_root, agency, contract.dataset, day)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder is None:  # else a sub-folder of it (a rejected attempt's own report)
+        folder = report_folder(outbox_root, agency, contract.dataset, day)
     final = {name: folder / name for name in (ERROR_REPORT, WARNING_REPORT, SUMMARY)}
-    _remove_leftovers(folder, final)
-    token = uuid.uuid4().hex[:8]
-    staged = {name: folder / f".{name}.{token}.tmp" for name in final}
+    # An unguessable staging name: the file does not exist until DuckDB creates it through
+    # the confined folder, so no link can be planted at it beforehand.
+    token = uuid.uuid4().hex
+    staged = {name: f".{name}.{token}.tmp" for name in final}
     tables = DatasetTables.for_dataset(contract.dataset)
-    try:
-        errors = write_report_csv(conn, error_sources(conn, tables), day, staged[ERROR_REPORT])
-        warnings = write_report_csv(
-            conn, warning_sources(conn, tables), day, staged[WARNING_REPORT]
-        )
-        summary = collect_summary(
-            conn,
-            agency=agency,
-            contract=contract,
-            day=day,
-            errors=errors,
-            warnings=warnings,
-            history_days=history_days,
-        )
-        staged[SUMMARY].write_text(render_summary(summary), encoding="utf-8")
-        _publish(staged, final)
-    finally:
-        for path in staged.values():
-            path.unlink(missing_ok=True)
+    with open_outbox(outbox_root, agency, folder) as out:
+        _remove_leftovers(out, final)
+        try:
+            errors = write_report_csv(
+                conn, error_sources(conn, tables), day, Path(out.child(staged[ERROR_REPORT]))
+            )
+            warnings = write_report_csv(
+                conn, warning_sources(conn, tables), day, Path(out.child(staged[WARNING_REPORT]))
+            )
+            summary = collect_summary(
+                conn,
+                agency=agency,
+                contract=contract,
+                day=day,
+                errors=errors,
+                warnings=warnings,
+                history_days=history_days,
+            )
+            _write_new(out, staged[SUMMARY], render_summary(summary).encode("utf-8"))
+            _publish(out, staged)
+        finally:
+            for name in staged.values():
+                out.unlink(name)
     return DeliveryReport(
         folder=folder,
         error_report=final[ERROR_REPORT],
@@ -125,17 +138,43 @@ def write_delivery_report(
     )
 
 
-def _publish(staged: dict[str, Path], final: dict[str, Path]) -> None:
-    """Flush every staged file, then move each over its final name (atomic per file)."""
-    for path in staged.values():
-        with path.open("rb") as handle:
-            os.fsync(handle.fileno())
-    for name, path in staged.items():
-        os.replace(path, final[name])
+def open_outbox(outbox_root: Path, agency: str, folder: Path) -> ConfinedDir:
+    """``folder`` opened (made if missing) inside ``outbox_root/<agency>/`` without following
+    a link; anything else is an ``UnsafePath`` naming the folder."""
+    parts = relative_parts(folder, outbox_root, OUTBOX)
+    if not parts or parts[0] != agency:
+        raise UnsafePath(
+            "delivery.outside_outbox",
+            str(folder),
+            f"a report of {agency} belongs in {outbox_root / agency}, not in {folder}",
+        )
+    return open_zone(outbox_root, parts, zone=OUTBOX, create=True)
 
 
-def _remove_leftovers(folder: Path, final: dict[str, Path]) -> None:
-    """Drop staged files a killed run left (one writer per agency, so none is in use)."""
-    for name in final:
-        for stale in folder.glob(f".{name}.*.tmp"):
-            stale.unlink(missing_ok=True)
+def _write_new(out: ConfinedDir, name: str, data: bytes) -> None:
+    fd = out.create_file(name)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _publish(out: ConfinedDir, staged: dict[str, str]) -> None:
+    """Flush every staged file, then move each over its final name (atomic per file; a link
+    at a final name is replaced, never written through)."""
+    for name in staged.values():
+        out.fsync_file(name)
+    for final, name in staged.items():
+        out.replace(name, final)
+
+
+def _remove_leftovers(out: ConfinedDir, final: dict[str, Path]) -> None:
+    """Drop staged files a killed run left (one writer per agency, so none is in use); only
+    names in this folder, a link among them removed itself, never its target."""
+    for entry in out.entries():
+        if any(
+            entry.name.startswith(f".{name}.") and entry.name.endswith(".tmp") for name in final
+        ):
+            out.unlink(entry.name)

@@ -91,6 +91,10 @@ class FluxWarehouse(dg.ConfigurableResource):
             self.root / "published" / check_slug(agency, "agency") / check_slug(dataset, "dataset")
         )
 
+    def published_file(self, agency: str, dataset: str, day: dt.date) -> Path:
+        """A day's published copy: what analysts read."""
+        return self.published_dir(agency, dataset) / f"{day.isoformat()}.parquet"
+
     @contextmanager
     def connect(
         self, agency: str, *, read_only: bool = False
@@ -179,9 +183,9 @@ def publish_partition(
     Analysts read these (or ``published/<agency>/catalog.duckdb`` views over them), never the
     working file, so a query can never block a load (DESIGN: analysts never block).
     """
-    out_dir = warehouse.published_dir(agency, dataset)
+    target = warehouse.published_file(agency, dataset, day)
+    out_dir = target.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{day.isoformat()}.parquet"
     tmp = out_dir / f".{day.isoformat()}.parquet.tmp"
     # fetchall, not fetchone: DuckDB 2.0 keeps a half-read result open on the connection,
     # and the step reuses this connection for every partition of a backfill.

@@ -1,0 +1,249 @@
+"""The risk steps: score a run's days (part of the agency's ingest step) and train a model.
+
+Imported by the asset bodies when a step runs, never with the definitions: it brings polars
+and the scoring code, and scikit-learn once a model is trained or loaded.
+
+Scores are recorded per day like the ingest step's results: each scored day gets its own
+materialization of ``<agency>/contract_transactions_risk`` (rows, flagged, basis, rules
+fired, top flagged) and its own check results, so a multi-day run shows each day's figures.
+A day without curated transactions records nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import polars as pl
+from pydantic import ValidationError
+
+from flux_pipelines.assets.risk_factory import (
+    DATASET,
+    EVERY_TRANSACTION_SCORED,
+    FLAGGED_HAVE_REASONS,
+    MODEL,
+    SCORES,
+    RiskModelConfig,
+    RiskScoringConfig,
+)
+from flux_pipelines.assets.step_plan import transient_retries
+from flux_pipelines.contracts.ddl import DatasetTables, quote
+from flux_pipelines.contracts.registry import Agency
+from flux_pipelines.names import scores_key
+from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
+from flux_pipelines.risk.features import FEATURE_COLUMNS
+from flux_pipelines.risk.model import ModelUnavailable, RiskModel, load_current, save, train
+from flux_pipelines.risk.scoring import ScoringSettings, score_day, score_summary
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+def run_scoring(
+    context: dg.AssetExecutionContext, warehouse: FluxWarehouse, agency: Agency
+) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """Score each of the run's days; one materialization and check results per scored day.
+    A day scored twice or left unscored (the blocking check) fails the step after every
+    day's events."""
+    try:
+        config = RiskScoringConfig(**(context.op_config or {}))
+    except ValidationError as exc:
+        raise dg.Failure(
+            description=f"{agency.id}: risk scoring config is out of range: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+            allow_retries=False,
+        ) from exc
+    model, basis = current_model(warehouse, agency)
+    context.log.info(f"{agency.id}: scoring {basis}")
+    settings = ScoringSettings(alpha=config.alpha, flag_threshold=config.flag_threshold)
+    key = scores_key(agency)
+    checks = context.selected_asset_check_keys
+    broken: list[str] = []
+    with transient_retries(context.retry_number), warehouse.connect(agency.id) as conn:
+        for partition in context.partition_keys:
+            day = dt.date.fromisoformat(partition)
+            scores = _score_one(conn, warehouse, agency, day, model, settings)
+            if scores.width == 0 or scores.height == 0:
+                context.log.info(f"{agency.id} {day}: no curated transactions, nothing scored")
+                continue
+            unscored, duplicated = _coverage(conn, [day])
+            if unscored or duplicated:
+                broken.append(f"{day}: {unscored} unscored, {duplicated} scored twice")
+            yield _scores_materialization(key, partition, scores, basis, model, config)
+            without_reason = scores.filter(
+                pl.col("flagged") & (pl.col("reasons").list.len() == 0)
+            ).height
+            verdicts = {
+                EVERY_TRANSACTION_SCORED: (
+                    unscored == 0 and duplicated == 0,
+                    {"unscored": unscored, "scored_twice": duplicated},
+                ),
+                FLAGGED_HAVE_REASONS: (
+                    without_reason == 0,
+                    {"flagged_without_reason": without_reason},
+                ),
+            }
+            for name, (passed, metadata) in verdicts.items():
+                if dg.AssetCheckKey(key, name) in checks:
+                    yield dg.AssetCheckEvaluation(
+                        asset_key=key,
+                        check_name=name,
+                        passed=passed,
+                        partition=partition,
+                        metadata=metadata,
+                    )
+    if broken:
+        raise dg.Failure(
+            description=f"{agency.id}: every curated transaction must have exactly one score "
+            f"({'; '.join(broken)}). Re-run the days; if it persists, report it with the run id.",
+            allow_retries=False,
+        )
+
+
+def _scores_materialization(
+    key: dg.AssetKey,
+    partition: str,
+    scores: pl.DataFrame,
+    basis: str,
+    model: RiskModel | None,
+    config: RiskScoringConfig,
+) -> dg.AssetMaterialization:
+    summary = score_summary(scores)
+    return dg.AssetMaterialization(
+        asset_key=key,
+        partition=partition,
+        metadata={
+            "dagster/row_count": summary["rows"],
+            "flagged": summary["flagged"],
+            "score_basis": basis,
+            "model_version": model.version if model else "none",
+            "alpha": config.alpha if model else 0.0,
+            "flag_threshold": config.flag_threshold,
+            "rules_fired": dg.MetadataValue.json(summary["by_rule"]),
+            "top_flagged": dg.MetadataValue.md(_top_flagged(scores)),
+        },
+    )
+
+
+def train_model(
+    context: dg.AssetExecutionContext, warehouse: FluxWarehouse, agency: Agency
+) -> dg.MaterializeResult:
+    """Train the agency's Isolation Forest on its stored feature vectors, and version it."""
+    config = RiskModelConfig(**(context.op_config or {}))
+    with transient_retries(context.retry_number), warehouse.connect(agency.id) as conn:
+        vectors = _training_vectors(conn, config.max_training_rows)
+    if vectors.height < config.min_training_rows:
+        raise dg.Failure(
+            description=f"{agency.id}: only {vectors.height} scored transactions (< "
+            f"{config.min_training_rows}); materialize {SCORES} for more days first. "
+            "Scoring stays rules only until a model is trained.",
+            allow_retries=False,
+        )
+    model = train(vectors, n_estimators=config.n_estimators)
+    path = save(model, warehouse.models_dir(agency.id, MODEL))
+    scores = model.score(vectors)
+    context.log.info(f"{agency.id}: trained {model.version} on {model.trained_rows} rows")
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": model.version,
+            "path": dg.MetadataValue.path(str(path)),
+            "training_rows": model.trained_rows,
+            "features": list(model.features),
+            "params": dg.MetadataValue.json(model.params),
+            "training_score_p50": float(pl.Series(scores).median() or 0.0),
+            "training_score_p99": float(pl.Series(scores).quantile(0.99) or 0.0),
+        }
+    )
+
+
+def current_model(warehouse: FluxWarehouse, agency: Agency) -> tuple[RiskModel | None, str]:
+    """The agency's trained model, or None and the reason scoring falls back to rules."""
+    try:
+        model = load_current(warehouse.models_dir(agency.id, MODEL))
+    except ModelUnavailable as exc:
+        return None, f"rules only: {exc}"
+    return model, f"blended with model {model.version}"
+
+
+def _score_one(
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: FluxWarehouse,
+    agency: Agency,
+    day: dt.date,
+    model: RiskModel | None,
+    settings: ScoringSettings,
+) -> pl.DataFrame:
+    curated = DatasetTables.for_dataset(DATASET).curated
+    frame = _curated_day(conn, curated, day)
+    if frame.width == 0:  # the agency never delivered transactions: nothing to score
+        return frame
+    scores = score_day(
+        conn,
+        day,
+        frame,
+        curated_table=curated,
+        scores_table=SCORES,
+        model=model,
+        settings=settings,
+    )
+    publish_partition(conn, warehouse, agency.id, SCORES, SCORES, day)
+    return scores
+
+
+def _curated_day(conn: duckdb.DuckDBPyConnection, table: str, day: dt.date) -> pl.DataFrame:
+    if not _has_table(conn, table):
+        return pl.DataFrame()
+    return conn.sql(
+        f"SELECT * FROM {quote(table)} WHERE _partition_date = DATE '{day.isoformat()}' "
+        "ORDER BY _file, _row_number"
+    ).pl()
+
+
+def _coverage(conn: duckdb.DuckDBPyConnection, days: list[dt.date]) -> tuple[int, int]:
+    """(curated rows without a score, rows scored more than once) over the days."""
+    curated = DatasetTables.for_dataset(DATASET).curated
+    if not (_has_table(conn, SCORES) and _has_table(conn, curated)):
+        return 0, 0
+    ((unscored, duplicated),) = conn.execute(
+        f"""WITH s AS (SELECT _partition_date, _file, _row_number, count(*) AS n
+                         FROM {quote(SCORES)} WHERE _partition_date IN (SELECT unnest(?))
+                         GROUP BY ALL)
+            SELECT (SELECT count(*) FROM {quote(curated)} c ANTI JOIN s
+                      USING (_partition_date, _file, _row_number)
+                     WHERE c._partition_date IN (SELECT unnest(?))),
+                   (SELECT count(*) FROM s WHERE n > 1)""",
+        [days, days],
+    ).fetchall()
+    return int(unscored), int(duplicated)
+
+
+def _has_table(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return conn.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
+    ).fetchall() != [(0,)]
+
+
+def _top_flagged(scores: pl.DataFrame, limit: int = 10) -> str:
+    top = scores.filter(pl.col("flagged")).sort("risk_score", descending=True).head(limit)
+    if top.is_empty():
+        return "No transaction flagged."
+    lines = [
+        f"| {r['transaction_id']} | {r['recipient_name']} | {r['federal_action_obligation']} "
+        f"| {r['risk_score']:.2f} | {'; '.join(r['reasons'])} |"
+        for r in top.iter_rows(named=True)
+    ]
+    header = "| transaction | recipient | obligation | risk | reasons |\n|---|---|---|---|---|"
+    return "\n".join([header, *lines])
+
+
+def _training_vectors(conn: duckdb.DuckDBPyConnection, limit: int) -> pl.DataFrame:
+    """A deterministic sample of stored feature vectors (same data, same model hash)."""
+    if not _has_table(conn, SCORES):
+        return pl.DataFrame(schema=dict.fromkeys(FEATURE_COLUMNS, pl.Float64))
+    columns = ", ".join(quote(c) for c in FEATURE_COLUMNS)
+    return conn.sql(
+        f"SELECT {columns} FROM {quote(SCORES)} "
+        f"ORDER BY hash(_partition_date, _file, _row_number) LIMIT {int(limit)}"
+    ).pl()
