@@ -46,9 +46,7 @@ def test_a_run_process_exits_without_leak_reports() -> None:
     # A step that opens DuckDB after the definitions froze their objects: nothing of DuckDB's
     # is frozen, so its bindings have nothing to report at exit.
     code = PROBE + (
-        "import duckdb\n"
-        "with duckdb.connect() as conn:\n"
-        "    conn.sql('SELECT 42').fetchall()\n"
+        "import duckdb\nwith duckdb.connect() as conn:\n    conn.sql('SELECT 42').fetchall()\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, *HEAVY], capture_output=True, text=True, check=True
