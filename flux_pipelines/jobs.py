@@ -22,6 +22,8 @@ from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.errors import ConfigurationError
 
 PARALLEL_STEPS = 2
+# Run config for in-process runs a command makes (demo, bench): warnings and errors only.
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 PARALLEL_EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": PARALLEL_STEPS})
 
 
@@ -88,18 +90,22 @@ def risk_job_name(agency: Agency) -> str:
 
 
 def risk_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition]:
-    """Agency id -> its risk job: score a day range, then retrain the agency's model (one
-    process: both write the agency's file)."""
+    """Agency id -> its risk job: score a day range (one run, one transaction a day).
+
+    Not the model: scores are a spec of the agency's ingest step and record per-day events
+    without a step output, so a model step in the same run would be skipped. The model
+    retrains on its own (Mondays, or from its asset page) and scoring blends it in.
+    """
     from flux_pipelines.names import RISK_DATASET as DATASET
-    from flux_pipelines.names import model_key, scores_key
+    from flux_pipelines.names import scores_key
 
     return {
         a.id: dg.define_asset_job(
             risk_job_name(a),
-            selection=dg.AssetSelection.assets(scores_key(a), model_key(a)),
+            selection=dg.AssetSelection.assets(scores_key(a)),
             partitions_def=agency_partitions(a),
-            description=f"Risk-score {a.name}'s contract transactions for a day range, then "
-            "retrain its Isolation Forest on the stored feature vectors.",
+            description=f"Risk-score {a.name}'s contract transactions for a day range "
+            "(blended with its Isolation Forest once one is trained).",
             tags={"agency": a.key},
             executor_def=dg.in_process_executor,
         )

@@ -42,6 +42,7 @@ import typer
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.instance.config import prepare_dagster_home
+from flux_pipelines.jobs import QUIET_LOGS
 from flux_pipelines.names import RANGE_END_TAG, RANGE_START_TAG
 
 if TYPE_CHECKING:
@@ -54,7 +55,6 @@ ROWS = 300  # rows per delivery (about): "small deliveries"
 TEMPLATE_DAYS = 7  # distinct generated days; later days are copies of them
 SEED = 42
 COHORT_ENV = "FLUX_BENCH_COHORT"  # the agencies of multi_agency_job, for its step processes
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 TARGET_SECONDS = 180.0
 
 
@@ -258,7 +258,7 @@ def _child_multi(agency_ids: list[str], days: list[dt.date]) -> dict[str, object
         result = dg.execute_job(
             dg.reconstructable(multi_agency_job),
             instance,
-            run_config=QUIET,
+            run_config=QUIET_LOGS,
             tags={
                 RANGE_START_TAG: days[0].isoformat(),
                 RANGE_END_TAG: days[-1].isoformat(),

@@ -35,6 +35,7 @@ import yaml
 from flux_pipelines.bench.process import run_python
 from flux_pipelines.contracts.registry import CONTRACTS_DIR_ENV, PROJECT_ROOT, load_registry
 from flux_pipelines.instance.config import PG_ENV, instance_config
+from flux_pipelines.jobs import QUIET_LOGS
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -52,7 +53,6 @@ REPEAT = 3
 TARGET_AGENCIES = 300
 TARGET_DEFINITIONS_SECONDS = 2.0
 TARGET_RUN_SECONDS = 4.0
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 # Runs in a fresh interpreter: time `import dagster` before anything else is imported, then
 # the definitions, then hand over to `child_report` (imported last so it costs nothing
@@ -224,7 +224,7 @@ def _materialize(defs: dg.Definitions, agency_id: str, dataset: str, day: str) -
             instance=instance,
             partition_key=day,
             asset_selection=list(asset_keys(agency, dataset)),
-            run_config=QUIET,
+            run_config=QUIET_LOGS,
             tags={"flux/source": "flux bench"},
             raise_on_error=False,
         )
