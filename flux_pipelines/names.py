@@ -28,6 +28,9 @@ ROW = "_row_number"  # the row's number in that file (1 = first data row)
 
 # --- tables in an agency's DuckDB file -----------------------------------------------------
 DELIVERIES_TABLE = "_flux_deliveries"  # one row per delivered file
+# what the landing sensors will not load, with reasons: <home>/<this> (operators) and
+# outbox/<agency>/<this> (each agency its own)
+LANDING_FINDINGS_FILE = "landing_findings.json"
 # one row per file of a re-delivery rejected whole, kept beside the day it did not replace
 REJECTED_ATTEMPTS_TABLE = "_flux_rejected_attempts"
 

@@ -382,3 +382,19 @@ def test_status_command_errors(home: Path) -> None:
         assert code == 2, output
         assert output.startswith("error: ") and expected in output
         assert "Traceback" not in output
+
+
+def test_status_lists_what_the_landing_sensors_will_not_load(home: Path) -> None:
+    """Issue 13: nothing unreported. The sensors' findings reach the operator's status."""
+    from flux_pipelines_tests.test_landing_sensor import tick
+
+    stray = home / "landing" / "nasa" / "meteorites" / "latest"  # not a day
+    stray.mkdir(parents=True)
+    (stray / "meteorites.csv").write_text("id\n1\n", encoding="utf-8")
+    tick(home, dg.DagsterInstance.ephemeral())  # the shipped landing_meteorites sensor
+    code, out = flux_status(home, "--agency", "nasa", "--days", "2")
+    assert code == 1
+    assert "not loaded from landing/ (1;" in out
+    assert "nasa/meteorites/latest" in out and "[delivery.unknown_folder]" in out
+    code, out = flux_status(home, "--agency", "nga", "--days", "2")
+    assert "not loaded from landing/" not in out  # another agency's findings are not nga's

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -255,6 +256,10 @@ def test_everything_flux_will_not_load_is_reported(
     assert meteorites.skip and "nga/meteorites [delivery.unknown_folder]" in meteorites.skip
     [request] = media.requests  # nga's day still loads: its sub-folders are rejected by name
     assert request.job_name == "ingest_nga"
+    # the agency sees its own findings beside its reports (and no other agency's)
+    shared = json.loads((tmp_path / "outbox" / "nga" / FINDINGS_FILE).read_text())
+    assert {f["path"] for f in shared["unloadable"]} == {p for p in planted if p.startswith("nga/")}
+    assert not (tmp_path / "outbox" / "unknown-agency").exists()
 
     # the record follows the landing zone: cleaned up, the findings go (first_seen kept while
     # an entry stays)
@@ -267,6 +272,18 @@ def test_everything_flux_will_not_load_is_reported(
     assert {f["path"]: f["first_seen"] for f in later["unloadable"]}["nga/media-items"] == first[
         "nga/media-items"
     ]
+    # once an agency's folders are clean, its shared copy goes too
+    for path in [p for p in planted if p.startswith("nga/")]:
+        target = landing / path
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
+    for sensor in (MEDIA, "landing_meteorites"):
+        tick(tmp_path, instance, sensor=sensor)
+    tick(tmp_path, instance, sensor=landing_sensor_name(zone_steward(load_registry())))
+    assert not [p for p in findings(tmp_path) if p.startswith("nga/")]
+    assert not (tmp_path / "outbox" / "nga" / FINDINGS_FILE).exists()
 
 
 def test_hidden_names_are_reported_only_past_the_grace_period(

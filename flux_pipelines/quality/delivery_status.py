@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flux_pipelines.contracts.registry import Agency, Registry
-from flux_pipelines.names import CHECK_NAMES
+from flux_pipelines.names import CHECK_NAMES, LANDING_FINDINGS_FILE
 from flux_pipelines.quality.scorecard import deadline_for
 
 if TYPE_CHECKING:
@@ -554,6 +554,7 @@ def status_report(
         )
     statuses = status_table(pairs, wanted, facts, now)
     n = counts(statuses)
+    unloadable = landing_findings(home, agency, dataset)
     text = "\n".join(
         [
             info.describe(),
@@ -563,6 +564,50 @@ def status_report(
             render_matrix(statuses, wanted),
             "",
             summary_line(statuses),
+            *render_findings(unloadable, home / LANDING_FINDINGS_FILE),
         ]
     )
-    return text, 1 if n[State.LATE] or n[State.FAILED] else 0
+    return text, 1 if n[State.LATE] or n[State.FAILED] or unloadable else 0
+
+
+MAX_FINDINGS_SHOWN = 20
+
+
+def landing_findings(home: Path, agency: str | None, dataset: str | None) -> list[dict[str, str]]:
+    """What the landing sensors last reported they will not load (``landing_findings.json``),
+    for one agency / dataset when asked; nothing when no sensor has run yet."""
+    import json
+
+    try:
+        doc = json.loads((home / LANDING_FINDINGS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        from flux_pipelines.errors import ConfigurationError
+
+        raise ConfigurationError(
+            f"{home / LANDING_FINDINGS_FILE} is unreadable ({exc}); the landing sensors rewrite "
+            "it on their next tick"
+        ) from exc
+    found = []
+    for finding in doc.get("unloadable", []):
+        parts = str(finding.get("path", "")).split("/")
+        if agency and parts[0] != agency:
+            continue
+        if dataset and (len(parts) < 2 or parts[1] != dataset):
+            continue
+        found.append(finding)
+    return found
+
+
+def render_findings(findings: list[dict[str, str]], source: Path) -> list[str]:
+    if not findings:
+        return []
+    lines = ["", f"not loaded from landing/ ({len(findings)}; all of them in {source}):"]
+    lines += [
+        f"  {f['path']}: {f['reason']} [{f['rule']}] since {f.get('first_seen', '?')}"
+        for f in findings[:MAX_FINDINGS_SHOWN]
+    ]
+    if len(findings) > MAX_FINDINGS_SHOWN:
+        lines.append(f"  ... {len(findings) - MAX_FINDINGS_SHOWN} more")
+    return lines

@@ -151,6 +151,25 @@ def open_outbox(outbox_root: Path, agency: str, folder: Path) -> ConfinedDir:
     return open_zone(outbox_root, parts, zone=OUTBOX, create=True)
 
 
+def write_outbox_file(outbox_root: Path, agency: str, name: str, data: bytes | None) -> bool:
+    """Replace (or, ``data`` None, remove) ``outbox_root/<agency>/<name>`` through the
+    confined folder, only when its content changes; returns whether it changed."""
+    with open_outbox(outbox_root, agency, outbox_root / agency) as out:
+        if out.lstat(name) is not None:
+            with out.open_file(name) as current, current.reopen() as stream:
+                if stream.read() == data:
+                    return False
+        elif data is None:
+            return False
+        if data is None:
+            out.unlink(name)
+            return True
+        staged = f".{name}.{uuid.uuid4().hex}.tmp"
+        _write_new(out, staged, data)
+        _publish(out, {name: staged})
+        return True
+
+
 def _write_new(out: ConfinedDir, name: str, data: bytes) -> None:
     fd = out.create_file(name)
     try:

@@ -65,6 +65,7 @@ from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.errors import ConfigurationError, UnsafePath
 from flux_pipelines.ingest.confine import (
     LANDING,
+    OUTBOX,
     ConfinedDir,
     Entry,
     open_zone,
@@ -86,7 +87,7 @@ from flux_pipelines.ingest.receipts import (
     read_receipt,
 )
 from flux_pipelines.jobs import agency_job_name
-from flux_pipelines.names import RANGE_END_TAG, RANGE_START_TAG
+from flux_pipelines.names import LANDING_FINDINGS_FILE, RANGE_END_TAG, RANGE_START_TAG
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 QUIET_SECONDS = 30.0  # default quiet period: a writer pausing longer needs a marker
@@ -99,7 +100,7 @@ MAX_RUNS_PER_TICK = 50
 TICK_SECONDS = 15  # the sensors' minimum interval
 MAX_LOGGED = 10
 DELIVERY_TAG = "flux/delivery"
-FINDINGS_FILE = "landing_findings.json"
+FINDINGS_FILE = LANDING_FINDINGS_FILE
 ZONE_SECTION = "landing_zone"
 
 
@@ -816,11 +817,13 @@ def _report_findings(
     path = home / FINDINGS_FILE
     stamp = dt.datetime.fromtimestamp(now, dt.UTC)
     try:
-        record_findings(path, section, findings, stamp)
+        merged = record_findings(path, section, findings, stamp)
         if steward:
-            record_findings(path, ZONE_SECTION, zone, stamp)
+            merged = record_findings(path, ZONE_SECTION, zone, stamp)
     except OSError as exc:  # the operator's home, not an agency's doing: say so, go on
         context.log.error(f"could not record landing findings in {path}: {exc}")
+    else:
+        share_with_agencies(context, home, merged, delivered)
     everything = findings + zone
     if not everything:
         return ""
@@ -834,6 +837,28 @@ def _report_findings(
     shown = ", ".join(f"{f.path} [{f.rule}]" for f in everything[:3])
     more = " ..." if len(everything) > 3 else ""
     return f"; not loaded: {shown}{more} (see {FINDINGS_FILE})"
+
+
+def share_with_agencies(
+    context: dg.SensorEvaluationContext,
+    home: Path,
+    merged: list[dict[str, str]],
+    agencies: Collection[str],
+) -> None:
+    """Each agency's own findings in ``outbox/<agency>/landing_findings.json`` (where its
+    reports are), removed once none is left; written only when they change."""
+    from flux_pipelines.reports.report import write_outbox_file
+
+    outbox = home / OUTBOX
+    for agency in agencies:
+        mine = [f for f in merged if f["path"].split("/", 1)[0] == agency]
+        data = (
+            json.dumps({"agency": agency, "unloadable": mine}, indent=2).encode() if mine else None
+        )
+        try:
+            write_outbox_file(outbox, agency, FINDINGS_FILE, data)
+        except (OSError, UnsafePath) as exc:  # that agency's outbox only: say so, go on
+            context.log.error(f"could not share landing findings with {agency}: {exc}")
 
 
 def _printable(finding: Finding) -> Finding:
