@@ -362,13 +362,16 @@ def test_a_file_name_that_is_not_utf8_is_rejected_not_a_crash(
     good = _write(tmp_path, "good.csv", "id,name\n2,b\n")
     result = run_load(conn, _contract(tmp_path, KEYED), [bad, good], tmp_path)
     [error] = result.errors
-    assert (error.file, error.rule_id) == ("bad\\xff\\xfe.csv", "delivery.bad_encoding")
+    assert (error.file, error.rule_id) == (
+        "bad\\xff\\xfe.csv (name not UTF-8)",
+        "delivery.bad_encoding",
+    )
     assert "file name" in error.reason and "not valid UTF-8" in error.reason
     assert _rows(conn, "SELECT _file, rule_id FROM items_quarantine") == [
-        ("bad\\xff\\xfe.csv", "delivery.bad_encoding")
+        ("bad\\xff\\xfe.csv (name not UTF-8)", "delivery.bad_encoding")
     ]
     assert _rows(conn, "SELECT file, status FROM _flux_deliveries ORDER BY 1") == [
-        ("bad\\xff\\xfe.csv", "rejected"),
+        ("bad\\xff\\xfe.csv (name not UTF-8)", "rejected"),
         ("good.csv", "loaded"),
     ]
     assert _rows(conn, "SELECT id FROM items") == [(2,)]

@@ -248,6 +248,7 @@ def _load_day(
         raw_root=warehouse.raw_root(agency.id, dataset),
         references=registry.references_for(contract, day),
         storage=registry.storage_contract(contract),
+        limits=warehouse.size_limits(),
     )
     attempt_reports: list[DeliveryReport] = []
 

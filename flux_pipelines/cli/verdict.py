@@ -21,6 +21,7 @@ import typer
 
 from flux_pipelines.cli.load import check_ids
 from flux_pipelines.contracts.ddl import DatasetTables, quote
+from flux_pipelines.contracts.model import SizeLimits
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.contracts.validator import SHORT_ROW_MESSAGE, SHORT_ROW_RULE
 from flux_pipelines.ingest.delivery import PartitionLoader, PartitionResult, load_partition
@@ -47,10 +48,22 @@ class Verdict:
         return QUARANTINED if self.result.rows_quarantined else CLEAN
 
 
-def validate_file(path: Path, *, dataset: str, day: dt.date, agency: str | None) -> Verdict:
+def validate_file(
+    path: Path,
+    *,
+    dataset: str,
+    day: dt.date,
+    agency: str | None,
+    limits: SizeLimits | None = None,
+) -> Verdict:
     """The verdict as ``agency`` would get it (its severity overrides applied; None: the
     contract's own severities). ConfigurationError for an unknown agency or dataset, or
-    an agency that does not deliver the dataset: never a silently different verdict."""
+    an agency that does not deliver the dataset: never a silently different verdict.
+
+    ``limits`` bound records and fields as a load would (None: ``SizeLimits.resolve``, the
+    ``FLUX_MAX_LINE_BYTES`` / ``FLUX_MAX_FIELD_BYTES`` environment, else the defaults), so a
+    file too large for the pipeline gets the same ``delivery.*`` rejection here."""
+    limits = limits if limits is not None else SizeLimits.resolve()  # a bad setting: exit 2
     # Cross-dataset rules need the agency's other tables; they run at load, not here.
     registry = load_registry()
     known = check_ids(registry, agency, dataset)
@@ -66,6 +79,7 @@ def validate_file(path: Path, *, dataset: str, day: dt.date, agency: str | None)
                 day=day,
                 run_id="flux-validate",
                 raw_root=Path(scratch) / "raw",
+                limits=limits,
             )
             result = load_partition(loader, [path])
             cols = ", ".join(REPORT_COLUMNS)

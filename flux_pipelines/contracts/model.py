@@ -9,9 +9,14 @@ contract page, demo generator) reads only these models, so there is one source o
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from flux_pipelines.errors import ConfigurationError
 
 LogicalType = Literal["string", "integer", "number", "boolean", "date", "timestamp"]
 Severity = Literal["fatal", "warning"]
@@ -45,7 +50,21 @@ RULE_CATEGORY: dict[RuleKind, Category] = {
 
 _frozen = ConfigDict(frozen=True, extra="forbid")
 
-# Delivery-level rules: a file that breaks one is quarantined whole (always fatal).
+MiB = 1 << 20
+# Size limits on what a delivery may hold (``SizeLimits``): the one place their defaults live.
+DEFAULT_MAX_LINE_BYTES = 8 * MiB
+DEFAULT_MAX_FIELD_BYTES = 1 * MiB
+MAX_LINE_BYTES_ENV = "FLUX_MAX_LINE_BYTES"
+MAX_FIELD_BYTES_ENV = "FLUX_MAX_FIELD_BYTES"
+
+
+def _mib(size: int) -> str:
+    return f"{size / MiB:g} MiB" if size % (MiB // 4) == 0 else f"{size:,} bytes"
+
+
+# Delivery-level rules: a file that breaks one is quarantined whole (always fatal). The one
+# catalogue of them: the loader, the readers, the landing-zone confinement (``confine.py``)
+# and the sensors raise these ids, and the contract page and agency reports show these words.
 # rule id -> (message, expected)
 DELIVERY_RULES: dict[str, tuple[str, str]] = {
     "delivery.empty_file": ("the file has no data rows", "at least one data row"),
@@ -59,6 +78,15 @@ DELIVERY_RULES: dict[str, tuple[str, str]] = {
     "delivery.unsupported_format": (
         "the file type is not supported",
         "csv, json, jsonl or parquet",
+    ),
+    "delivery.line_too_long": (
+        "a record (line) is longer than Flux reads",
+        f"records of at most {_mib(DEFAULT_MAX_LINE_BYTES)} unless the operator set another "
+        "limit (a .json file is one record: deliver larger ones as JSON Lines)",
+    ),
+    "delivery.field_too_long": (
+        "a field is longer than Flux reads",
+        f"fields of at most {_mib(DEFAULT_MAX_FIELD_BYTES)} unless the operator set another limit",
     ),
     "delivery.manifest_invalid": (
         "the manifest cannot be read",
@@ -80,7 +108,144 @@ DELIVERY_RULES: dict[str, tuple[str, str]] = {
         "the file's row count differs from the manifest",
         "the row count the manifest gives",
     ),
+    # The landing zone: confinement (no link followed, nothing outside the agency's own
+    # folder, regular files only) and completeness (ingest/confine.py, sensors/landing.py).
+    "delivery.symlink": (
+        "the file, or a folder above it, is a symbolic link",
+        "a regular file in a real folder of the agency's own landing folder",
+    ),
+    "delivery.outside_landing": (
+        "the path leaves the agency's landing folder",
+        "a file directly in landing/<agency>/<dataset>/<YYYY-MM-DD>/",
+    ),
+    "delivery.outside_outbox": (
+        "the report folder leaves the agency's outbox folder",
+        "a real folder in outbox/<agency>/",
+    ),
+    "delivery.not_a_file": (
+        "the entry is not a regular file (a folder, FIFO, socket or device)",
+        "a regular file directly in the day folder (sub-folders are not read)",
+    ),
+    "delivery.hard_link": (
+        "the file is a hard link: it has other names on the file system",
+        "a file of its own (a copy, not a hard link)",
+    ),
+    "delivery.not_a_folder": (
+        "a file or special entry stands where a folder belongs",
+        "a folder",
+    ),
+    "delivery.vanished": (
+        "the file disappeared before Flux could read it",
+        "files that stay in place until they are loaded",
+    ),
+    "delivery.changed_while_reading": (
+        "the file changed while Flux read it (it was still being written)",
+        "a complete file: a manifest or a _SUCCESS marker, or a rename once written",
+    ),
+    "delivery.changed_after_marker": (
+        "the file changed after the delivery's _SUCCESS marker was written",
+        "every file complete before _SUCCESS is written",
+    ),
+    "delivery.unknown_folder": (
+        "a folder or file Flux never loads (unknown agency or dataset, bad day name)",
+        "landing/<agency>/<dataset>/<YYYY-MM-DD>/ for an agency and dataset in the registry",
+    ),
+    "delivery.hidden_name": (
+        "a hidden or temporary name, never loaded",
+        "final names without a leading '.', '_' or '~' and no .tmp/.part suffix",
+    ),
+    "delivery.incomplete": (
+        "the delivery has no completion signal yet",
+        "a manifest or a _SUCCESS marker once every file is written",
+    ),
 }
+
+# Row-level rules every contract has, whatever its columns (always fatal, never overridden).
+SHORT_ROW_RULE = "row.short"
+SHORT_ROW_MESSAGE = (
+    "the record has fewer fields than the header: its last field(s) are missing, so its "
+    "values may sit under the wrong columns; re-export it with every field (an empty value "
+    "is an empty field: 1,a,)"
+)
+# rule id -> (message, expected)
+FIXED_ROW_RULES: dict[str, tuple[str, str]] = {
+    SHORT_ROW_RULE: (SHORT_ROW_MESSAGE, "one field per header column in every record"),
+}
+
+
+class SizeLimits(BaseModel):
+    """How long a record and a field of a delivered file may be, in bytes as delivered.
+
+    Flux rejects a file holding a longer one whole (``delivery.line_too_long``,
+    ``delivery.field_too_long``) *before* parsing it: the readers measure records and
+    fields in a streaming pass over the bytes, so a hostile file costs a bounded read, not
+    memory the size of its largest value (a single 1 GB field took ~9.5 GB RSS before).
+
+    The defaults are far beyond any legitimate federal delivery and far below what hurts:
+    the longest field in the real agency files Flux is tested on is 7 KB (an NGA media
+    description) and no contract column allows more than 2,048 characters, so 1 MiB per
+    field is over 100 times what a value can legitimately need; 8 MiB per record leaves room
+    for several such fields plus hundreds of ordinary ones. A value is held a few times over
+    while it is parsed, typed and validated, so these keep one record's cost to tens of MB.
+
+    A *record* is a CSV record (which may span lines inside quotes), a JSON Lines line, a
+    whole ``.json`` document (it is parsed whole, so its size is its memory) or a Parquet
+    row; a *field* is one value as delivered (CSV: between its separators, quotes included).
+    Set per deployment with ``FluxWarehouse`` (``max_line_bytes``, ``max_field_bytes``) or
+    the environment (``FLUX_MAX_LINE_BYTES``, ``FLUX_MAX_FIELD_BYTES``: bytes, or with a
+    KiB/MiB/GiB suffix).
+    """
+
+    model_config = _frozen
+    max_line_bytes: int = Field(default=DEFAULT_MAX_LINE_BYTES, gt=0)
+    max_field_bytes: int = Field(default=DEFAULT_MAX_FIELD_BYTES, gt=0)
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        max_line_bytes: int | None = None,
+        max_field_bytes: int | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> SizeLimits:
+        """The limits in force: a setting given here, else the environment, else the default.
+
+        A malformed or non-positive value is a ``ConfigurationError`` naming the setting,
+        never a silent fallback to the default."""
+        env = os.environ if environ is None else environ
+        line = max_line_bytes if max_line_bytes is not None else _env_size(env, MAX_LINE_BYTES_ENV)
+        field = (
+            max_field_bytes if max_field_bytes is not None else _env_size(env, MAX_FIELD_BYTES_ENV)
+        )
+        values = {"max_line_bytes": line, "max_field_bytes": field}
+        for name, value in values.items():
+            if value is not None and value <= 0:
+                raise ConfigurationError(f"{name} must be a positive number of bytes, not {value}")
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+    def describe(self) -> str:
+        """The limits in words, for logs and reasons."""
+        line, field = _mib(self.max_line_bytes), _mib(self.max_field_bytes)
+        return f"records up to {line}, fields up to {field}"
+
+
+_SIZE_TEXT = re.compile(r"^\s*([0-9]+)\s*(|B|K|KB|KIB|M|MB|MIB|G|GB|GIB)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str, *, setting: str) -> int:
+    """Bytes from '8388608', '8MiB', '8M' or '8 MB' (binary units: 1 MB = 1 MiB here)."""
+    match = _SIZE_TEXT.match(text)
+    if match is None:
+        raise ConfigurationError(
+            f"{setting}={text!r} is not a size: give bytes (8388608) or a KiB/MiB/GiB size (8MiB)"
+        )
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)[:1].upper()]
+
+
+def _env_size(env: Mapping[str, str], name: str) -> int | None:
+    text = env.get(name, "").strip()
+    return parse_size(text, setting=name) if text else None
 
 
 class AllowedValue(BaseModel):
@@ -256,6 +421,18 @@ class Contract(BaseModel):
                 default_severity=self.overridden.get(r.id, r.severity),
             )
             for r in self.rules
+        ]
+        entries += [
+            CatalogueEntry(
+                id=rule_id,
+                scope="row",
+                severity="fatal",
+                category="existence",
+                message=message,
+                expected=expected,
+                default_severity="fatal",
+            )
+            for rule_id, (message, expected) in FIXED_ROW_RULES.items()
         ]
         entries += [
             CatalogueEntry(

@@ -51,7 +51,13 @@ from decimal import Decimal, InvalidOperation
 
 import polars as pl
 
-from flux_pipelines.contracts.model import ColumnSpec, Contract, Rule
+from flux_pipelines.contracts.model import (
+    SHORT_ROW_MESSAGE,
+    SHORT_ROW_RULE,
+    ColumnSpec,
+    Contract,
+    Rule,
+)
 from flux_pipelines.names import FILE, ROW
 
 MAX_CELL_BYTES = 10_240
@@ -89,8 +95,8 @@ _FLOAT_SAFE_BYTES = 15
 _FLOAT_MAX_DIGITS = 767  # the most significant digits a 64-bit float's exact value has
 INT64_RANGE = "-9223372036854775808 to 9223372036854775807"
 
-# Short CSV records (see the module docstring): columns the loader adds to a chunk.
-SHORT_ROW_RULE = "row.short"
+# Short CSV records (see the module docstring): columns the loader adds to a chunk. The
+# rule's id and words are in the catalogue (``model.FIXED_ROW_RULES``).
 DELIVERED_FIELDS = "__delivered_fields"  # fields the record had; null when it had them all
 EXPECTED_FIELDS = "__expected_fields"  # fields of the header
 _TRUE = ["true", "t", "yes", "y", "1"]
@@ -297,11 +303,6 @@ class RowValidator:
 
 
 _SHORT_FLAG = "__v_short"
-SHORT_ROW_MESSAGE = (
-    "the record has fewer fields than the header: its last field(s) are missing, so its "
-    "values may sit under the wrong columns; re-export it with every field (an empty value "
-    "is an empty field: 1,a,)"
-)
 
 
 def _short_rows(rows: pl.DataFrame) -> pl.DataFrame:

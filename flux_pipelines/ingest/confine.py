@@ -17,8 +17,9 @@ used by the sensors, the loader, the readers, the receipts and the report writer
   character. Where ``/proc`` is missing, the checked real path, verified to be the same
   inode as the descriptor.
 
-A refusal is an ``UnsafePath`` carrying a ``delivery.*`` rule id (``LANDING_RULES``) and a
-reason that names the path and says what to do.
+A refusal is an ``UnsafePath`` carrying a ``delivery.*`` rule id of the rule catalogue
+(``model.DELIVERY_RULES``; ``LANDING_RULES`` are its landing-zone part) and a reason that
+names the path and says what to do.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from flux_pipelines.contracts.model import DELIVERY_RULES
 from flux_pipelines.errors import UnsafePath
 
 LANDING = "landing"
@@ -43,52 +45,24 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC | getattr(os, "O_NOCTTY", 0)
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
 
-# The landing-zone delivery.* rules (message, expected): confinement and completeness.
+# The landing-zone delivery.* rules: confinement and completeness. Their words live in the one
+# rule catalogue (``model.DELIVERY_RULES``, shown on contract pages and in agency reports);
+# this is the part of it that confinement and the sensors raise.
 LANDING_RULES: dict[str, tuple[str, str]] = {
-    "delivery.symlink": (
-        "the file, or a folder above it, is a symbolic link",
-        "a regular file in a real folder of the agency's own landing folder",
-    ),
-    "delivery.outside_landing": (
-        "the path leaves the agency's landing folder",
-        "a file directly in landing/<agency>/<dataset>/<YYYY-MM-DD>/",
-    ),
-    "delivery.outside_outbox": (
-        "the report folder leaves the agency's outbox folder",
-        "a real folder in outbox/<agency>/",
-    ),
-    "delivery.not_a_file": (
-        "the entry is not a regular file (a folder, FIFO, socket or device)",
-        "a regular file directly in the day folder (sub-folders are not read)",
-    ),
-    "delivery.not_a_folder": (
-        "a file or special entry stands where a folder belongs",
-        "a folder",
-    ),
-    "delivery.vanished": (
-        "the file disappeared before Flux could read it",
-        "files that stay in place until they are loaded",
-    ),
-    "delivery.changed_while_reading": (
-        "the file changed while Flux read it (it was still being written)",
-        "a complete file: a manifest or a _SUCCESS marker, or a rename once written",
-    ),
-    "delivery.changed_after_marker": (
-        "the file changed after the delivery's _SUCCESS marker was written",
-        "every file complete before _SUCCESS is written",
-    ),
-    "delivery.unknown_folder": (
-        "a folder or file Flux never loads (unknown agency or dataset, bad day name)",
-        "landing/<agency>/<dataset>/<YYYY-MM-DD>/ for an agency and dataset in the registry",
-    ),
-    "delivery.hidden_name": (
-        "a hidden or temporary name, never loaded",
-        "final names without a leading '.', '_' or '~' and no .tmp/.part suffix",
-    ),
-    "delivery.incomplete": (
-        "the delivery has no completion signal yet",
-        "a manifest or a _SUCCESS marker once every file is written",
-    ),
+    rule_id: DELIVERY_RULES[rule_id]
+    for rule_id in (
+        "delivery.symlink",
+        "delivery.outside_landing",
+        "delivery.outside_outbox",
+        "delivery.not_a_file",
+        "delivery.not_a_folder",
+        "delivery.vanished",
+        "delivery.changed_while_reading",
+        "delivery.changed_after_marker",
+        "delivery.unknown_folder",
+        "delivery.hidden_name",
+        "delivery.incomplete",
+    )
 }
 
 
@@ -279,6 +253,15 @@ class ConfinedDir(_Descriptor):
             raise UnsafePath("delivery.vanished", shown, _vanished(shown))
         if not stat.S_ISREG(before.st_mode):
             raise self.refusal(name, want="file", st=before)
+        if self.zone == LANDING and before.st_nlink > 1:
+            # a second name of a file elsewhere (another agency's delivery, a host file): its
+            # content is not the agency's to deliver, and lstat cannot tell where it lives
+            raise UnsafePath(
+                "delivery.hard_link",
+                shown,
+                f"{shown} is a hard link ({before.st_nlink} names on this file system); Flux "
+                "cannot tell whose data it is: deliver a copy of the file",
+            )
         try:
             fd = os.open(name, _FILE_FLAGS, dir_fd=self.fileno())
         except FileNotFoundError as exc:

@@ -37,7 +37,7 @@ from flux_pipelines.contracts.ddl import (
     DatasetTables,
     quote,
 )
-from flux_pipelines.contracts.model import DELIVERY_RULES, Contract
+from flux_pipelines.contracts.model import DELIVERY_RULES, Contract, SizeLimits
 from flux_pipelines.contracts.slugs import normalise_header
 from flux_pipelines.contracts.validator import (
     FILE,
@@ -49,7 +49,7 @@ from flux_pipelines.contracts.validator import (
 )
 from flux_pipelines.errors import DeliveryError, UnsafePath
 from flux_pipelines.faults import crash_point
-from flux_pipelines.ingest.confine import LANDING, LANDING_RULES, landing_root_of, open_dir_under
+from flux_pipelines.ingest.confine import LANDING, landing_root_of, open_dir_under
 from flux_pipelines.ingest.cross_checks import apply_cross_rules
 from flux_pipelines.ingest.manifest import (
     MANIFEST_NAMES,
@@ -234,8 +234,12 @@ class PartitionLoader:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         references: Mapping[str, Contract] | None = None,
         storage: Contract | None = None,
+        limits: SizeLimits | None = None,
     ) -> None:
         self.conn = conn
+        # How long a record and a field may be (None: FLUX_MAX_LINE_BYTES / _FIELD_BYTES,
+        # else the defaults; resolved once, so a bad setting fails before any file is read).
+        self.limits = limits if limits is not None else SizeLimits.resolve()
         # The version as stored (a later version may have renamed columns); rows validate
         # against ``contract`` and are written under ``storage``'s column names.
         self.storage = storage or contract
@@ -327,13 +331,20 @@ class PartitionLoader:
     def _stage_file(
         self, path: Path, manifest: Manifest | ManifestInvalid | None
     ) -> tuple[FileOutcome, FileFacts | None]:
-        """Pass 1: check the file as a whole and stage its rows; None if it is rejected."""
+        """Pass 1: check the file as a whole and stage its rows; None if it is rejected.
+
+        A file rejected here is let go of at once (``FileFacts.abandon``: its descriptor and
+        the hashing thread's handle closed), whether the rejection came before its rows were
+        read (doubled columns) or after (a missing column, a manifest mismatch), and also
+        when the load itself fails: a delivery of many rejected files must not hold a
+        descriptor per file until the garbage collector happens by."""
         outcome = FileOutcome(file=display_name(path))  # a name that is not UTF-8 is escaped
+        facts: FileFacts | None = None
         try:
             if isinstance(manifest, ManifestInvalid):
                 outcome.rows_read = None  # not read: the delivery is not trusted
                 raise FileProblem("delivery.manifest_invalid", str(manifest))
-            facts = inspect_file(path)
+            facts = inspect_file(path, self.limits)
             outcome.size_bytes, outcome.format = facts.size_bytes, facts.format
             mapping, outcome.unmapped, outcome.missing = self._map_headers(facts.headers)
             outcome.reordered = self._reordered(facts.headers)
@@ -352,8 +363,14 @@ class PartitionLoader:
             if manifest is not None:
                 _check_against_manifest(manifest, outcome)
         except FileProblem as problem:
+            if facts is not None:
+                facts.abandon()
             self._reject(outcome, problem)
             return outcome, None
+        except BaseException:
+            if facts is not None:
+                facts.abandon()
+            raise
         return outcome, facts
 
     # -- reading and writing --------------------------------------------------------------
@@ -878,8 +895,8 @@ def _bounded_json(expr: pl.Expr, limit: int) -> pl.Expr:
 
 
 def _expected_for(rule_id: str) -> str:
-    known = DELIVERY_RULES.get(rule_id) or LANDING_RULES.get(rule_id)
-    return (known or ("", "an acceptable file"))[1]
+    """The catalogue's expected text for a whole-file rejection (one catalogue: ``model``)."""
+    return DELIVERY_RULES.get(rule_id, ("", "an acceptable file"))[1]
 
 
 def _check_against_manifest(manifest: Manifest, outcome: FileOutcome) -> None:

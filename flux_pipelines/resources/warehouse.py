@@ -23,7 +23,14 @@ import dagster as dg
 from pydantic import Field
 
 from flux_pipelines.contracts.ddl import DatasetTables, contract_ddl, create_table_sql, quote
-from flux_pipelines.contracts.model import Contract
+from flux_pipelines.contracts.model import (
+    DEFAULT_MAX_FIELD_BYTES,
+    DEFAULT_MAX_LINE_BYTES,
+    MAX_FIELD_BYTES_ENV,
+    MAX_LINE_BYTES_ENV,
+    Contract,
+    SizeLimits,
+)
 from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import TransientError
 from flux_pipelines.home import resolve_home
@@ -49,6 +56,27 @@ class FluxWarehouse(dg.ConfigurableResource):
     memory_limit: str = Field(
         default="1GB", description="DuckDB memory limit per connection (bounds peak memory)"
     )
+    # Size limits of delivered files (``SizeLimits``, where the defaults live): unset, the
+    # environment's FLUX_MAX_LINE_BYTES / FLUX_MAX_FIELD_BYTES, else the defaults.
+    max_line_bytes: int | None = Field(
+        default=None,
+        description="Longest record a delivered file may hold, in bytes (a CSV record, a JSON "
+        "Lines line, a whole .json file, a Parquet row); a file with a longer one is rejected "
+        f"whole (delivery.line_too_long). Unset: ${MAX_LINE_BYTES_ENV}, else "
+        f"{DEFAULT_MAX_LINE_BYTES:,}",
+    )
+    max_field_bytes: int | None = Field(
+        default=None,
+        description="Longest field (one value as delivered) in bytes; a file with a longer "
+        f"one is rejected whole (delivery.field_too_long). Unset: ${MAX_FIELD_BYTES_ENV}, "
+        f"else {DEFAULT_MAX_FIELD_BYTES:,}",
+    )
+
+    def size_limits(self) -> SizeLimits:
+        """The record and field limits loads apply (``PartitionLoader(limits=...)``)."""
+        return SizeLimits.resolve(
+            max_line_bytes=self.max_line_bytes, max_field_bytes=self.max_field_bytes
+        )
 
     @property
     def root(self) -> Path:

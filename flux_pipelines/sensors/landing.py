@@ -248,6 +248,10 @@ def _listed(folder: Path, manifest: Entry | None) -> set[str] | None:
         return None
 
 
+# a file caught mid-change: look again next tick rather than request a load
+RETRY_LATER = frozenset({"delivery.vanished", "delivery.changed_while_reading"})
+
+
 def folder_state(
     folder: ConfinedDir, entries: list[Entry], previous: FolderState | None
 ) -> FolderState | None:
@@ -263,7 +267,15 @@ def folder_state(
             continue
         token = entry_token(entry)
         if token is None:
-            hashed = hash_confined(folder, entry.name)
+            try:
+                hashed = hash_confined(folder, entry.name)
+            except UnsafePath as exc:
+                if exc.rule_id in RETRY_LATER:
+                    return None
+                # a file the load will refuse by name (a hard link, say): the day still
+                # loads, its other files too, and the load's report names this one's rule
+                state[entry.name] = (key, f"refused:{exc.rule_id}")
+                continue
             if hashed is None or hashed[1] != key:
                 return None
             token = hashed[0]
