@@ -1450,11 +1450,8 @@ KINDS: list[Kind] = [
         "mtime_in_the_future",
         "writers",
         future_mtime,
+        # judged by its ctime (the kernel's): quiet, then loaded like any file
         Expect({"h.csv": None}, curated=2),
-        xfail="SILENT: the quiet period is judged on mtime, which the agency sets (touch, rsync "
-        "-t, tar, a skewed clock): a file dated ten years ahead is never quiet, so its day is "
-        "never requested and nothing is reported, ever. Judge on ctime (the kernel's) or report "
-        "the day as incomplete past the grace period",
     ),
     Kind(
         "marker_required_but_missing",

@@ -173,8 +173,20 @@ def _parse_day(name: str) -> dt.date | None:
         return None
 
 
+CLOCK_SKEW_SECONDS = 300.0  # an agency's clock may run this far ahead of ours
+
+
+def written_at(entry: Entry, now: float) -> float:
+    """When the entry was last written: its mtime, unless that lies in the future (set by
+    the agency's tools or a skewed clock), then its ctime, which only the kernel sets; a
+    file dated years ahead would otherwise never be quiet, never load, never be reported."""
+    if entry.stat.st_mtime > now + CLOCK_SKEW_SECONDS:
+        return entry.stat.st_ctime
+    return entry.stat.st_mtime
+
+
 def _age(entry: Entry, now: float) -> float:
-    return now - entry.stat.st_mtime
+    return now - written_at(entry, now)
 
 
 def _refused(where: str, entry: Entry, folder: ConfinedDir, *, want: str) -> Finding:
@@ -216,7 +228,7 @@ def is_ready(
     if not data:
         return False, None
     if marker is not None and marker.is_file:
-        if max(e.stat.st_mtime_ns for e in data) > marker.stat.st_mtime_ns:
+        if max(written_at(e, now) for e in data) > written_at(marker, now):
             return False, (
                 f"a file changed after {COMPLETION_MARKER} was written: write "
                 f"{COMPLETION_MARKER} again once every file is complete"
@@ -504,7 +516,7 @@ def _day_folder(
         marker_required=policy.requires_marker(agency.id),
     )
     if not ready:
-        newest = max((e.stat.st_mtime for e in entries), default=now)
+        newest = max((written_at(e, now) for e in entries), default=now)
         if waiting and now - newest > MANIFEST_GRACE_SECONDS:
             findings.append(Finding(where, "delivery.incomplete", f"not loaded yet: {waiting}"))
         return None
