@@ -149,3 +149,16 @@ class UnsafePath(FluxError):
         self.rule_id = rule_id
         self.path = path
         self.reason = reason
+
+
+class StorageNotConfined(FluxError):
+    """A link inside ``warehouse/`` or ``published/`` where an agency's folder or file
+    belongs: Flux will not write (or publish) through it."""
+
+    def __init__(self, path: str, target: str) -> None:
+        super().__init__(
+            f"{path} is a symbolic link (to {target[:200]}); Flux writes an agency's data only "
+            "inside real folders of its home: replace the link with a real folder or file "
+            "(move what it points to into place), then re-run"
+        )
+        self.path = path

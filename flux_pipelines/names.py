@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flux_pipelines.contracts.slugs import dagster_name
+from flux_pipelines.home import confined
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -112,4 +113,4 @@ def published_root(home: Path) -> Path:
 
 
 def agency_published(home: Path, agency_id: str) -> Path:
-    return published_root(home) / agency_id
+    return confined(published_root(home), agency_id)

@@ -33,7 +33,7 @@ from flux_pipelines.contracts.model import (
 )
 from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import TransientError
-from flux_pipelines.home import resolve_home
+from flux_pipelines.home import confined, resolve_home
 
 if TYPE_CHECKING:
     import duckdb
@@ -92,36 +92,36 @@ class FluxWarehouse(dg.ConfigurableResource):
         )
 
     def agency_db(self, agency: str) -> Path:
-        return self.root / "warehouse" / f"{check_slug(agency, 'agency')}.duckdb"
+        return confined(self.root / "warehouse", f"{check_slug(agency, 'agency')}.duckdb")
 
     def raw_root(self, agency: str, dataset: str) -> Path:
         """A dataset's raw Parquet partitions (behind the ``raw_<dataset>`` view)."""
-        return (
-            self.root / "warehouse" / check_slug(agency, "agency") / "raw"
-            / check_slug(dataset, "dataset")
+        return confined(
+            self.root / "warehouse", check_slug(agency, "agency"), "raw",
+            check_slug(dataset, "dataset"),
         )  # fmt: skip
 
     def models_dir(self, agency: str, name: str) -> Path:
         """Trained models of an agency (beside its file: they are derived from its data)."""
-        return self.root / "warehouse" / check_slug(agency, "agency") / "models" / name
+        return confined(self.root / "warehouse", check_slug(agency, "agency"), "models", name)
 
     def receipt_path(self, agency: str, dataset: str, day: str | dt.date) -> Path:
         """The delivery receipt of a day (ingest/receipts.py): what content was last loaded."""
         # Parsed, so a day is always YYYY-MM-DD and never a path
         name = (day if isinstance(day, dt.date) else dt.date.fromisoformat(day)).isoformat()
-        return (
-            self.root / "warehouse" / check_slug(agency, "agency") / "receipts"
-            / check_slug(dataset, "dataset") / f"{name}.json"
+        return confined(
+            self.root / "warehouse", check_slug(agency, "agency"), "receipts",
+            check_slug(dataset, "dataset"), f"{name}.json",
         )  # fmt: skip
 
     def published_dir(self, agency: str, dataset: str) -> Path:
-        return (
-            self.root / "published" / check_slug(agency, "agency") / check_slug(dataset, "dataset")
+        return confined(
+            self.root / "published", check_slug(agency, "agency"), check_slug(dataset, "dataset")
         )
 
     def published_file(self, agency: str, dataset: str, day: dt.date) -> Path:
         """A day's published copy: what analysts read."""
-        return self.published_dir(agency, dataset) / f"{day.isoformat()}.parquet"
+        return confined(self.published_dir(agency, dataset), f"{day.isoformat()}.parquet")
 
     @contextmanager
     def connect(
