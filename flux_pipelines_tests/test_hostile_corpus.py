@@ -677,9 +677,6 @@ KINDS: list[Kind] = [
         "encodings",
         data("h.csv", text(TWO).encode("utf-16-le")),
         Expect({"h.csv": ENCODING}),
-        xfail="UTF-16 text without a BOM is ASCII and NUL bytes, valid UTF-8: it is rejected as "
-        "delivery.missing_required_columns naming columns 'i_d, n_a_m_e, ...', which tells the "
-        "agency nothing; a NUL byte in the header should be reported as not UTF-8 text",
     ),
     Kind(
         "utf8_bom",

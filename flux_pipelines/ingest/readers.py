@@ -388,7 +388,16 @@ def _delivered_csv_header(source: str) -> list[str]:
     """The CSV header's normalised names as delivered (duplicates rejected), from a bounded
     read; the FileProblem saying why there is none."""
     try:
-        names = [normalise_header(h) for h in _csv_header(source)]
+        delivered = _csv_header(source)
+        if any("\x00" in h for h in delivered):
+            # UTF-16 without a BOM reads as ASCII and NUL bytes, valid UTF-8: say what it
+            # is, rather than name columns like 'i_d' the contract does not know
+            raise FileProblem(
+                "delivery.bad_encoding",
+                "the header holds NUL bytes, as UTF-16 text or a binary file does; re-export "
+                "the file as UTF-8",
+            )
+        names = [normalise_header(h) for h in delivered]
     except (OSError, ValueError) as exc:
         raise FileProblem(
             "delivery.unreadable", f"the file cannot be parsed as csv: {exc}"
