@@ -112,5 +112,11 @@ def published_root(home: Path) -> Path:
     return home / "published"
 
 
+def outbox_root(home: Path) -> Path:
+    """Reports back to agencies: ``outbox/<agency>/<dataset>/<day>/`` and each agency's
+    ``landing_findings.json``."""
+    return home / "outbox"
+
+
 def agency_published(home: Path, agency_id: str) -> Path:
     return confined(published_root(home), agency_id)

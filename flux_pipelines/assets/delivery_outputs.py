@@ -28,6 +28,7 @@ from flux_pipelines.contracts.ddl import PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.ingest.delivery import PartitionResult
 from flux_pipelines.ingest.receipts import sha256_file
+from flux_pipelines.names import outbox_root
 from flux_pipelines.quality.metrics import REJECT_RATE, ROW_COUNT, delivery_metrics
 from flux_pipelines.quality.monitors import Finding, evaluate_and_record
 from flux_pipelines.reports import DeliveryReport, write_delivery_report
@@ -120,11 +121,6 @@ class DeliveryOutputs:
         """Wait for every pending write (their errors surface through their futures)."""
         self._pool.shutdown(wait=True)
         self._cursor.close()
-
-
-def outbox_root(home: Path) -> Path:
-    """Reports back to agencies: ``outbox/<agency>/<dataset>/<day>/``."""
-    return home / "outbox"
 
 
 def write_report(

@@ -34,6 +34,7 @@ from flux_pipelines.contracts.model import (
 from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import TransientError
 from flux_pipelines.home import confined, resolve_home
+from flux_pipelines.names import published_root
 
 if TYPE_CHECKING:
     import duckdb
@@ -116,7 +117,7 @@ class FluxWarehouse(dg.ConfigurableResource):
 
     def published_dir(self, agency: str, dataset: str) -> Path:
         return confined(
-            self.root / "published", check_slug(agency, "agency"), check_slug(dataset, "dataset")
+            published_root(self.root), check_slug(agency, "agency"), check_slug(dataset, "dataset")
         )
 
     def published_file(self, agency: str, dataset: str, day: dt.date) -> Path:

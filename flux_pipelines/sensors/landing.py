@@ -65,7 +65,6 @@ from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.errors import ConfigurationError, UnsafePath
 from flux_pipelines.ingest.confine import (
     LANDING,
-    OUTBOX,
     ConfinedDir,
     Entry,
     open_zone,
@@ -87,7 +86,12 @@ from flux_pipelines.ingest.receipts import (
     read_receipt,
 )
 from flux_pipelines.jobs import agency_job_name
-from flux_pipelines.names import LANDING_FINDINGS_FILE, RANGE_END_TAG, RANGE_START_TAG
+from flux_pipelines.names import (
+    LANDING_FINDINGS_FILE,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    outbox_root,
+)
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 QUIET_SECONDS = 30.0  # default quiet period: a writer pausing longer needs a marker
@@ -873,9 +877,14 @@ def share_with_agencies(
     reports are), removed once none is left; written only when they change."""
     from flux_pipelines.reports.report import write_outbox_file
 
-    outbox = home / OUTBOX
+    outbox = outbox_root(home)
+    by_agency: dict[str, list[dict[str, str]]] = {}
+    for finding in merged:
+        by_agency.setdefault(finding["path"].split("/", 1)[0], []).append(finding)
     for agency in agencies:
-        mine = [f for f in merged if f["path"].split("/", 1)[0] == agency]
+        mine = by_agency.get(agency, [])
+        if not mine and not os.path.lexists(outbox / agency / FINDINGS_FILE):
+            continue  # nothing to share, nothing to remove: no folder opened, none made
         data = (
             json.dumps({"agency": agency, "unloadable": mine}, indent=2).encode() if mine else None
         )
