@@ -92,9 +92,8 @@ def risk_job_name(agency: Agency) -> str:
 def risk_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition]:
     """Agency id -> its risk job: score a day range (one run, one transaction a day).
 
-    Not the model: scores are a spec of the agency's ingest step and record per-day events
-    without a step output, so a model step in the same run would be skipped. The model
-    retrains on its own (Mondays, or from its asset page) and scoring blends it in.
+    The step trains the agency's model first when it is due (none yet, older than the
+    last Monday 05:00 UTC, or op config ``retrain``) and blends it in.
     """
     from flux_pipelines.names import RISK_DATASET as DATASET
     from flux_pipelines.names import scores_key

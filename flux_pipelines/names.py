@@ -34,6 +34,8 @@ DELIVERIES_TABLE = "_flux_deliveries"  # one row per delivered file
 LANDING_FINDINGS_FILE = "landing_findings.json"
 # one row per file of a re-delivery rejected whole, kept beside the day it did not replace
 REJECTED_ATTEMPTS_TABLE = "_flux_rejected_attempts"
+# one row per curated column converted to the type a new contract version gives it
+MIGRATIONS_TABLE = "_flux_migrations"
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import duckdb
 import pytest
 import yaml
@@ -130,12 +131,19 @@ def ingest_keys(pairs: Sequence[tuple[str, str]]) -> list[Any]:
 def ingest_assets(pairs: Sequence[tuple[str, str]]) -> list[Any]:
     """The shipped ingest multi-assets holding (agency id, dataset) pairs (one step loads an
     agency's datasets of a domain: select ``ingest_keys(pairs)`` to load only the pairs)."""
-    from flux_pipelines.definitions import defs
 
     wanted = set(ingest_keys(pairs))
-    found = [a for a in defs.assets if wanted & set(a.keys)]  # type: ignore[union-attr, arg-type]
-    covered = {k for a in found for k in a.keys}  # type: ignore[union-attr]
-    assert wanted <= covered, f"missing ingest assets for {pairs}"
+    return assets_holding(wanted)
+
+
+def assets_holding(keys: Iterable[dg.AssetKey]) -> list[dg.AssetsDefinition]:
+    """The shipped definitions' assets (as declared: no resources bound) holding ``keys``."""
+    from flux_pipelines.definitions import defs
+
+    wanted = set(keys)
+    found = [a for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) and wanted & a.keys]
+    missing = wanted - {k for a in found for k in a.keys}
+    assert not missing, f"no shipped asset holds {sorted(k.to_user_string() for k in missing)}"
     return found
 
 

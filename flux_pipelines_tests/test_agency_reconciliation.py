@@ -23,7 +23,7 @@ from flux_pipelines.reconcile.agency_totals import (
     reconcile_agency_totals,
 )
 from flux_pipelines.resources.warehouse import FluxWarehouse
-from flux_pipelines_tests.conftest import land, materialize
+from flux_pipelines_tests.conftest import assets_holding, land, materialize
 
 ACCOUNT_NAMES = [
     "Department of Defense",
@@ -108,10 +108,8 @@ def test_real_fy18_contracts_reconcile_with_q4_account_obligations(
     datasets = ("tas_list", "account_obligations", "award_obligations")
     assert materialize(tmp_path, [("treasury", d) for d in datasets], day).success
 
-    from flux_pipelines.definitions import defs
-
     key = agency_totals_key(load_registry().agency("treasury"))
-    asset = next(a for a in defs.assets if key in a.keys)  # type: ignore[union-attr]
+    (asset,) = assets_holding([key])
     result = dg.materialize(
         [asset], resources={"warehouse": FluxWarehouse(home=str(tmp_path))}, raise_on_error=False
     )

@@ -75,14 +75,14 @@ ALL_KINDS_PROPERTIES: list[dict[str, Any]] = [
     },
     {"name": "active", "logicalType": "boolean"},
     {"name": "day", "logicalType": "date", "logicalTypeOptions": {"format": "%d/%m/%Y"}},
-    {"name": "seen_at", "logicalType": "timestamp"},
+    {"name": "seen_at", "logicalType": "date", "physicalType": "timestamp"},
     {
         "name": "full_name",
         "logicalType": "string",
         "customProperties": [{"property": "sourceNames", "value": ["Name (full)", "nm"]}],
         "quality": [
-            {"id": "name_present", "type": "library", "metric": "nullValues", "severity": "warn"},
-            {"id": "name_once", "type": "library", "metric": "duplicateValues"},
+            {"id": "name_present", "type": "library", "rule": "nullValues", "severity": "warn"},
+            {"id": "name_once", "type": "library", "rule": "duplicateValues"},
         ],
     },
 ]
@@ -288,6 +288,84 @@ BROKEN: dict[str, tuple[Any, str]] = {
         ),
         "sumReconciliation needs arguments",
     ),
+    "sum reconciliation implementation without a column": (
+        lambda d: d["schema"][0].update(
+            quality=[
+                {
+                    "id": "s",
+                    "type": "custom",
+                    "engine": "flux",
+                    "implementation": {
+                        "rule": "sumReconciliation",
+                        "arguments": {"key": ["id"], "otherDataset": "other"},
+                    },
+                }
+            ]
+        ),
+        "sumReconciliation needs arguments",
+    ),
+    "implementation mapping that is no sum reconciliation": (
+        lambda d: d["schema"][0].update(
+            quality=[
+                {
+                    "id": "s",
+                    "type": "custom",
+                    "engine": "flux",
+                    "implementation": {"rule": "sumOfSquares", "arguments": {}},
+                }
+            ]
+        ),
+        "an implementation mapping reads {rule: sumReconciliation",
+    ),
+    # spellings ODCS v3.0.2 lacks: the error names the field and the spelling to write
+    "logicalType timestamp": (
+        _set_prop(1, logicalType="timestamp"),
+        "column b: logicalType 'timestamp' is not an ODCS v3.0.2 logical type; write "
+        "logicalType: date with physicalType: timestamp",
+    ),
+    "library metric without rule": (
+        _set_prop(1, quality=[{"id": "q", "type": "library", "metric": "nullValues"}]),
+        "quality rule q: metric 'nullValues' is the ODCS v3.1 spelling; ODCS v3.0.2 names a "
+        "library check with rule: write rule: nullValues",
+    ),
+    "dimension existence": (
+        lambda d: d["schema"][0].update(
+            quality=[{**_expr_rule("id > 0")[0], "dimension": "existence"}]
+        ),
+        "quality rule r1: dimension 'existence' is not an ODCS dimension; give Flux's category "
+        "as customProperties: [{property: category, value: existence}]",
+    ),
+    "dimension outside ODCS": (
+        lambda d: d["schema"][0].update(
+            quality=[{**_expr_rule("id > 0")[0], "dimension": "validity"}]
+        ),
+        "dimension 'validity' is not an ODCS dimension; use one of ['accuracy'",
+    ),
+    "unknown category": (
+        lambda d: d["schema"][0].update(
+            quality=[
+                {
+                    **_expr_rule("id > 0")[0],
+                    "customProperties": [{"property": "category", "value": "validity"}],
+                }
+            ]
+        ),
+        "customProperty category 'validity' is not one of",
+    ),
+    "exclusiveMinimum flag without minimum": (
+        _set_prop(1, logicalTypeOptions={"exclusiveMinimum": True}),
+        "column b: logicalTypeOptions exclusiveMinimum: true needs minimum",
+    ),
+    "enum description cut at a comma": (
+        _set_prop(
+            1,
+            logicalType="string",
+            enum=[{"value": "SBA", "description": "Small business set-aside", "total": None}],
+        ),
+        "column b: enum[0] (value 'SBA') has keys ODCS does not define ['total']: in a "
+        "{value: ..., description: ...} flow mapping a description is cut at its first ', '; "
+        'quote the description: description: "Small business set-aside, total"',
+    ),
     "duplicate column": (
         lambda d: d["schema"][0]["properties"].append({"name": "b", "logicalType": "string"}),
         "duplicate column names: ['b']",
@@ -337,6 +415,61 @@ def test_base_of_broken_cases_is_valid(tmp_path: Path) -> None:
     """The broken cases above each differ from this valid contract by one edit."""
     contract = load_contract(write_contract(tmp_path, contract_doc(copy.deepcopy(BASE_PROPS))))
     assert contract.column_names == ["id", "b"]
+
+
+SUM_ARGUMENTS = {"key": ["id"], "column": "b", "otherDataset": "other", "comparison": "<="}
+
+
+def test_sum_reconciliation_in_the_odcs_spelling(tmp_path: Path) -> None:
+    """``implementation: {rule: sumReconciliation, arguments}`` (what ODCS v3.0.2 asks of a
+    custom rule) compiles to the rule the earlier spelling, rule and arguments beside
+    ``engine``, gave."""
+    base = {"id": "s", "type": "custom", "engine": "flux", "severity": "warning"}
+    spellings = {
+        "odcs": {
+            **base,
+            "implementation": {"rule": "sumReconciliation", "arguments": SUM_ARGUMENTS},
+        },
+        "earlier": {**base, "rule": "sumReconciliation", "arguments": SUM_ARGUMENTS},
+    }
+    rules = {
+        name: load_contract(
+            write_contract(tmp_path / name, contract_doc(copy.deepcopy(BASE_PROPS), quality=[q]))
+        ).cross_rules
+        for name, q in spellings.items()
+    }
+    assert rules["odcs"] == rules["earlier"]
+    assert [(r.id, r.kind, r.datasets, r.severity) for r in rules["odcs"]] == [
+        ("s", "sum", ("other",), "warning")
+    ]
+
+
+def test_category_custom_property(tmp_path: Path) -> None:
+    """Flux's category is a customProperty (ODCS dimensions have no ``existence``); without
+    it each kind keeps its default, and an ODCS dimension Flux shares still counts."""
+    existence = [{"property": "category", "value": "existence"}]
+    query = "SELECT * FROM {{this}} t WHERE t.id < 0"
+    props = copy.deepcopy(BASE_PROPS)
+    props[1]["quality"] = [
+        {"id": "b_present", "type": "library", "rule": "nullValues", "customProperties": existence}
+    ]
+    quality = [
+        {"id": "q_sql", "type": "sql", "engine": "flux", "query": query},
+        {"id": "q_sql_exists", "type": "sql", "engine": "flux", "query": query,
+         "customProperties": existence},
+        {**_expr_rule("id > 0", "q_expr")[0], "dimension": "completeness"},
+        {**_expr_rule("id > 1", "q_expr_exists")[0], "dimension": "consistency",
+         "customProperties": existence},
+    ]  # fmt: skip
+    contract = load_contract(write_contract(tmp_path, contract_doc(props, quality=quality)))
+    categories = {r.id: r.category for r in (*contract.rules, *contract.cross_rules)}
+    assert {k: v for k, v in categories.items() if k.startswith(("q_", "b_"))} == {
+        "b_present": "existence",
+        "q_sql": "accuracy",
+        "q_sql_exists": "existence",
+        "q_expr": "completeness",
+        "q_expr_exists": "existence",
+    }
 
 
 @pytest.mark.parametrize(
@@ -642,7 +775,7 @@ def test_iso_date_and_timestamp_defaults(tmp_path: Path) -> None:
         [dt.date(2020, 12, 31), None],
         [False, True],
     )
-    t = _one_column(tmp_path, {"logicalType": "timestamp"})
+    t = _one_column(tmp_path, {"logicalType": "date", "physicalType": "timestamp"})
     typed, flagged = _typed_and_flags(t, ["2020-01-02T03:04:05", "2020-01-02 03:04:05", "noon"])
     assert typed == [dt.datetime(2020, 1, 2, 3, 4, 5)] * 2 + [None]
     assert flagged == [False, False, True]

@@ -233,11 +233,13 @@ def test_asset_graph_snapshot() -> None:
             f"asset {key.to_user_string()} group={node.group_name} "
             f"kinds={','.join(sorted(node.kinds))} deps=[{deps}]"
             + (f" freshness={fresh.deadline_cron}" if fresh is not None else "")  # type: ignore[attr-defined]
+            + ("" if node.is_executable else " external")
         )
     for check in sorted(graph.asset_check_keys, key=lambda k: k.to_user_string()):
         lines.append(f"check {check.to_user_string()}")
-    for node in sorted(defs.assets or [], key=lambda a: a.node_def.name):  # type: ignore[union-attr]
-        lines.append(f"step {node.node_def.name} pool={node.node_def.pool}")  # type: ignore[union-attr]
+    steps = {a.node_def.name: a.node_def for a in graph.assets_defs if a.is_executable}
+    for name, op in sorted(steps.items()):
+        lines.append(f"step {name} pool={op.pool}")
     for job in sorted(j.name for j in defs.jobs or []):  # type: ignore[union-attr]
         lines.append(f"job {job}")
     repo = defs.get_repository_def()
@@ -259,7 +261,11 @@ def test_each_agency_is_one_ingest_step_with_its_agency_pool() -> None:
     """Every (agency, dataset) pair is loaded by exactly one step, its agency's, holding the
     agency's pool (one writer per agency file)."""
     registry = load_registry()
-    steps = {a.node_def.name: a for a in defs.assets if a.node_def.name.endswith("__ingest")}  # type: ignore[union-attr]
+    steps = {
+        a.node_def.name: a
+        for a in defs.resolve_asset_graph().assets_defs
+        if a.is_executable and a.node_def.name.endswith("__ingest")
+    }
     pairs = [(a, d) for a in registry.agencies for d in a.datasets]
     assert len(steps) == len(registry.agencies)
     for agency, dataset in pairs:

@@ -21,6 +21,7 @@ from flux_pipelines.assets.risk_factory import SCORES, scores_key
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import (
+    assets_holding,
     check_results,
     land,
     land_by_awarding_agency,
@@ -33,9 +34,8 @@ DAY = "2026-03-02"
 
 
 def _assets(keys: set[dg.AssetKey]) -> list[Any]:
-    from flux_pipelines.definitions import defs
 
-    return [a for a in defs.assets if keys & set(a.keys)]  # type: ignore[union-attr, arg-type]
+    return assets_holding(keys)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Risk scoring through Dagster: rules-only first, a trained model, blended scores, re-runs."""
+"""Risk scoring through Dagster: rules-only first, a model trained when due, blended scores,
+re-runs."""
 
 from __future__ import annotations
 
@@ -15,10 +16,17 @@ from polars.testing import assert_frame_equal
 
 from flux_pipelines.assets.ingest_factory import ingest_step_name
 from flux_pipelines.assets.risk_factory import MODEL, SCORES, model_key, scores_key
+from flux_pipelines.assets.risk_step import retrain_due
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.resources.warehouse import FluxWarehouse
+from flux_pipelines.risk.model import RiskModel
 from flux_pipelines.risk.recipient_history import STATE_TABLE
-from flux_pipelines_tests.conftest import check_results, deliver_transactions, materialize
+from flux_pipelines_tests.conftest import (
+    assets_holding,
+    check_results,
+    deliver_transactions,
+    materialize,
+)
 
 AGENCY = "nasa"
 DAYS = [dt.date(2026, 3, 2) + dt.timedelta(days=i) for i in range(6)]
@@ -29,9 +37,8 @@ RANGE = {
 
 
 def _risk_asset(key: dg.AssetKey) -> Any:
-    from flux_pipelines.definitions import defs
 
-    return next(a for a in defs.assets if key in a.keys)  # type: ignore[union-attr]
+    return assets_holding([key])[0]
 
 
 def _run(home: Path, key: dg.AssetKey, instance: dg.DagsterInstance, **kwargs: Any) -> Any:
@@ -44,6 +51,11 @@ def _run(home: Path, key: dg.AssetKey, instance: dg.DagsterInstance, **kwargs: A
         raise_on_error=False,
         **kwargs,
     )
+
+
+def _config(agency_id: str = AGENCY, **values: Any) -> dict[str, Any]:
+    agency = load_registry().agency(agency_id)
+    return {"ops": {ingest_step_name(agency): {"config": values}}}
 
 
 def _metadata(result: Any, key: dg.AssetKey) -> dict[str, Any]:
@@ -73,10 +85,14 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.DagsterIn
 def test_rules_only_then_model_then_blended(loaded: tuple[Path, dg.DagsterInstance]) -> None:
     home, instance = loaded
     agency = load_registry().agency(AGENCY)
+    model = model_key(agency)
     first = _run(home, scores_key(agency), instance, tags=RANGE)
     assert first.success
     meta = _metadata(first, scores_key(agency))
+    # the step tried to train first, with no stored feature vectors yet
     assert meta["score_basis"].startswith("rules only: no trained model")
+    assert "no model trained: only 0 scored transactions" in meta["score_basis"]
+    assert not [m for m in first.get_asset_materialization_events() if m.asset_key == model]
     assert all(check_results(first).values()), check_results(first)
     curated = _table(home, "SELECT count(*) AS n FROM contract_transactions")["n"][0]
     scores = _table(home, f"SELECT * FROM {SCORES}")
@@ -104,19 +120,24 @@ def test_rules_only_then_model_then_blended(loaded: tuple[Path, dg.DagsterInstan
     for day in DAYS:  # analysts read the published copy, a file per day
         assert (home / "published" / AGENCY / SCORES / f"{day}.parquet").is_file()
 
-    trained = _run(home, model_key(agency), instance)
-    assert trained.success
-    version = _metadata(trained, model_key(agency))["model_version"]
+    # no model yet: the next scoring step trains one first (recorded on the model asset)
+    last = DAYS[-1].isoformat()
+    blended = _run(
+        home, scores_key(agency), instance, partition_key=last, run_config=_config(alpha=0.7)
+    )
+    assert blended.success, blended
+    version = _metadata(blended, model)["model_version"]
     pointer = json.loads(
         (home / "warehouse" / AGENCY / "models" / MODEL / "current.json").read_text()
     )
     assert pointer["version"] == version and pointer["trained_rows"] == curated
-
-    last = DAYS[-1].isoformat()
-    config = {"ops": {ingest_step_name(agency): {"config": {"alpha": 0.7}}}}
-    blended = _run(home, scores_key(agency), instance, partition_key=last, run_config=config)
-    assert blended.success, blended
     assert _metadata(blended, scores_key(agency))["model_version"] == version
+    # a fresh model is not retrained by the next run
+    again = _run(
+        home, scores_key(agency), instance, partition_key=last, run_config=_config(alpha=0.7)
+    )
+    assert not [m for m in again.get_asset_materialization_events() if m.asset_key == model]
+    assert _metadata(again, scores_key(agency))["model_version"] == version
     day_scores = _table(home, f"SELECT * FROM {SCORES} WHERE _partition_date = '{last}'")
     assert (day_scores["score_basis"] == "blended").all()
     assert day_scores["model_score"].is_between(0, 1).all()
@@ -149,28 +170,66 @@ def test_rescoring_a_day_is_idempotent(loaded: tuple[Path, dg.DagsterInstance]) 
 
 
 @pytest.mark.slow
-def test_a_tampered_model_falls_back_to_rules(loaded: tuple[Path, dg.DagsterInstance]) -> None:
+def test_a_tampered_model_falls_back_to_rules_then_is_replaced(
+    loaded: tuple[Path, dg.DagsterInstance],
+) -> None:
     home, instance = loaded
     agency = load_registry().agency(AGENCY)
     assert _run(home, scores_key(agency), instance, tags=RANGE).success
-    assert _run(home, model_key(agency), instance).success
+    assert _run(
+        home,
+        scores_key(agency),
+        instance,
+        run_config=_config(retrain=True),
+        partition_key=DAYS[0].isoformat(),
+    ).success
     models = home / "warehouse" / AGENCY / "models" / MODEL
     pointer = json.loads((models / "current.json").read_text())
     (models / pointer["file"]).write_bytes(b"not a model")
-    result = _run(home, scores_key(agency), instance, partition_key=DAYS[0].isoformat())
+    # too few rows asked for to train: rules only, and the basis says why
+    day = DAYS[0].isoformat()
+    result = _run(
+        home,
+        scores_key(agency),
+        instance,
+        partition_key=day,
+        run_config=_config(min_training_rows=10**6),
+    )
     assert result.success
     basis = _metadata(result, scores_key(agency))["score_basis"]
     assert basis.startswith("rules only") and "does not match the sha256" in basis
+    assert "no model trained: only" in basis
+    # with enough rows, the unusable model is replaced before scoring
+    replaced = _run(home, scores_key(agency), instance, partition_key=day)
+    assert replaced.success
+    assert _metadata(replaced, model_key(agency))["model_version"] != ""
+    assert _metadata(replaced, scores_key(agency))["score_basis"].startswith("blended")
 
 
-@pytest.mark.slow
-def test_too_few_transactions_train_no_model(tmp_path: Path) -> None:
-    agency = load_registry().agency(AGENCY)
-    result = _run(tmp_path, model_key(agency), dg.DagsterInstance.ephemeral())
-    assert not result.success
-    failure = result.get_step_failure_events()[0].step_failure_data.error
-    assert "only 0 scored transactions" in str(failure.message)
-    assert not (tmp_path / "warehouse" / AGENCY / "models" / MODEL / "current.json").exists()
+def _model(trained_at: dt.datetime) -> RiskModel:
+    return RiskModel(
+        version="v",
+        forest=None,
+        features=(),
+        means=None,
+        stds=None,
+        trained_rows=0,  # type: ignore[arg-type]
+        trained_at=trained_at.strftime("%Y%m%dT%H%M%SZ"),
+        params={},
+    )
+
+
+def test_a_model_is_due_for_retraining_after_monday_five_utc() -> None:
+    monday_5 = dt.datetime(2026, 12, 7, 5, 0, tzinfo=dt.UTC)  # a Monday
+    assert monday_5.weekday() == 0
+    assert retrain_due(None, monday_5)
+    sunday = _model(monday_5 - dt.timedelta(hours=6))
+    assert not retrain_due(sunday, monday_5 - dt.timedelta(minutes=1))
+    assert retrain_due(sunday, monday_5)
+    assert retrain_due(sunday, monday_5 + dt.timedelta(days=3))
+    fresh = _model(monday_5 + dt.timedelta(minutes=30))
+    assert not retrain_due(fresh, monday_5 + dt.timedelta(days=6, hours=23))
+    assert retrain_due(fresh, monday_5 + dt.timedelta(days=7))
 
 
 @pytest.mark.slow

@@ -259,6 +259,8 @@ def _load_day(
 
     result = load_partition(loader, files, delivery_manifest(folder), report_rejected)
     recount = recount_partition(conn, contract, day, raw_counts(loader.raw_dir, conn))
+    if result.migrations:
+        republish_other_days(context, conn, warehouse, agency, result)
     if result.kept_rows is None:
         published = publish_partition(
             conn, warehouse, agency.id, dataset, DatasetTables.for_dataset(dataset).curated, day
@@ -291,6 +293,29 @@ def _load_day(
         monitor=monitor_partition(conn, registry.storage_contract(contract), day),
         report_pending=pending,
     )
+
+
+def republish_other_days(
+    context: dg.AssetExecutionContext,
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: FluxWarehouse,
+    agency: Agency,
+    result: PartitionResult,
+) -> None:
+    """After a column took a new version's type, every day's published copy follows (one
+    type per column for analysts' views over the copies)."""
+    for migration in result.migrations:
+        context.log.warning(
+            f"{agency.id}: contract {result.contract.version}: {migration.describe()} "
+            "(recorded in _flux_migrations)"
+        )
+    curated = DatasetTables.for_dataset(result.dataset).curated
+    days = [
+        d for (d,) in conn.execute(f"SELECT DISTINCT {PARTITION} FROM {quote(curated)}").fetchall()
+    ]
+    for other in sorted(d for d in days if d != result.day):
+        publish_partition(conn, warehouse, agency.id, result.dataset, curated, other)
+    context.log.info(f"{agency.id}/{result.dataset}: republished {len(days) - 1} other day(s)")
 
 
 def recount_partition(

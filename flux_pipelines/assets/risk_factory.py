@@ -5,12 +5,18 @@ recipient's own history, the Isolation Forest when one is trained) in the agency
 file, so spending data never leaves its agency's storage. It is a spec of the agency's
 ingest step (``scores_specs``; same partitions, same pool, one writer of the agency file):
 a run loading transactions can score them in the same process, and one op less per agency
-keeps the definitions' load flat (the README's asset-model figures). ``<agency>/
-contract_transactions_risk_model`` trains the forest on the feature vectors stored with
-the scores and versions it; until one exists, scores are rules only and say so.
+keeps the definitions' load flat (the README's asset-model figures).
+
+``<agency>/contract_transactions_risk_model`` is the forest trained on the feature vectors
+stored with the scores, versioned. The scoring step trains it before it scores when it is
+due (none yet, or trained before the last Monday 05:00 UTC, or op config ``retrain``) and
+records the model's materialization, so the model needs no op of its own: it is an
+external asset (a spec without a step), which costs the definitions almost nothing per
+agency, and the training runs under the agency's pool like every other writer of its
+file. Until a model exists, scores are rules only and say why.
 
 Automation: scores follow their curated partition (``eager``: the latest day, as soon as it
-loads; older days by backfill); the model retrains every Monday at 05:00 UTC.
+loads; older days by backfill).
 
 Built for every agency at every definitions load (each run worker does one), so what is
 the same for all agencies is built once: config schemas, metadata, automation conditions.
@@ -21,10 +27,9 @@ that trains or loads a model (``risk/model.py``).
 import dagster as dg
 from pydantic import Field
 
-from flux_pipelines.assets.ingest_factory import agency_partitions, agency_pool, asset_keys
+from flux_pipelines.assets.ingest_factory import agency_partitions, asset_keys
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.names import RISK_DATASET, RISK_MODEL, RISK_SCORES, model_key, scores_key
-from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines.risk.features import feature_matrix_markdown
 from flux_pipelines.risk.rules import RULES
 
@@ -33,7 +38,8 @@ SCORES = RISK_SCORES
 MODEL = RISK_MODEL
 EVERY_TRANSACTION_SCORED = "every_transaction_scored"
 FLAGGED_HAVE_REASONS = "flagged_have_reasons"
-RETRAIN_CRON = "0 5 * * 1"
+RETRAIN_WEEKDAY = 0  # Monday (datetime.weekday)
+RETRAIN_HOUR_UTC = 5
 
 
 class RiskScoringConfig(dg.Config):
@@ -44,9 +50,11 @@ class RiskScoringConfig(dg.Config):
     flag_threshold: float = Field(
         default=0.5, ge=0.0, le=1.0, description="A transaction is flagged from this score."
     )
-
-
-class RiskModelConfig(dg.Config):
+    retrain: bool = Field(
+        default=False,
+        description="Train a new model before scoring even when the current one is fresh "
+        "(it is retrained anyway when none exists or it predates the last Monday 05:00 UTC).",
+    )
     n_estimators: int = Field(default=100, ge=10, description="Trees in the forest.")
     max_training_rows: int = Field(
         default=200_000, ge=100, description="Scored transactions sampled for training."
@@ -60,12 +68,10 @@ class RiskModelConfig(dg.Config):
 # A multi-asset takes its op config as a plain field mapping; the step validates the
 # values (ranges) with RiskScoringConfig itself.
 SCORING_CONFIG_SCHEMA = {
-    name: dg.Field(float, default_value=field.default, description=field.description)
+    name: dg.Field(field.annotation, default_value=field.default, description=field.description)
     for name, field in RiskScoringConfig.model_fields.items()
 }
-MODEL_CONFIG_SCHEMA = RiskModelConfig.to_config_schema()
 SCORE_AUTOMATION = dg.AutomationCondition.eager()
-RETRAIN_AUTOMATION = dg.AutomationCondition.on_cron(RETRAIN_CRON)
 RULES_MARKDOWN = dg.MetadataValue.md(
     "| rule | weight | reason |\n|---|---|---|\n"
     + "\n".join(f"| `{r.id}` | {r.weight} | {r.reason} |" for r in RULES)
@@ -73,9 +79,9 @@ RULES_MARKDOWN = dg.MetadataValue.md(
 FEATURES_MARKDOWN = dg.MetadataValue.md(feature_matrix_markdown())
 
 
-def risk_assets(registry: Registry) -> list[dg.AssetsDefinition]:
-    """The model asset of every agency delivering transactions (scores: ``scores_specs``)."""
-    return [build_model_asset(agency) for agency in registry.agencies if delivers_risk(agency)]
+def model_specs(registry: Registry) -> list[dg.AssetSpec]:
+    """The model of every agency delivering transactions (scores: ``scores_specs``)."""
+    return [model_spec(agency) for agency in registry.agencies if delivers_risk(agency)]
 
 
 def delivers_risk(agency: Agency) -> bool:
@@ -125,11 +131,10 @@ def scores_specs(agency: Agency) -> tuple[dg.AssetSpec, list[dg.AssetCheckSpec]]
     return spec, checks
 
 
-def build_model_asset(agency: Agency) -> dg.AssetsDefinition:
-    key = model_key(agency)
-
-    @dg.asset(
-        key=key,
+def model_spec(agency: Agency) -> dg.AssetSpec:
+    """An external asset: the scoring step trains the model and records its materialization."""
+    return dg.AssetSpec(
+        model_key(agency),
         deps=[scores_key(agency)],
         group_name=agency.key,
         owners=[agency.owner] if agency.owner else [],
@@ -137,15 +142,9 @@ def build_model_asset(agency: Agency) -> dg.AssetsDefinition:
         kinds={"scikit-learn"},
         description=f"Isolation Forest over the feature vectors stored with {agency.name}'s "
         "risk scores, versioned (training time + hash of data and parameters) and stored "
-        "with a sha256 pointer; scoring blends it in from the next run.",
+        "with a sha256 pointer. Trained by the scoring step before it scores, when due: no "
+        "model yet, a model from before the last Monday 05:00 UTC, or op config "
+        "`retrain: true` on the scores (to retrain now, materialize a day of "
+        f"`{scores_key(agency).to_user_string()}` with it).",
         metadata={"features": FEATURES_MARKDOWN},
-        pool=agency_pool(agency),
-        automation_condition=RETRAIN_AUTOMATION,
-        config_schema=MODEL_CONFIG_SCHEMA,
     )
-    def _model(context: dg.AssetExecutionContext, warehouse: FluxWarehouse) -> dg.MaterializeResult:
-        from flux_pipelines.assets.risk_step import train_model  # the step's code, at run time
-
-        return train_model(context, warehouse, agency)
-
-    return _model

@@ -1,4 +1,5 @@
-"""The risk steps: score a run's days (part of the agency's ingest step) and train a model.
+"""The risk step: train the model when due, then score a run's days (part of the agency's
+ingest step).
 
 Imported by the asset bodies when a step runs, never with the definitions: it brings polars
 and the scoring code, and scikit-learn once a model is trained or loaded.
@@ -6,7 +7,8 @@ and the scoring code, and scikit-learn once a model is trained or loaded.
 Scores are recorded per day like the ingest step's results: each scored day gets its own
 materialization of ``<agency>/contract_transactions_risk`` (rows, flagged, basis, rules
 fired, top flagged) and its own check results, so a multi-day run shows each day's figures.
-A day without curated transactions records nothing.
+A day without curated transactions records nothing. A model trained by the step gets its
+own materialization of ``<agency>/contract_transactions_risk_model`` (an external asset).
 """
 
 from __future__ import annotations
@@ -24,14 +26,15 @@ from flux_pipelines.assets.risk_factory import (
     EVERY_TRANSACTION_SCORED,
     FLAGGED_HAVE_REASONS,
     MODEL,
+    RETRAIN_HOUR_UTC,
+    RETRAIN_WEEKDAY,
     SCORES,
-    RiskModelConfig,
     RiskScoringConfig,
 )
 from flux_pipelines.assets.step_plan import transient_retries
 from flux_pipelines.contracts.ddl import DatasetTables, quote
 from flux_pipelines.contracts.registry import Agency
-from flux_pipelines.names import scores_key
+from flux_pipelines.names import model_key, scores_key
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 from flux_pipelines.risk.features import FEATURE_COLUMNS
 from flux_pipelines.risk.model import ModelUnavailable, RiskModel, load_current, save, train
@@ -55,13 +58,22 @@ def run_scoring(
             + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
             allow_retries=False,
         ) from exc
-    model, basis = current_model(warehouse, agency)
-    context.log.info(f"{agency.id}: scoring {basis}")
     settings = ScoringSettings(alpha=config.alpha, flag_threshold=config.flag_threshold)
     key = scores_key(agency)
     checks = context.selected_asset_check_keys
     broken: list[str] = []
     with transient_retries(context.retry_number), warehouse.connect(agency.id) as conn:
+        model, basis = current_model(warehouse, agency)
+        if config.retrain or retrain_due(model, dt.datetime.now(dt.UTC)):
+            trained = _train(conn, warehouse, agency, config)
+            if isinstance(trained, dg.AssetMaterialization):
+                model, basis = current_model(warehouse, agency)
+                yield trained
+                context.log.info(f"{agency.id}: trained model {trained.metadata['model_version']}")
+            else:
+                basis = basis if model else f"{basis}; {trained}"
+                context.log.info(f"{agency.id}: {trained}")
+        context.log.info(f"{agency.id}: scoring {basis}")
         for partition in context.partition_keys:
             day = dt.date.fromisoformat(partition)
             scores = _score_one(conn, warehouse, agency, day, model, settings)
@@ -127,34 +139,46 @@ def _scores_materialization(
     )
 
 
-def train_model(
-    context: dg.AssetExecutionContext, warehouse: FluxWarehouse, agency: Agency
-) -> dg.MaterializeResult:
-    """Train the agency's Isolation Forest on its stored feature vectors, and version it."""
-    config = RiskModelConfig(**(context.op_config or {}))
-    with transient_retries(context.retry_number), warehouse.connect(agency.id) as conn:
-        vectors = _training_vectors(conn, config.max_training_rows)
+def retrain_due(model: RiskModel | None, now: dt.datetime) -> bool:
+    """No model, or one trained before the last retrain time (Mondays 05:00 UTC)."""
+    if model is None:
+        return True
+    tick = now.replace(hour=RETRAIN_HOUR_UTC, minute=0, second=0, microsecond=0)
+    tick -= dt.timedelta(days=(now.weekday() - RETRAIN_WEEKDAY) % 7)
+    if tick > now:
+        tick -= dt.timedelta(days=7)
+    trained_at = dt.datetime.strptime(model.trained_at, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    return trained_at < tick
+
+
+def _train(
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: FluxWarehouse,
+    agency: Agency,
+    config: RiskScoringConfig,
+) -> dg.AssetMaterialization | str:
+    """Train and store the agency's forest on its stored feature vectors: the model's
+    materialization, or why no model was trained."""
+    vectors = _training_vectors(conn, config.max_training_rows)
     if vectors.height < config.min_training_rows:
-        raise dg.Failure(
-            description=f"{agency.id}: only {vectors.height} scored transactions (< "
-            f"{config.min_training_rows}); materialize {SCORES} for more days first. "
-            "Scoring stays rules only until a model is trained.",
-            allow_retries=False,
+        return (
+            f"no model trained: only {vectors.height} scored transactions (< "
+            f"{config.min_training_rows}); one is trained once more days are scored"
         )
     model = train(vectors, n_estimators=config.n_estimators)
     path = save(model, warehouse.models_dir(agency.id, MODEL))
-    scores = model.score(vectors)
-    context.log.info(f"{agency.id}: trained {model.version} on {model.trained_rows} rows")
-    return dg.MaterializeResult(
+    scores = pl.Series(model.score(vectors))
+    return dg.AssetMaterialization(
+        asset_key=model_key(agency),
         metadata={
             "model_version": model.version,
             "path": dg.MetadataValue.path(str(path)),
             "training_rows": model.trained_rows,
             "features": list(model.features),
             "params": dg.MetadataValue.json(model.params),
-            "training_score_p50": float(pl.Series(scores).median() or 0.0),
-            "training_score_p99": float(pl.Series(scores).quantile(0.99) or 0.0),
-        }
+            "training_score_p50": float(scores.median() or 0.0),
+            "training_score_p99": float(scores.quantile(0.99) or 0.0),
+        },
     )
 
 

@@ -23,7 +23,7 @@ import typer
 from flux_pipelines.assets.cross_agency_factory import GROUP as CROSS_AGENCY
 from flux_pipelines.assets.publish_factory import CATALOG_FILE
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, DatasetTables, quote
-from flux_pipelines.contracts.registry import Agency, load_registry
+from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.instance.config import prepare_dagster_home
 from flux_pipelines.jobs import QUIET_LOGS
@@ -157,8 +157,9 @@ def refresh_catalogs(home: Path, agencies: list[str]) -> list[str]:
 
 
 def score_risk(agencies: list[str], days: list[dt.date]) -> list[str]:
-    """Per agency, score every day (rules only: no model yet), train the model, then score
-    the last day again, blended with the model; returns a label per failed run."""
+    """Per agency, score every day (rules only: no model yet), then score the last day
+    again: that step first trains the model (due: none yet) and blends it in; returns a
+    label per failed run."""
     import dagster as dg
 
     from flux_pipelines.definitions import defs
@@ -167,14 +168,11 @@ def score_risk(agencies: list[str], days: list[dt.date]) -> list[str]:
     registry = load_registry()
     failed: list[str] = []
     instance = dg.DagsterInstance.get()
-    # the model is unpartitioned: Dagster's own asset job runs it, as the UI would
-    assets_job = defs.resolve_implicit_global_asset_job_def()
     for agency in (registry.agency(a) for a in agencies):
         scoring = defs.resolve_job_def(risk_job_name(agency))
         passes: list[tuple[str, Callable[[], dg.ExecuteInProcessResult], int]] = [
             ("score", functools.partial(run_range, scoring, instance, days), len(days)),
-            ("train", functools.partial(train_model, assets_job, instance, agency), 0),
-            ("score, blended", functools.partial(run_range, scoring, instance, days[-1:]), 1),
+            ("train, blend", functools.partial(run_range, scoring, instance, days[-1:]), 1),
         ]
         for label, run, span in passes:
             started = time.perf_counter()
@@ -182,27 +180,12 @@ def score_risk(agencies: list[str], days: list[dt.date]) -> list[str]:
             status = "ok" if result.success else "FAILED"
             typer.echo(
                 f"run {result.run_id[:8]} {agency.id:<20} risk: {label:<15} "
-                f"{f'{span} day(s)' if span else 'model':<9} "
+                f"{f'{span} day(s)':<9} "
                 f"{time.perf_counter() - started:5.1f}s {status}"
             )
             if not result.success:
                 failed.append(f"{agency.id} risk ({label})")
     return failed
-
-
-def train_model(
-    assets_job: dg.JobDefinition, instance: dg.DagsterInstance, agency: Agency
-) -> dg.ExecuteInProcessResult:
-    """The agency's model asset alone (unpartitioned), in Dagster's own asset job."""
-    from flux_pipelines.names import model_key
-
-    return assets_job.execute_in_process(
-        instance=instance,
-        asset_selection=[model_key(agency)],
-        run_config=QUIET_LOGS,
-        tags={"flux/source": "flux demo"},
-        raise_on_error=False,
-    )
 
 
 def print_risk_summary(home: Path, agencies: list[str]) -> None:

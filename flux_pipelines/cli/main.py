@@ -265,6 +265,38 @@ def contracts_show(
         _fail(f"--format must be page, json-schema, ddl or rules, not {output!r}")
 
 
+@contracts_app.command("diff")
+def contracts_diff(
+    dataset: Annotated[str, typer.Argument(help="Dataset id")],
+    old: Annotated[str, typer.Argument(help="The earlier version, e.g. 1.0.0")],
+    new: Annotated[str, typer.Argument(help="The later version, e.g. 2.0.0")],
+    fail_on_breaking: Annotated[
+        bool, typer.Option(help="Exit 1 when the change can break agencies or analysts")
+    ] = False,
+) -> None:
+    """What changes from one version to another, and whether it can break agencies'
+    deliveries or analysts' queries."""
+    from flux_pipelines.contracts.evolution import diff, is_breaking
+    from flux_pipelines.contracts.registry import load_registry
+
+    registry = _registry_or_fail(load_registry)
+    _ids_or_fail(None, dataset)
+    versions = {c.version: c for c in registry.versions(dataset)}
+    for version in (old, new):
+        if version not in versions:
+            _fail(f"{dataset} has no version {version}; have {sorted(versions)}")
+    changes = diff(versions[old], versions[new])
+    typer.echo(f"{dataset} {old} -> {new}: {len(changes)} change(s)")
+    for change in changes:
+        breaks = f"  [breaks {', '.join(change.breaks)}]" if change.breaks else ""
+        typer.echo(f"  {change.subject:<32} {change.what}{breaks}")
+    verdicts = {a: is_breaking(changes, a) for a in ("agencies", "analysts")}
+    for audience, breaking in verdicts.items():
+        typer.echo(f"breaking for {audience}: {'yes' if breaking else 'no'}")
+    if fail_on_breaking and any(verdicts.values()):
+        raise typer.Exit(1)
+
+
 @contracts_app.command("pages")
 def contracts_pages(
     out: Annotated[Path, typer.Option(help="Folder for one Markdown page per dataset")] = Path(

@@ -1,16 +1,25 @@
 """Parse an ODCS v3 contract file and compile it into Flux's ``Contract``.
 
-ODCS fields used (see contracts/README.md for the full convention):
+Contracts are written in the ODCS v3.0.2 spelling (``apiVersion: v3.0.2``; the test suite
+lints every shipped contract with ``datacontract lint``). ODCS fields used (see
+contracts/README.md for the full convention):
 - top level: ``id``, ``name`` (the dataset id), ``version``, ``status``, ``domain``,
   ``description.purpose``; customProperties ``effectiveFrom`` and ``nullValues``.
-- one ``schema`` object whose ``properties`` are the columns: ``logicalType``, ``required``,
-  ``unique``, ``primaryKey``, ``enum``, ``examples``, ``logicalTypeOptions`` (minimum,
-  maximum, exclusiveMinimum, exclusiveMaximum, pattern, minLength, maxLength, format);
-  customProperties ``sourceNames``, ``severity`` (rule kind -> fatal|warning), ``unit``,
-  ``caseInsensitive``.
+- one ``schema`` object whose ``properties`` are the columns: ``logicalType`` (a date and
+  time is ``logicalType: date`` with ``physicalType: timestamp``), ``required``, ``unique``,
+  ``primaryKey``, ``enum``, ``examples``, ``logicalTypeOptions`` (minimum, maximum,
+  exclusiveMinimum / exclusiveMaximum as flags on them, pattern, minLength, maxLength,
+  format); customProperties ``sourceNames``, ``severity`` (rule kind -> fatal|warning),
+  ``unit``, ``caseInsensitive``.
 - ``quality`` on the schema or a property: ``type: custom, engine: flux`` with a SQL boolean
-  ``implementation`` that a valid row satisfies; ``type: library`` with ``metric:
-  nullValues`` (completeness) or ``duplicateValues`` (uniqueness).
+  ``implementation`` that a valid row satisfies (or, on the schema, ``implementation: {rule:
+  sumReconciliation, arguments: ...}``); ``type: library`` with ``rule: nullValues``
+  (completeness) or ``duplicateValues`` (uniqueness); ``dimension`` is one of ODCS's, and a
+  customProperty ``category`` gives Flux's category (existence, accuracy, completeness).
+
+A spelling ODCS v3.0.2 lacks is a ``ContractError`` naming the file, the field and the
+spelling to write instead (``logicalType: timestamp``, a library ``metric`` without ``rule``,
+``dimension: existence``, an enum entry cut at a comma by YAML flow syntax).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import yaml
 from open_data_contract_standard.model import (
     CustomProperty,
     DataQuality,
+    EnumValue,
     OpenDataContractStandard,
     SchemaProperty,
 )
@@ -33,6 +43,7 @@ from flux_pipelines.contracts.cross_rules import compile_quality, compile_relati
 from flux_pipelines.contracts.model import (
     RULE_CATEGORY,
     AllowedValue,
+    Category,
     ColumnSpec,
     Contract,
     LogicalType,
@@ -43,14 +54,23 @@ from flux_pipelines.contracts.model import (
 from flux_pipelines.contracts.slugs import check_column, check_slug
 from flux_pipelines.errors import ConfigurationError, ContractError
 
+# ODCS v3.0.2 logical types Flux reads; a date and time is ``date`` + physicalType timestamp.
 _LOGICAL_TYPES: dict[str, LogicalType] = {
     "string": "string",
     "integer": "integer",
     "number": "number",
     "boolean": "boolean",
     "date": "date",
-    "timestamp": "timestamp",
 }
+TIMESTAMP_PHYSICAL_TYPE = "timestamp"
+# ODCS v3.0.2 quality dimensions; Flux's own category is a customProperty ``category``.
+ODCS_DIMENSIONS = frozenset(
+    {"accuracy", "completeness", "conformity", "consistency", "coverage", "timeliness",
+     "uniqueness"}
+)  # fmt: skip
+_CATEGORIES: frozenset[str] = frozenset({"existence", "accuracy", "completeness"})
+_ENUM_KEYS = frozenset(EnumValue.model_fields)
+SUM_RECONCILIATION = "sumReconciliation"
 _SEVERITIES: dict[str, Severity] = {
     "fatal": "fatal",
     "error": "fatal",
@@ -87,6 +107,7 @@ def load_contract(path: Path) -> Contract:
     except ValidationError as exc:
         raise ContractError(str(path), f"is not valid ODCS v3: {exc}") from exc
     try:
+        check_enum_entries(raw)
         return compile_contract(odcs, str(path))
     except ConfigurationError as exc:
         if isinstance(exc, ContractError):
@@ -118,12 +139,16 @@ def compile_contract(odcs: OpenDataContractStandard, source: str) -> Contract:
         rules.extend(_quality_rules(prop.quality or [], names, default_column=col.name))
     cross = [compile_relationship(r, dataset, names) for r in table.relationships or []]
     row_level: list[DataQuality] = []
-    for q in table.quality or []:
+    for entry in table.quality or []:
+        q = _sum_rule_spelling(entry)
         compiled = compile_quality(q, dataset, names)
         if compiled is None:
             row_level.append(q)
         else:
-            cross.append(compiled)
+            category = _quality_category(q)
+            cross.append(
+                compiled if category is None else compiled.model_copy(update={"category": category})
+            )
     rules.extend(_quality_rules(row_level, names, default_column=None))
     ids = [r.id for r in rules] + [r.id for r in cross]
     if len(set(ids)) != len(ids):
@@ -152,6 +177,36 @@ def _custom(props: list[CustomProperty] | None) -> dict[str, Any]:
     return {p.property: p.value for p in (props or []) if p.property}
 
 
+def check_enum_entries(raw: dict[str, Any]) -> None:
+    """Refuse an enum entry with keys ODCS does not define: it is a description cut short.
+
+    YAML flow syntax ends a plain value at ``, ``: ``{value: SBA, description: Small business
+    set-aside, total}`` is the description "Small business set-aside" plus a key ``total``,
+    which the ODCS models drop without a word. Quoting the description keeps its full text.
+    """
+    for table in raw.get("schema") or []:
+        properties = table.get("properties") if isinstance(table, dict) else None
+        for prop in properties if isinstance(properties, list) else []:
+            entries = prop.get("enum") if isinstance(prop, dict) else None
+            for index, entry in enumerate(entries if isinstance(entries, list) else []):
+                if not isinstance(entry, dict):
+                    continue
+                stray = [str(key) for key in entry if key not in _ENUM_KEYS]
+                if not stray:
+                    continue
+                where = f"column {prop.get('name')}: enum[{index}] (value {entry.get('value')!r})"
+                if "description" in entry and all(entry[key] is None for key in stray):
+                    text = ", ".join([str(entry["description"]), *stray])
+                    hint = f'quote the description: description: "{text}"'
+                else:
+                    hint = f"an enum entry has only {sorted(_ENUM_KEYS)}"
+                raise ConfigurationError(
+                    f"{where} has keys ODCS does not define {stray}: in a {{value: ..., "
+                    f"description: ...}} flow mapping a description is cut at its first ', '; "
+                    f"{hint}"
+                )
+
+
 def _date(value: object) -> dt.date:
     if isinstance(value, dt.date):
         return value
@@ -161,14 +216,29 @@ def _date(value: object) -> dt.date:
         raise ConfigurationError(f"effectiveFrom {value!r} is not a YYYY-MM-DD date") from exc
 
 
-def _column(prop: SchemaProperty) -> ColumnSpec:
-    name = check_column(prop.name, "column")
-    logical = _LOGICAL_TYPES.get((prop.logicalType or "").lower())
+def _logical_type(prop: SchemaProperty, name: str) -> LogicalType:
+    """The column's Flux type: ODCS v3.0.2 has no timestamp logicalType, so a date and time
+    is ``logicalType: date`` with ``physicalType: timestamp``."""
+    spelled = (prop.logicalType or "").lower()
+    if spelled == "timestamp":
+        raise ConfigurationError(
+            f"column {name}: logicalType 'timestamp' is not an ODCS v3.0.2 logical type; "
+            "write logicalType: date with physicalType: timestamp"
+        )
+    logical = _LOGICAL_TYPES.get(spelled)
     if logical is None:
         raise ConfigurationError(
             f"column {name}: logicalType {prop.logicalType!r} is not one of "
-            f"{sorted(_LOGICAL_TYPES)}"
+            f"{sorted(_LOGICAL_TYPES)} (a date and time: logicalType date with physicalType "
+            "timestamp)"
         )
+    physical = (prop.physicalType or "").strip().lower()
+    return "timestamp" if logical == "date" and physical == TIMESTAMP_PHYSICAL_TYPE else logical
+
+
+def _column(prop: SchemaProperty) -> ColumnSpec:
+    name = check_column(prop.name, "column")
+    logical = _logical_type(prop, name)
     opts = prop.logicalTypeOptions or {}
     custom = _custom(prop.customProperties)
     known = {
@@ -178,8 +248,8 @@ def _column(prop: SchemaProperty) -> ColumnSpec:
     unknown = set(opts) - known
     if unknown:
         raise ConfigurationError(f"column {name}: unsupported logicalTypeOptions {sorted(unknown)}")
-    minimum, exclusive_min = _bound(opts, "minimum", "exclusiveMinimum")
-    maximum, exclusive_max = _bound(opts, "maximum", "exclusiveMaximum")
+    minimum, exclusive_min = _bound(opts, "minimum", "exclusiveMinimum", name)
+    maximum, exclusive_max = _bound(opts, "maximum", "exclusiveMaximum", name)
     pattern = opts.get("pattern")
     if pattern is not None:
         try:
@@ -219,11 +289,21 @@ def _column(prop: SchemaProperty) -> ColumnSpec:
     )
 
 
-def _bound(opts: dict[str, Any], key: str, exclusive_key: str) -> tuple[float | None, bool]:
-    """ODCS follows JSON Schema: exclusiveMinimum may be a number or a flag on minimum."""
+def _bound(
+    opts: dict[str, Any], key: str, exclusive_key: str, column: str
+) -> tuple[float | None, bool]:
+    """A bound and whether it is exclusive. ODCS v3.0.2 spells an exclusive bound as a flag
+    on it (``minimum: 0, exclusiveMinimum: true``); the JSON Schema 2020 / ODCS v3.1 number
+    (``exclusiveMinimum: 0``) is read as the same bound, though ``datacontract lint`` rejects
+    it under apiVersion v3.0.2."""
     exclusive = opts.get(exclusive_key)
+    value = opts.get(key)
     if isinstance(exclusive, bool) or exclusive is None:
-        value = opts.get(key)
+        if exclusive and value is None:
+            raise ConfigurationError(
+                f"column {column}: logicalTypeOptions {exclusive_key}: true needs {key} (the "
+                f"bound it makes exclusive), e.g. {key}: 0, {exclusive_key}: true"
+            )
         return (float(value) if value is not None else None), bool(exclusive)
     return float(exclusive), True
 
@@ -318,32 +398,99 @@ def _quality_rules(
     return [_quality_rule(q, columns, default_column) for q in quality]
 
 
+def _where(q: DataQuality) -> str:
+    return f"quality rule {q.id or q.name or '?'}"
+
+
+def _quality_category(q: DataQuality) -> Category | None:
+    """Flux's category from the customProperty ``category``, else None (the rule's default).
+
+    ``dimension`` must be one of ODCS's: Flux's ``existence`` is not, so it is a category."""
+    dimension = (q.dimension or "").lower()
+    if dimension and dimension not in ODCS_DIMENSIONS:
+        hint = (
+            f"give Flux's category as customProperties: [{{property: category, value: "
+            f"{dimension}}}]"
+            if dimension in _CATEGORIES
+            else f"use one of {sorted(ODCS_DIMENSIONS)}"
+        )
+        raise ConfigurationError(
+            f"{_where(q)}: dimension {q.dimension!r} is not an ODCS dimension; {hint}"
+        )
+    category = _custom(q.customProperties).get("category")
+    if category is None:
+        return None
+    if str(category).lower() not in _CATEGORIES:
+        raise ConfigurationError(
+            f"{_where(q)}: customProperty category {category!r} is not one of {sorted(_CATEGORIES)}"
+        )
+    return cast(Category, str(category).lower())
+
+
+def _sum_rule_spelling(q: DataQuality) -> DataQuality:
+    """ODCS v3.0.2 requires ``implementation`` on a custom rule: a Flux sum reconciliation is
+    ``implementation: {rule: sumReconciliation, arguments: {...}}``. The cross-rule compiler
+    reads rule and arguments beside ``engine`` (the earlier Flux spelling, still read), so
+    they are moved there."""
+    impl = q.implementation
+    if not (q.type == "custom" and (q.engine or "").lower() == "flux" and isinstance(impl, dict)):
+        return q
+    arguments = impl.get("arguments")
+    if (
+        impl.get("rule") != SUM_RECONCILIATION
+        or not isinstance(arguments, dict)
+        or set(impl) != {"rule", "arguments"}
+        or q.rule is not None
+        or q.arguments is not None
+    ):
+        raise ConfigurationError(
+            f"{_where(q)}: an implementation mapping reads {{rule: {SUM_RECONCILIATION}, "
+            "arguments: {key, column, otherDataset, ...}}, with no rule or arguments beside "
+            f"it; got implementation keys {sorted(impl)}"
+        )
+    return q.model_copy(
+        update={"rule": SUM_RECONCILIATION, "arguments": arguments, "implementation": None}
+    )
+
+
 def _quality_rule(q: DataQuality, columns: list[str], default_column: str | None) -> Rule:
-    where = f"quality rule {q.id or q.name or '?'}"
+    where = _where(q)
     rule_id = q.id
     if not rule_id:
         raise ConfigurationError(f"{where}: every quality rule needs a stable id")
     check_slug(rule_id.replace(".", "_"), f"{where} id")
     severity = _severity(q.severity, where)
     message = (q.description or q.name or rule_id).strip()
+    category = _quality_category(q)
     if q.type == "custom" and (q.engine or "").lower() == "flux":
+        if isinstance(q.implementation, dict):
+            raise ConfigurationError(
+                f"{where}: an implementation mapping ({SUM_RECONCILIATION}) belongs in the "
+                "schema's quality, not a property's; a row rule's implementation is a SQL "
+                "boolean expression"
+            )
         expression = str(q.implementation or "").strip()
         referenced = _expression_columns(expression, columns, where)
+        dimension = (q.dimension or "").lower()
         return Rule(
             id=rule_id,
             kind="expression",
             column=default_column or (referenced[0] if len(referenced) == 1 else None),
             columns=tuple(referenced),
             severity=severity,
-            category=cast(Any, (q.dimension or "accuracy").lower())
-            if (q.dimension or "").lower() in {"accuracy", "completeness", "existence"}
-            else "accuracy",
+            category=category
+            or (cast(Category, dimension) if dimension in _CATEGORIES else "accuracy"),
             message=message,
             expected=expression[:MAX_EXPECTED_CHARS],
             expression=expression,
         )
     if q.type == "library" and default_column is not None:
-        metric = (q.metric or q.rule or "").lower()
+        if q.metric is not None and q.metric != q.rule:
+            raise ConfigurationError(
+                f"{where}: metric {q.metric!r} is the ODCS v3.1 spelling; ODCS v3.0.2 names "
+                f"a library check with rule: write rule: {q.metric}"
+            )
+        metric = (q.rule or "").lower()
         kinds: dict[str, tuple[RuleKind, str]] = {
             "nullvalues": ("required", "a value"),
             "duplicatevalues": ("unique", "a value not repeated"),
@@ -356,14 +503,14 @@ def _quality_rule(q: DataQuality, columns: list[str], default_column: str | None
                 column=default_column,
                 columns=(default_column,),
                 severity=severity,
-                category="completeness" if kind == "required" else "accuracy",
+                category=category or ("completeness" if kind == "required" else "accuracy"),
                 message=message,
                 expected=expected,
             )
     raise ConfigurationError(
         f"{where}: unsupported quality rule (type={q.type!r}, engine={q.engine!r}, "
-        f"metric={q.metric!r}); use type custom + engine flux, or library nullValues / "
-        "duplicateValues on a property"
+        f"rule={q.rule!r}); use type custom + engine flux, or type library with rule "
+        "nullValues / duplicateValues on a property"
     )
 
 

@@ -404,6 +404,31 @@ class Contract(BaseModel):
             }
         )
 
+    def retyped(self, types: Mapping[str, LogicalType]) -> Contract:
+        """This version with the given columns' logical types (how a later version stores
+        them); columns not named keep theirs.
+
+        Rules that judge a retyped column's values under its old type (ranges, patterns,
+        lengths, allowed values, expressions over it) are left out: the day's rows were
+        validated under this version as delivered, and what the stored copy can still be
+        held to is its stored type, presence and uniqueness."""
+        changed = {
+            c.name for c in self.columns if types.get(c.name, c.logical_type) != c.logical_type
+        }
+        if not changed:
+            return self
+        return self.model_copy(
+            update={
+                "columns": tuple(
+                    c.model_copy(update={"logical_type": types[c.name]})
+                    if c.name in changed
+                    else c
+                    for c in self.columns
+                ),
+                "rules": tuple(r for r in self.rules if not _judges_values_of(r, changed)),
+            }
+        )
+
     @property
     def rule_ids(self) -> set[str]:
         return {r.id for r in self.rules} | {r.id for r in self.cross_rules}
@@ -500,3 +525,9 @@ class Contract(BaseModel):
     @property
     def version_tag(self) -> str:
         return f"{self.dataset}@{self.version}"
+
+
+def _judges_values_of(rule: Rule, columns: set[str]) -> bool:
+    if rule.kind == "expression":
+        return bool(columns & {rule.column, *rule.columns})
+    return rule.column in columns and rule.kind not in ("required", "unique")

@@ -123,7 +123,8 @@ class Registry(BaseModel):
         return _as_seen_by(self.latest(dataset), agency)
 
     def storage_contract(self, contract: Contract) -> Contract:
-        """The version as its rows are stored: columns renamed by any later version."""
+        """The version as its rows are stored: columns renamed by any later version, typed
+        as the newest version types them (one curated table across versions)."""
         versions = self.versions(contract.dataset)
         later = [v for v in versions if v.effective_from > contract.effective_from]
         names: dict[str, str] = {}
@@ -135,7 +136,8 @@ class Registry(BaseModel):
                     if new == column.renamed_from:
                         names[old] = column.name
                 names.setdefault(column.renamed_from, column.name)
-        return contract.renamed(names)
+        newest = {c.name: c.logical_type for c in versions[-1].columns}
+        return contract.renamed(names).retyped(newest)
 
     def references_for(self, contract: Contract, day: dt.date) -> dict[str, Contract]:
         """The contracts of the datasets a contract's cross-dataset rules read."""

@@ -37,6 +37,7 @@ from flux_pipelines.contracts.ddl import (
     DatasetTables,
     quote,
 )
+from flux_pipelines.contracts.evolution import ContractMigrationError
 from flux_pipelines.contracts.model import DELIVERY_RULES, Contract, SizeLimits
 from flux_pipelines.contracts.slugs import normalise_header
 from flux_pipelines.contracts.validator import (
@@ -68,10 +69,12 @@ from flux_pipelines.ingest.readers import (
     read_chunks,
 )
 from flux_pipelines.names import REJECTED_ATTEMPTS_TABLE
-from flux_pipelines.resources.warehouse import ensure_tables
+from flux_pipelines.resources.warehouse import MigrationContext, ensure_tables
 
 if TYPE_CHECKING:
     import duckdb
+
+    from flux_pipelines.contracts.evolution import TypeMigration
 
 
 IGNORED_PREFIXES = (".", "_", "~")
@@ -131,6 +134,9 @@ class PartitionResult:
     # The day's earlier load, kept because this delivery was rejected whole (its curated
     # rows; None: nothing was kept, the partition holds this delivery).
     kept_rows: int | None = None
+    # Curated columns converted to a new contract version's type by this load (committed
+    # with it): every other day's published copy must follow.
+    migrations: list[TypeMigration] = field(default_factory=list)
 
     @property
     def rejected_whole(self) -> bool:
@@ -275,7 +281,9 @@ class PartitionLoader:
         self, files: Sequence[Path], manifest: Manifest | ManifestInvalid | None = None
     ) -> PartitionResult:
         """Replace the partition with these files' rows (call inside a transaction)."""
-        ensure_tables(self.conn, self.storage)
+        self.migrations = ensure_tables(
+            self.conn, self.storage, migrate=MigrationContext(self.agency, self.run_id)
+        )
         self._delete_partition()
         self._remove_leftovers()
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -577,9 +585,22 @@ class PartitionLoader:
             extras["_contract_id"] = _literal(self.contract.id)
         select = ", ".join(f"{expr} AS {quote(name)}" for name, expr in extras.items())
         listed = ", ".join(_literal(str(p)) for p in parts)
-        self.conn.execute(
-            f"INSERT INTO {quote(table)} BY NAME SELECT *, {select} FROM read_parquet([{listed}])"
-        )
+        import duckdb  # the module loads with the definitions, which never import DuckDB
+
+        try:
+            self.conn.execute(
+                f"INSERT INTO {quote(table)} BY NAME SELECT *, {select} "
+                f"FROM read_parquet([{listed}])"
+            )
+        except duckdb.ConversionException as exc:
+            raise ContractMigrationError(
+                f"agency {self.agency}, dataset {self.contract.dataset}, day {self.day}, file "
+                f"{facts.path.name}: rows valid under contract {self.contract.version} cannot "
+                f"be stored in {table}, whose columns have a later version's types "
+                f"({str(exc).strip().splitlines()[0]}). Nothing of the day was changed. Give "
+                "the retyped column a new name in the later version (the old one keeps its "
+                "history), or load this day under a version whose type it meets."
+            ) from exc
 
     # -- delivery-level failures ---------------------------------------------------------
     def _reject(self, outcome: FileOutcome, problem: FileProblem) -> None:
@@ -831,6 +852,7 @@ def load_partition(
         conn.rollback()
         loader.discard_raw()
         raise
+    result.migrations = loader.migrations
     crash_point("loader.committed")
     loader.publish_raw()
     return result

@@ -16,13 +16,20 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
-from flux_pipelines.contracts.ddl import DatasetTables, contract_ddl, create_table_sql, quote
+from flux_pipelines.contracts.ddl import (
+    DatasetTables,
+    contract_ddl,
+    create_table_sql,
+    curated_columns,
+    quote,
+)
 from flux_pipelines.contracts.model import (
     DEFAULT_MAX_FIELD_BYTES,
     DEFAULT_MAX_LINE_BYTES,
@@ -38,6 +45,8 @@ from flux_pipelines.names import published_root
 
 if TYPE_CHECKING:
     import duckdb
+
+    from flux_pipelines.contracts.evolution import TypeMigration
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
 
@@ -165,22 +174,41 @@ class FluxWarehouse(dg.ConfigurableResource):
                 delay = min(delay * 2, 2.0)
 
 
-def ensure_tables(conn: duckdb.DuckDBPyConnection, contract: Contract) -> None:
+@dataclass(frozen=True)
+class MigrationContext:
+    """Who converts a curated table's columns: named in the refusal and the record."""
+
+    agency: str
+    run_id: str
+
+
+def ensure_tables(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    *,
+    migrate: MigrationContext | None = None,
+) -> list[TypeMigration]:
     """Create the dataset's tables, and add columns a newer contract version introduces.
 
-    One catalog query when everything exists (every partition load calls this; a DDL
-    statement per table cost ~25 ms a partition in a year-long backfill).
+    With ``migrate`` (only the loader of a dataset's own days, whose ``contract`` carries
+    the newest version's types), curated columns whose stored type differs are converted
+    (``contracts/evolution.py``); returns the conversions applied. One catalog query when
+    everything exists (every partition load calls this; a DDL statement per table cost
+    ~25 ms a partition in a year-long backfill).
     """
+    from flux_pipelines.contracts.evolution import migrate_types
+
     wanted = contract_ddl(contract)
-    existing: dict[str, set[str]] = {}
-    for table, column in conn.execute(
-        "SELECT table_name, column_name FROM duckdb_columns() "
+    existing: dict[str, dict[str, str]] = {}
+    for table, column, data_type in conn.execute(
+        "SELECT table_name, column_name, data_type FROM duckdb_columns() "
         "WHERE schema_name = current_schema() AND table_name IN (SELECT unnest(?))",
         [list(wanted)],
     ).fetchall():
-        existing.setdefault(table, set()).add(column)
+        existing.setdefault(table, {})[column] = data_type
     renames = {c.name: c.renamed_from for c in contract.columns if c.renamed_from}
     curated = DatasetTables.for_dataset(contract.dataset).curated
+    migrations: list[TypeMigration] = []
     for table, columns in wanted.items():
         if table not in existing:
             conn.execute(create_table_sql(table, columns))
@@ -192,11 +220,22 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection, contract: Contract) -> None:
                 conn.execute(
                     f"ALTER TABLE {quote(table)} RENAME COLUMN {quote(old)} TO {quote(name)}"
                 )
-                have = (have - {old}) | {name}
+                have[name] = have.pop(old)
         for name, sql_type in columns:
             if name not in have:
                 nullable_type = sql_type.replace(" NOT NULL", "")
                 conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {nullable_type}")
+        if table == curated and migrate is not None:
+            migrations = migrate_types(
+                conn,
+                agency=migrate.agency,
+                table=table,
+                wanted=dict(curated_columns(contract)[: len(contract.columns)]),
+                have=have,
+                contract=contract,
+                run_id=migrate.run_id,
+            )
+    return migrations
 
 
 def publish_partition(

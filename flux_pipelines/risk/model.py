@@ -140,7 +140,8 @@ def load_current(directory: Path) -> RiskModel:
     pointer_path = directory / POINTER
     if not pointer_path.is_file():
         raise ModelUnavailable(
-            f"no trained model in {directory}: materialize the risk model asset to train one"
+            f"no trained model in {directory} (the scoring step trains one when enough "
+            "transactions are scored)"
         )
     pointer = json.loads(pointer_path.read_text())
     target = directory / pointer["file"]

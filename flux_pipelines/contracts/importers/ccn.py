@@ -8,7 +8,8 @@ attribute; ``controlled_variables.csv``: the allowed values of every factor). Re
         --source ../shared/data/ccn --out contracts/datasets
 
 writes ``<out>/ccn_<table>/1.0.0.odcs.yaml`` (cores and depthseries by default; ``--tables``
-picks others or ``all``). The files are generated: fix the importer, not the YAML.
+picks others or ``all``). The files are generated: fix the importer, not the YAML. They are
+ODCS v3.0.2 and pass ``datacontract lint`` (flux_pipelines_tests/test_contracts_lint.py).
 
 Encodings: the dictionary CSVs are not all UTF-8 (the structure file is cp1252); each file is
 read as UTF-8 (byte-order mark dropped) and else as cp1252; anything else fails loudly.
@@ -17,8 +18,8 @@ Mapping, per dictionary row of the requested table (one property per attribute, 
 
 - ``required``: ``required`` -> ``required: true`` (the column must be delivered); an empty
   cell is a warning ``<col>.required`` except for study_id and core_id (fatal).
-  ``encouraged`` -> a warning ``<col>.encouraged`` (completeness): a library ``nullValues``
-  rule, or, when ``conditional_on`` names columns of the same table, a row rule
+  ``encouraged`` -> a warning ``<col>.encouraged`` (completeness): a library check
+  ``rule: nullValues``, or, when ``conditional_on`` names columns of the same table, a row rule
   ``<cond> IS NULL OR <col> IS NOT NULL`` so rows without the measurement stay quiet.
   ``conditional`` -> a warning row rule ``<col>.conditional`` of the same shape when it can be
   stated cleanly, else nothing. ``optional`` / ``added automatically`` -> not required.
@@ -109,14 +110,15 @@ _TABLES: dict[str, tuple[str, str]] = {
 }
 
 # Known physical constraints, as logicalTypeOptions, keyed by attribute name (numeric only).
-_BOUNDS: dict[str, dict[str, int]] = {
+# An exclusive bound is ODCS v3.0.2's flag on it: minimum 0 with exclusiveMinimum true.
+_BOUNDS: dict[str, dict[str, int | bool]] = {
     "latitude": {"minimum": -90, "maximum": 90},
     "longitude": {"minimum": -180, "maximum": 180},
     "year": {"minimum": 1900, "maximum": 2030},
     "month": {"minimum": 1, "maximum": 12},
     "day": {"minimum": 1, "maximum": 31},
     "depth_min": {"minimum": 0},
-    "dry_bulk_density": {"exclusiveMinimum": 0},
+    "dry_bulk_density": {"minimum": 0, "exclusiveMinimum": True},
     "fraction_carbon": {"minimum": 0, "maximum": 1},
     "fraction_organic_matter": {"minimum": 0, "maximum": 1},
 }
@@ -374,7 +376,7 @@ def completeness_rule(attr: Attribute, types: dict[str, str]) -> DataQuality | N
         return DataQuality(
             **common,
             type="library",
-            metric="nullValues",
+            rule="nullValues",
             description=f"The CCN data dictionary encourages {attr.name}: give it when known",
         )
     verb = "encourages" if attr.requirement == "encouraged" else "asks for"
