@@ -971,7 +971,7 @@ def test_json_schema_does_not_enforce_warnings(
     assert _errors(record_validator, {"id": "1", "kind": "x", "hi": 500}) == []
     rules = {r["id"]: r["severity"] for r in json_schema(typed_contract)["x-flux-row-rules"]}
     assert rules == {"lo_le_hi": "fatal", "lo_small": "warning"}
-    assert json_schema(typed_contract)["x-flux-unique"] == ["id"]
+    assert json_schema(typed_contract)["x-flux-unique"] == [["id"]]
 
 
 def test_meteorites_contract_exports(tmp_path: Path) -> None:

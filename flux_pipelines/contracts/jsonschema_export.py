@@ -35,7 +35,8 @@ def json_schema(contract: Contract) -> dict[str, Any]:
             for r in contract.rules
             if r.kind == "expression"
         ],
-        "x-flux-unique": [r.column for r in contract.rules if r.kind == "unique"],
+        # keys unique within a delivery: each a list of columns (several: together)
+        "x-flux-unique": [list(r.columns) for r in contract.rules if r.kind == "unique"],
     }
 
 

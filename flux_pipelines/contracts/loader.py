@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from flux_pipelines.contracts.cross_rules import compile_quality, compile_relationship
 from flux_pipelines.contracts.model import (
+    PRIMARY_KEY_RULE,
     RULE_CATEGORY,
     AllowedValue,
     Category,
@@ -134,9 +135,12 @@ def compile_contract(odcs: OpenDataContractStandard, source: str) -> Contract:
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise ConfigurationError(f"duplicate column names: {dupes}")
     rules: list[Rule] = []
+    key = [c.name for c in columns if c.primary_key]
     for prop, col in zip(table.properties, columns, strict=True):
-        rules.extend(_column_rules(col, _custom(prop.customProperties)))
+        rules.extend(_column_rules(col, _custom(prop.customProperties), composite=len(key) > 1))
         rules.extend(_quality_rules(prop.quality or [], names, default_column=col.name))
+    if len(key) > 1:
+        rules.append(_primary_key_rule(key))
     cross = [compile_relationship(r, dataset, names) for r in table.relationships or []]
     row_level: list[DataQuality] = []
     for entry in table.quality or []:
@@ -315,7 +319,20 @@ def _severity(value: object, where: str) -> Severity:
     return sev
 
 
-def _column_rules(col: ColumnSpec, custom: dict[str, Any]) -> list[Rule]:
+def _primary_key_rule(key: list[str]) -> Rule:
+    """Several ``primaryKey`` columns are one key: their combination is unique, not each."""
+    listed = ", ".join(key)
+    return Rule(
+        id=PRIMARY_KEY_RULE,
+        kind="unique",
+        columns=tuple(key),
+        category=RULE_CATEGORY["unique"],
+        message=f"the primary key ({listed}) must be unique within a delivery",
+        expected=f"each combination of {listed} once",
+    )
+
+
+def _column_rules(col: ColumnSpec, custom: dict[str, Any], *, composite: bool) -> list[Rule]:
     overrides = custom.get("severity", {}) or {}
     if not isinstance(overrides, dict):
         raise ConfigurationError(f"column {col.name}: severity must map rule kinds to levels")
@@ -385,7 +402,7 @@ def _column_rules(col: ColumnSpec, custom: dict[str, Any]) -> list[Rule]:
                 f"at most {col.max_length} characters",
             )
         )
-    if col.unique or col.primary_key:
+    if col.unique or (col.primary_key and not composite):
         rules.append(
             rule("unique", f"{col.name} must be unique within a delivery", "a value not repeated")
         )
@@ -484,6 +501,9 @@ def _quality_rule(q: DataQuality, columns: list[str], default_column: str | None
             expected=expression[:MAX_EXPECTED_CHARS],
             expression=expression,
         )
+    table_level = q.type == "library" and default_column is None
+    if table_level and (q.rule or "").lower() == "duplicatevalues":
+        return _duplicate_rows_rule(q, rule_id, columns, severity, message, category)
     if q.type == "library" and default_column is not None:
         if q.metric is not None and q.metric != q.rule:
             raise ConfigurationError(
@@ -511,6 +531,41 @@ def _quality_rule(q: DataQuality, columns: list[str], default_column: str | None
         f"{where}: unsupported quality rule (type={q.type!r}, engine={q.engine!r}, "
         f"rule={q.rule!r}); use type custom + engine flux, or type library with rule "
         "nullValues / duplicateValues on a property"
+    )
+
+
+def _duplicate_rows_rule(
+    q: DataQuality,
+    rule_id: str,
+    columns: list[str],
+    severity: Severity,
+    message: str,
+    category: Category | None,
+) -> Rule:
+    """A table-level ``duplicateValues``: the listed ``arguments.properties`` together are a
+    key (an empty part: no key), or, without arguments, whole rows must not repeat (exact
+    duplicates, empty fields matching)."""
+    where = _where(q)
+    arguments = q.arguments or {}
+    listed = arguments.get("properties") if isinstance(arguments, dict) else None
+    if listed is not None and (
+        not isinstance(listed, list) or len(listed) < 1 or not set(listed) <= set(columns)
+    ):
+        raise ConfigurationError(
+            f"{where}: arguments.properties must list columns of the table (have "
+            f"{', '.join(columns)}), got {listed!r}"
+        )
+    key = tuple(listed) if listed else tuple(columns)
+    return Rule(
+        id=rule_id,
+        kind="unique",
+        column=key[0] if len(key) == 1 else None,
+        columns=key,
+        severity=severity,
+        category=category or RULE_CATEGORY["unique"],
+        message=message,
+        expected=(f"each combination of {', '.join(key)} once" if listed else "each row once"),
+        nulls_match=listed is None,
     )
 
 

@@ -160,6 +160,9 @@ DELIVERY_RULES: dict[str, tuple[str, str]] = {
     ),
 }
 
+# The one uniqueness rule of a key made of several ``primaryKey`` columns.
+PRIMARY_KEY_RULE = "primary_key.unique"
+
 # Row-level rules every contract has, whatever its columns (always fatal, never overridden).
 SHORT_ROW_RULE = "row.short"
 SHORT_ROW_MESSAGE = (
@@ -295,6 +298,15 @@ class Rule(BaseModel):
     message: str
     expected: str
     expression: str | None = None
+    # unique rules: a key compares ``columns`` together (one column, a composite primary
+    # key, or every column: exact duplicate rows). A key with an empty part is no key,
+    # unless nulls match (exact duplicate rows: two rows empty in the same places repeat).
+    nulls_match: bool = False
+
+    @property
+    def key_name(self) -> str:
+        """A unique rule's key as the loader names it (the column, or columns joined by +)."""
+        return "+".join(self.columns)
 
 
 CrossKind = Literal["reference", "sum", "sql"]
@@ -420,9 +432,7 @@ class Contract(BaseModel):
         return self.model_copy(
             update={
                 "columns": tuple(
-                    c.model_copy(update={"logical_type": types[c.name]})
-                    if c.name in changed
-                    else c
+                    c.model_copy(update={"logical_type": types[c.name]}) if c.name in changed else c
                     for c in self.columns
                 ),
                 "rules": tuple(r for r in self.rules if not _judges_values_of(r, changed)),

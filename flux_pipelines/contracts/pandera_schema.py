@@ -20,20 +20,24 @@ def pandera_schema(contract: Contract, partition: str | None = None) -> pa.DataF
     """The curated table's schema; with ``partition``, uniqueness holds within each day."""
     fatal = [r for r in contract.rules if r.severity == "fatal"]
     unique = [r for r in fatal if r.kind == "unique"]
+    single = {r.column for r in unique if len(r.columns) == 1 and not r.nulls_match}
     columns = {
         c.name: pa.Column(
             polars_type(c),
             checks=_column_checks(c, [r for r in fatal if r.column == c.name]),
             nullable=not any(r.kind == "required" and r.column == c.name for r in fatal),
-            unique=partition is None and any(r.column == c.name for r in unique),
+            unique=partition is None and c.name in single,
             description=c.description or None,
             title=c.name,
         )
         for c in contract.columns
     }
     row_checks = [_row_check(r) for r in fatal if r.kind == "expression"]
-    if partition is not None:
-        row_checks += [_unique_within(r, partition) for r in unique]
+    row_checks += [
+        _unique_within(r, partition)
+        for r in unique
+        if partition is not None or r.column not in single
+    ]
     return pa.DataFrameSchema(
         columns, checks=row_checks, strict=False, name=f"{contract.dataset} {contract.version}"
     )
@@ -79,15 +83,17 @@ def _row_check(rule: Rule) -> pa.Check:
     return pa.Check(holds, name=rule.id, error=rule.message)
 
 
-def _unique_within(rule: Rule, partition: str) -> pa.Check:
-    """A key unique within its delivery day (nulls are not keys), flagged on every copy."""
-    assert rule.column is not None
-    column = rule.column
+def _unique_within(rule: Rule, partition: str | None) -> pa.Check:
+    """A key unique within its delivery day (or the frame, without ``partition``), flagged
+    on every copy. A key with an empty part is no key, unless nulls match (exact duplicate
+    rows: curated values are typed, so ``5`` and ``05`` are one value here as on load)."""
+    key = list(rule.columns)
+    name = key[0] if len(key) == 1 else rule.id
 
     def holds(data: pa.PolarsData) -> pl.LazyFrame:
-        key = pl.struct(column, partition)
-        return data.lazyframe.select(
-            (pl.col(column).is_null() | ~key.is_duplicated()).alias(column)
-        )
+        scope = pl.struct(*key, *([partition] if partition else []))
+        no_key = pl.lit(False) if rule.nulls_match else pl.any_horizontal(pl.col(key).is_null())
+        return data.lazyframe.select((no_key | ~scope.is_duplicated()).alias(name))
 
-    return pa.Check(holds, name=rule.id, error=f"{rule.message} (within a delivery day)")
+    suffix = " (within a delivery day)" if partition else ""
+    return pa.Check(holds, name=rule.id, error=f"{rule.message}{suffix}")

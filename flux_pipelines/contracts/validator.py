@@ -4,7 +4,7 @@ Input is a chunk of delivered rows as text (one Utf8 column per contract column,
 row identity columns). Output is the typed chunk, a per-row fatal flag and a long table of
 violations (one row per row x rule). Uniqueness spans a whole delivery, so the loader, which
 sees every file, decides it and hands it in as a boolean column per unique key
-(``dup_flag(column)``); without that column a ``unique`` rule flags nothing.
+(``dup_flag(key)``); without that column a ``unique`` rule flags nothing.
 
 Every rule is null-safe on purpose (STACK_NOTES: rows with nulls drop out of both sides
 otherwise): a null value violates only ``required``; a row rule whose result is NULL passes.
@@ -104,9 +104,10 @@ _FALSE = ["false", "f", "no", "n", "0"]
 _TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d")
 
 
-def dup_flag(column: str) -> str:
-    """The column a chunk carries, True where ``column``'s key repeats in the delivery."""
-    return f"__dup__{column}"
+def dup_flag(key: str) -> str:
+    """The column a chunk carries, True where the key (``Rule.key_name``) repeats in the
+    delivery."""
+    return f"__dup__{key}"
 
 
 def polars_type(column: ColumnSpec) -> pl.DataType:
@@ -172,18 +173,41 @@ class RowValidator:
             typed = pl.when(typed == 0).then(0.0).otherwise(typed)  # -0.0 and 0.0: one value
         return typed.cast(pl.String)
 
+    def unique_key_expr(self, rule: Rule) -> pl.Expr:
+        """A unique rule's key for one row, as text (null: the row is no key).
+
+        One column: ``key_expr``. Several: each part's key, length-prefixed so no two keys
+        spell alike (``'a|b', 'c'`` is not ``'a', 'b|c'``); an empty part makes no key,
+        unless nulls match (exact duplicate rows), where an empty field is a part of its
+        own and a value not of its column's type is compared as delivered."""
+        columns = [self.contract.column(c) for c in rule.columns]
+        if len(columns) == 1 and not rule.nulls_match:
+            return self.key_expr(columns[0])
+        parts = []
+        for column in columns:
+            part = self.key_expr(column)
+            if rule.nulls_match:
+                text = self.clean(column)
+                part = (
+                    pl.when(text.is_null())
+                    .then(pl.lit("-"))
+                    .otherwise(pl.coalesce(pl.lit("=") + part, pl.lit("~") + text))
+                )
+            parts.append(pl.format("{}:{}", part.str.len_bytes(), part))
+        return pl.concat_str(parts, separator="|")
+
     def violation_expr(self, rule: Rule) -> pl.Expr:
         """True where the row violates ``rule``; never null."""
         if rule.kind == "expression":
             assert rule.expression is not None
             return pl.sql_expr(rule.expression).fill_null(True).not_()
+        if rule.kind == "unique":
+            return pl.col(dup_flag(rule.key_name)).fill_null(False)
         assert rule.column is not None
         column = self.contract.column(rule.column)
         text = pl.col(f"__text_{column.name}")
         value = pl.col(column.name)
         match rule.kind:
-            case "unique":
-                return pl.col(dup_flag(column.name)).fill_null(False)
             case "required":
                 return text.is_null()
             case "type":
@@ -218,7 +242,7 @@ class RowValidator:
         """Type, check and flag one chunk of text rows (must hold FILE, ROW, all columns;
         ``DELIVERED_FIELDS`` and ``EXPECTED_FIELDS`` when the reader found short rows)."""
         columns = self.contract.columns
-        unique = sorted({r.column for r in self.row_rules if r.kind == "unique" and r.column})
+        unique = sorted({r.key_name for r in self.row_rules if r.kind == "unique"})
         flags_in = [
             pl.col(dup_flag(c))
             if dup_flag(c) in chunk.columns

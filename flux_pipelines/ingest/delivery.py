@@ -271,9 +271,8 @@ class PartitionLoader:
         self.validator = RowValidator(contract)
         self.loaded_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         self._aliases = _alias_map(contract)
-        self._unique_columns = sorted(
-            {r.column for r in contract.rules if r.kind == "unique" and r.column}
-        )
+        # unique rules by key (one column, a composite key, or whole rows)
+        self._keys = {r.key_name: r for r in contract.rules if r.kind == "unique"}
         self._text_columns = [FILE, ROW, *contract.column_names, "_unmapped"]
 
     # -- orchestration --------------------------------------------------------------------
@@ -477,12 +476,13 @@ class PartitionLoader:
         # Lineage constants (day, sha256, run id) are not repeated per row: the view adds them
         # from the folder name and the deliveries log.
         text.write_parquet(part, compression="lz4", statistics=False)
-        if self._unique_columns:
+        if self._keys:
+            keys = {name: self.validator.unique_key_expr(r) for name, r in self._keys.items()}
             text.select(
                 FILE,
                 ROW,
-                *[self._clean_key(c).alias(c) for c in self._unique_columns],
-                *[_key_hash(self._clean_key(c)).alias(f"{c}__hash") for c in self._unique_columns],
+                *[key.alias(name) for name, key in keys.items()],
+                *[_key_hash(key).alias(f"{name}__hash") for name, key in keys.items()],
             ).write_parquet(self.staging / KEYS_DIR / part.name, compression="uncompressed")
 
     def _validate_and_split(self, text: pl.DataFrame, facts: FileFacts) -> None:
@@ -661,13 +661,11 @@ class PartitionLoader:
         return outcomes
 
     # -- whole-delivery rules --------------------------------------------------------------
-    def _clean_key(self, column: str) -> pl.Expr:
-        """A key as compared for uniqueness: the typed value the curated table would store
-        (``5``, ``05``, ``+5`` and ``5.0`` are one integer key; see the validator's doc)."""
-        return self.validator.key_expr(self.contract.column(column))
-
     def _duplicates(self) -> dict[str, pl.DataFrame]:
-        """Rows whose key repeats anywhere in the delivery (every copy), per unique column.
+        """Rows whose key repeats anywhere in the delivery (every copy), per unique key.
+
+        A key is what the curated table would store (``5``, ``05``, ``+5`` and ``5.0`` are
+        one integer key; ``RowValidator.unique_key_expr``).
 
         DuckDB groups the 64-bit hashes (cheap, spills when it must); the few candidate rows
         are then confirmed on the values, so a hash collision can never flag a row.
@@ -677,8 +675,8 @@ class PartitionLoader:
             return {}
         listed = ", ".join(_literal(str(k)) for k in keys)
         found: dict[str, pl.DataFrame] = {}
-        for column in self._unique_columns:
-            col, hashed = quote(column), quote(f"{column}__hash")
+        for name in self._keys:
+            col, hashed = quote(name), quote(f"{name}__hash")
             candidates = self.conn.sql(
                 f"""WITH repeated AS (
                       SELECT {hashed} AS h FROM read_parquet([{listed}])
@@ -687,7 +685,7 @@ class PartitionLoader:
                 WHERE {hashed} IN (SELECT h FROM repeated)"""
             ).pl()
             repeated = candidates.filter(pl.col("v").is_not_null() & (pl.len().over("v") > 1))
-            found[column] = repeated.select(FILE, ROW)
+            found[name] = repeated.select(FILE, ROW)
         return found
 
     # -- raw zone ---------------------------------------------------------------------------
