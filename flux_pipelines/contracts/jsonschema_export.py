@@ -7,9 +7,10 @@ listed under ``x-flux-row-rules`` since JSON Schema cannot express them portably
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flux_pipelines.contracts.model import ColumnSpec, Contract
+from flux_pipelines.contracts.model import ColumnSpec, Contract, NumberFormat
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _NUMERIC = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
@@ -64,6 +65,12 @@ def _property(
             typed = {"type": "string", "format": "date-time"}
         case _:
             typed = {"type": "string"}
+    if column.number_format is not None:  # the text as the contract says it is written
+        typed["anyOf"][1] = {
+            "type": "string",
+            "pattern": _formatted_pattern(column.number_format),
+            "x-flux-number-format": column.number_format.describe(),
+        }
     if column.logical_type in ("integer", "number"):
         bounds: dict[str, Any] = {}
         if column.minimum is not None and enforced("minimum"):
@@ -91,3 +98,22 @@ def _property(
     else:
         schema["anyOf"] = [typed, {"type": "null"}, {"enum": list(contract.null_values)}]
     return schema
+
+
+def _formatted_pattern(fmt: NumberFormat) -> str:
+    """The shape of a formatted number's text (the validator's ``plain_numeral`` decides)."""
+    space = r"\s*"
+    symbol = "(?:" + "|".join(re.escape(c) for c in fmt.currency) + ")?" if fmt.currency else ""
+    digits = "[0-9]*"
+    if fmt.thousands is not None:
+        sep = re.escape(fmt.thousands)
+        digits = "(?:[0-9]{1,3}(?:" + sep + "[0-9]{3})+|[0-9]*)"
+    number = "[+-]?" + symbol + space + "[+-]?" + digits
+    number += "(?:" + re.escape(fmt.decimal) + "[0-9]*)?"
+    if fmt.currency:
+        number += space + symbol
+    if fmt.percent:
+        number += space + "%?"
+    if fmt.negative_parentheses:
+        number = "(?:" + number + r"|\(" + space + number + space + r"\))"
+    return "^" + space + number + space + "$"

@@ -24,6 +24,7 @@ spelling to write instead (``logicalType: timestamp``, a library ``metric`` with
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 from pathlib import Path
 from typing import Any, cast
@@ -48,6 +49,8 @@ from flux_pipelines.contracts.model import (
     ColumnSpec,
     Contract,
     LogicalType,
+    NumberFormat,
+    ReadOptions,
     Rule,
     RuleKind,
     Severity,
@@ -169,12 +172,100 @@ def compile_contract(odcs: OpenDataContractStandard, source: str) -> Contract:
         status=odcs.status,
         effective_from=_date(top.get("effectiveFrom", "2000-01-01")),
         null_values=tuple(str(v) for v in top.get("nullValues", ["", "NA"])),
+        reading=_read_options(top),
         columns=columns,
         rules=tuple(rules),
         cross_rules=tuple(cross),
         source_path=source,
-        extra={k: str(v) for k, v in top.items() if k not in {"effectiveFrom", "nullValues"}},
+        extra={k: str(v) for k, v in top.items() if k not in _CONTRACT_PROPERTIES},
     )
+
+
+_CONTRACT_PROPERTIES = {
+    "effectiveFrom",
+    "nullValues",
+    "commentPrefix",
+    "jsonRecordsPath",
+    "encoding",
+}
+_TEXT_LIMIT = 8  # characters of a comment prefix, currency symbol or separator
+
+
+def _read_options(top: dict[str, Any]) -> ReadOptions:
+    """The contract-level reading options, each checked so a typo fails at load."""
+    prefix = top.get("commentPrefix")
+    if prefix is not None and (
+        not isinstance(prefix, str) or not 0 < len(prefix) <= _TEXT_LIMIT or "\n" in prefix
+    ):
+        raise ConfigurationError(
+            f"customProperty commentPrefix must be 1-{_TEXT_LIMIT} characters on one line "
+            f"(e.g. '#'), got {prefix!r}"
+        )
+    path = top.get("jsonRecordsPath", "")
+    if not isinstance(path, str) or (any(not part for part in path.split(".")) and path):
+        raise ConfigurationError(
+            "customProperty jsonRecordsPath must be keys joined by '.' leading to the records "
+            f"array (e.g. 'releases' or 'data.items'), got {path!r}"
+        )
+    encoding = str(top.get("encoding", "utf-8"))
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError as exc:
+        raise ConfigurationError(
+            f"customProperty encoding {encoding!r} is not a known text encoding "
+            "(e.g. utf-8, latin-1, cp1252)"
+        ) from exc
+    return ReadOptions(
+        comment_prefix=prefix,
+        json_records_path=tuple(path.split(".")) if path else (),
+        encoding=name,
+    )
+
+
+def _number_format(value: Any, column: str, logical: LogicalType) -> NumberFormat | None:
+    """A column's ``numberFormat`` customProperty, checked: only on number and integer
+    columns, separators that cannot be confused, symbols without digits."""
+    if value is None:
+        return None
+    where = f"column {column}: numberFormat"
+    if logical not in ("number", "integer"):
+        raise ConfigurationError(f"{where} applies to number and integer columns, not {logical}")
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{where} must be a mapping (currency, thousands, ...)")
+    known = {"currency", "thousands", "decimal", "negativeParentheses", "percent"}
+    if set(value) - known:
+        raise ConfigurationError(
+            f"{where} has unknown keys {sorted(set(value) - known)}; use {sorted(known)}"
+        )
+    currency = value.get("currency", [])
+    currency = [currency] if isinstance(currency, str) else currency
+    texts = [*currency, value.get("thousands") or "x", value.get("decimal", ".")]
+    if not all(isinstance(t, str) and 0 < len(t) <= _TEXT_LIMIT for t in texts) or any(
+        ch.isdigit() or ch in "+-()%" for t in texts for ch in t
+    ):
+        raise ConfigurationError(
+            f"{where}: currency symbols and separators are 1-{_TEXT_LIMIT} characters with no "
+            f"digits, signs, parentheses or %; got {value!r}"
+        )
+    try:
+        fmt = NumberFormat(
+            currency=tuple(currency),
+            thousands=value.get("thousands"),
+            decimal=value.get("decimal", "."),
+            negative_parentheses=bool(value.get("negativeParentheses", False)),
+            percent=value.get("percent"),
+        )
+    except ValidationError as exc:
+        raise ConfigurationError(
+            f"{where}: {exc.errors()[0]['msg']} (percent: fraction or points)"
+        ) from exc
+    if fmt.thousands == fmt.decimal:
+        raise ConfigurationError(f"{where}: thousands and decimal separators must differ")
+    if logical == "integer" and fmt.percent == "fraction":
+        raise ConfigurationError(
+            f"{where}: percent: fraction makes fractions; the column is an integer"
+        )
+    return fmt
 
 
 def _custom(props: list[CustomProperty] | None) -> dict[str, Any]:
@@ -283,6 +374,7 @@ def _column(prop: SchemaProperty) -> ColumnSpec:
         min_length=opts.get("minLength"),
         max_length=opts.get("maxLength"),
         date_format=opts.get("format"),
+        number_format=_number_format(custom.get("numberFormat"), name, logical),
         unit=custom.get("unit"),
         examples=tuple(str(e) for e in prop.examples or []),
         renamed_from=(
@@ -362,6 +454,8 @@ def _column_rules(col: ColumnSpec, custom: dict[str, Any], *, composite: bool) -
     if col.logical_type != "string":
         word = _TYPE_WORDS[col.logical_type]
         fmt = f" ({col.date_format})" if col.date_format else ""
+        if col.number_format is not None:
+            fmt = f" ({col.number_format.describe()})"
         rules.append(rule("type", f"{col.name} must be {word}{fmt}", f"{word}{fmt}"))
     if col.allowed_values:
         listed = ", ".join(v.value for v in col.allowed_values)

@@ -251,6 +251,46 @@ def _env_size(env: Mapping[str, str], name: str) -> int | None:
     return parse_size(text, setting=name) if text else None
 
 
+class ReadOptions(BaseModel):
+    """How a dataset's files are read, when they differ from the defaults (contract-level
+    customProperties ``commentPrefix``, ``jsonRecordsPath``, ``encoding``)."""
+
+    model_config = _frozen
+    # CSV: lines starting with this before the header are comments (science archives' exports)
+    comment_prefix: str | None = None
+    # .json: the keys leading from the document's top object to the array of records
+    json_records_path: tuple[str, ...] = ()
+    # text files (CSV, JSON, JSON Lines) when not UTF-8, e.g. latin-1 or cp1252
+    encoding: str = "utf-8"
+
+
+class NumberFormat(BaseModel):
+    """How a number column's values are written, when not as plain numerals (column
+    customProperty ``numberFormat``): `` $149,800 ``, ``(1,200.00)``, ``12%``."""
+
+    model_config = _frozen
+    currency: tuple[str, ...] = ()  # symbols or codes allowed before or after the number
+    thousands: str | None = None  # the group separator, only between groups of 3 digits
+    decimal: str = "."
+    negative_parentheses: bool = False  # (1,200.00) is -1200
+    percent: Literal["fraction", "points"] | None = None  # 12% is 0.12, or 12
+
+    def describe(self) -> str:
+        """The format in words, for messages and contract pages."""
+        parts = []
+        if self.currency:
+            parts.append(f"currency {' or '.join(self.currency)}")
+        if self.thousands:
+            parts.append(f"thousands separated by {self.thousands!r}")
+        if self.decimal != ".":
+            parts.append(f"decimal {self.decimal!r}")
+        if self.negative_parentheses:
+            parts.append("negatives in parentheses")
+        if self.percent:
+            parts.append(f"a % sign ({'12% = 0.12' if self.percent == 'fraction' else '12% = 12'})")
+        return ", ".join(parts) or "plain numerals"
+
+
 class AllowedValue(BaseModel):
     model_config = _frozen
     value: str
@@ -278,6 +318,7 @@ class ColumnSpec(BaseModel):
     min_length: int | None = None
     max_length: int | None = None
     date_format: str | None = None
+    number_format: NumberFormat | None = None
     unit: str | None = None
     examples: tuple[str, ...] = ()
     # The column's name in the previous contract version (a rename): older days' rows are
@@ -360,6 +401,7 @@ class Contract(BaseModel):
     status: str = "active"
     effective_from: dt.date = dt.date(2000, 1, 1)
     null_values: tuple[str, ...] = ("", "NA")
+    reading: ReadOptions = ReadOptions()
     columns: tuple[ColumnSpec, ...]
     rules: tuple[Rule, ...]
     cross_rules: tuple[CrossRule, ...] = ()

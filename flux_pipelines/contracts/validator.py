@@ -46,6 +46,7 @@ spellings, integers without an exponent; they cannot express the exactness check
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -56,6 +57,7 @@ from flux_pipelines.contracts.model import (
     SHORT_ROW_RULE,
     ColumnSpec,
     Contract,
+    NumberFormat,
     Rule,
 )
 from flux_pipelines.names import FILE, ROW
@@ -140,6 +142,8 @@ class RowValidator:
         """The typed value of cleaned text (``text``, default the column itself); null when
         the text is not of the column's type (the module docstring lists the spellings)."""
         text = pl.col(column.name) if text is None else text
+        if column.number_format is not None:
+            text = plain_numeral(text, column.number_format)
         match column.logical_type:
             case "string":
                 return text
@@ -320,7 +324,10 @@ class RowValidator:
         if rule.kind != "type" or rule.column is None:
             return pl.lit(rule.message)
         column = self.contract.column(rule.column)
-        detail = type_detail(column, self.clean(column))
+        text = self.clean(column)
+        if column.number_format is not None:
+            text = plain_numeral(text, column.number_format)
+        detail = type_detail(column, text)
         if detail is None:
             return pl.lit(rule.message)
         return pl.concat_str([pl.lit(f"{rule.message}: "), detail]).fill_null(rule.message)
@@ -342,6 +349,48 @@ def _short_rows(rows: pl.DataFrame) -> pl.DataFrame:
         pl.lit("existence").alias("category"),
         pl.lit(SHORT_ROW_MESSAGE).alias("message"),
     )
+
+
+def plain_numeral(text: pl.Expr, fmt: NumberFormat) -> pl.Expr:
+    """A formatted number's text as a plain numeral (``$149,800`` -> ``149800``, ``(1,200.00)``
+    -> ``-1200.00``, ``12%`` -> ``12e-2`` for a fraction), or null when it does not follow
+    the format (thousands out of place, two signs): its row is then quarantined for the
+    column's type. Digits are moved, never computed, so exactness is judged as before."""
+    t = text
+    negative = pl.lit(False)
+    if fmt.negative_parentheses:
+        inner = t.str.extract(r"^\(\s*(.*?)\s*\)$", 1)
+        negative, t = inner.is_not_null(), pl.coalesce(inner, t)
+    percent = pl.lit(False)
+    if fmt.percent is not None:
+        number = t.str.extract(r"^(.*?)\s*%$", 1)
+        percent, t = number.is_not_null(), pl.coalesce(number, t)
+    if fmt.currency:
+        symbol = "|".join(re.escape(c) for c in fmt.currency)
+        t = t.str.replace(rf"^([+-]?)\s*(?:{symbol})\s*", "${1}").str.replace(
+            rf"\s*(?:{symbol})$", ""
+        )
+    dec = re.escape(fmt.decimal)
+    if fmt.thousands is not None:
+        sep = re.escape(fmt.thousands)
+        grouped = rf"^[+-]?(?:[0-9]{{1,3}}(?:{sep}[0-9]{{3}})+|[0-9]*)(?:{dec}[0-9]*)?$"
+        t = pl.when(t.str.contains(grouped)).then(
+            t.str.replace_all(fmt.thousands, "", literal=True)
+        )
+    if fmt.decimal != ".":
+        t = pl.when(t.str.contains(r"\.")).then(None).otherwise(t.str.replace(dec, "."))
+    t = (
+        pl.when(negative & t.str.contains(r"^[+-]"))
+        .then(None)
+        .otherwise(pl.when(negative).then(pl.lit("-") + t).otherwise(t))
+    )
+    if fmt.percent == "fraction":
+        t = (
+            pl.when(percent & t.str.contains(r"[eE]"))
+            .then(None)
+            .otherwise(pl.when(percent).then(t + pl.lit("e-2")).otherwise(t))
+        )
+    return t
 
 
 def integer_value(text: pl.Expr) -> pl.Expr:
