@@ -47,7 +47,7 @@ from flux_pipelines.contracts.model import Contract, RuleKind
 from flux_pipelines.contracts.validator import SHORT_ROW_RULE
 from flux_pipelines.ingest.delivery import PartitionResult, is_data_file_name
 from flux_pipelines.ingest.manifest import write_manifest
-from flux_pipelines.ingest.readers import display_name
+from flux_pipelines.ingest.readers import MAX_JSON_DEPTH, display_name
 from flux_pipelines.sensors.landing import HIDDEN_GRACE_SECONDS
 from flux_pipelines_tests.hostile import (
     AGENCY,
@@ -186,6 +186,16 @@ def unmapped(file: str, columns: Sequence[str]) -> Check:
     def check(_: duckdb.DuckDBPyConnection, result: PartitionResult) -> None:
         [outcome] = [f for f in result.files if f.file == file]
         assert outcome.unmapped == list(columns)
+
+    return check
+
+
+def reason_says(file: str, *words: str) -> Check:
+    """The rejection of ``file`` names what is wrong (each of ``words``)."""
+
+    def check(_: duckdb.DuckDBPyConnection, result: PartitionResult) -> None:
+        [outcome] = [f for f in result.files if f.file == file]
+        assert all(w in (outcome.reason or "") for w in words), outcome.reason
 
     return check
 
@@ -984,20 +994,20 @@ KINDS: list[Kind] = [
         "parquet_duplicate_columns",
         "formats",
         parquet_with_twin_columns,
-        Expect({"h.parquet": "delivery.duplicate_columns"}),
-        xfail="minor, the rule id: a Parquet file with a column twice is rejected (nothing "
-        "loads) but as delivery.unreadable with polars' words, where CSV and JSON files say "
-        "delivery.duplicate_columns; the agency's report should name one rule for one fault",
+        Expect(
+            {"h.parquet": "delivery.duplicate_columns"}, check=reason_says("h.parquet", "'name'")
+        ),
     ),
     Kind(
         "json_nested_300_deep",
         "formats",
         data("h.json", '[{"id": 101, "name": ' + "[" * 300 + "]" * 300 + "}]"),
-        Expect({"h.json": UNREADABLE}),
-        xfail="a 1.2 KB JSON file nested 300 deep is read (polars read_json, then the JSON "
-        "text of nested values) in time and memory that grow much faster than its size: depth "
-        "400 takes 4 s and 1 GB RSS, depth 1000 over 60 s; JSON lines stop at a depth limit "
-        "(delivery.unreadable) and .json files should too, at a small one",
+        # read whole, its cost grows much faster than its size (depth 400: 4 s, 1 GB):
+        # rejected unparsed past readers.MAX_JSON_DEPTH, as JSON lines are
+        Expect(
+            {"h.json": UNREADABLE},
+            check=reason_says("h.json", "302 levels deep", f"limit of {MAX_JSON_DEPTH}"),
+        ),
     ),
     Kind(
         "jsonl_with_a_bad_line",

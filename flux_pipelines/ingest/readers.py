@@ -25,6 +25,10 @@ bounded read instead of many times its size in memory. What each format's pass c
 - JSON: the document is parsed whole, so it is one record: a file larger than the record
   limit is rejected unparsed (JSON Lines is the format for big deliveries); values are
   checked as read.
+- JSON and JSON Lines also by depth: reading a nested value costs far more than its bytes
+  (a 1.2 KB value 300 deep: 1 s and 450 MB), so the same pass counts the arrays and objects
+  open outside strings (``NestingScan``) and rejects a document (a .json file, a line of
+  JSON Lines) nested deeper than ``MAX_JSON_DEPTH`` as ``delivery.unreadable``.
 - Parquet: compressed, so its size says nothing (a 35 KB file held a 1 GB value). The
   footer and every page header are read (never a page): a page that decompresses to more
   than its values x the field limit holds a value over it and is rejected undecoded; values
@@ -228,6 +232,8 @@ def inspect_file(path: Path, limits: SizeLimits | None = None) -> FileFacts:
                 bound_sizes(handle, fmt, limits, name=display_name(path), headers=names)
             if fmt in ("json", "jsonl"):
                 _reject_doubled_keys(handle.via, fmt)
+            if fmt == "parquet":  # polars refuses a name given twice in its own words
+                _reject_duplicates([normalise_header(n) for n in _parquet_names(handle.via)])
             headers = _headers(handle.via, fmt)
             if not headers:
                 raise FileProblem("delivery.empty_file", "the file has no columns")
@@ -441,6 +447,21 @@ def _reject_doubled_keys(source: str, fmt: str) -> None:
         ) from exc
 
 
+def _parquet_names(source: str) -> list[str]:
+    """The top-level column names a Parquet footer declares, repeats included, so a name
+    given twice is ``delivery.duplicate_columns`` as in a CSV header (polars refuses such a
+    file with a DuplicateError). None from a footer pyarrow cannot read: polars' verdict on
+    the file (``_headers``) is then the one the agency reads, as for any broken file."""
+    import pyarrow as pa  # Parquet deliveries only
+    import pyarrow.parquet as pq
+
+    try:
+        with pq.ParquetFile(source) as footer:  # closed now, not when collected
+            return list(footer.schema_arrow.names)
+    except (OSError, ValueError, pa.ArrowException):
+        return []
+
+
 def _headers(source: str, fmt: str) -> tuple[str, ...]:
     """The file's normalised column names as polars reads them (a CSV's delivered header is
     checked first by ``_delivered_csv_header``: polars renames repeated names silently)."""
@@ -548,7 +569,17 @@ def _first_line(exc: BaseException) -> str:
 # -- record and field sizes ---------------------------------------------------------------------
 
 _QUOTE, _COMMA, _LF, _CR = ord('"'), ord(","), ord("\n"), ord("\r")
+_BACKSLASH = ord("\\")
+# '[' and '{' (0x5B, 0x7B) both read 0x7B with bit 0x20 set, ']' and '}' both 0x7D: two
+# comparisons find every bracket (a 256-entry lookup table is ~8x slower in numpy).
+_FOLD, _OPENS, _CLOSES = 0x20, ord("{"), ord("}")
 _NONE = np.empty(0, dtype=np.intp)
+# How deep a JSON document (a .json file, or one line of JSON Lines) may nest arrays and
+# objects, counting its outermost one. Reading a nested value costs far more than its size
+# (polars types it level by level, then it is turned into JSON text): a 1.2 KB value 300 deep
+# took 1 s and 450 MB, and 8 MiB of values 32 deep took 50 s (64 deep: 310 s). A table's
+# values need a few levels: [ {record} ] plus an object or list in a cell is 3 or 4.
+MAX_JSON_DEPTH = 16
 # A Parquet value takes its bytes plus at most this much of its page (a 4-byte length and its
 # definition/repetition levels): a page decompressing to more than values x (limit + this)
 # bytes holds at least one value over the limit, whatever the writer.
@@ -564,30 +595,35 @@ def bound_sizes(
     headers: Sequence[str] = (),
 ) -> None:
     """Reject the file (``delivery.line_too_long`` / ``delivery.field_too_long``) at its first
-    record or field over ``limits``, before any parser holds it; see the module docstring for
-    what each format's pass proves. Reads the file once in ``SCAN_BLOCK`` blocks through the
-    confined descriptor (no offset moved) and stops at the first oversize record or field, so
-    a 50 GB line costs one block past the limit, never the whole line."""
-    if fmt == "json":
-        if handle.stat.st_size > limits.max_line_bytes:
-            raise FileProblem(
-                "delivery.line_too_long",
-                f"{name}: the JSON document is {handle.stat.st_size:,} bytes, more than the "
-                f"limit of {limits.max_line_bytes:,} bytes per record; a .json file is parsed "
-                "whole, as one record, so deliver a file this large as JSON Lines (.jsonl, one "
-                f"record per line) or ask the Flux operator to raise {MAX_LINE_BYTES_ENV}",
-            )
-        return
+    record or field over ``limits``, and a JSON or JSON Lines file (``delivery.unreadable``)
+    at its first document nested deeper than ``MAX_JSON_DEPTH``, before any parser holds it;
+    see the module docstring for what each format's pass proves. Reads the file once in
+    ``SCAN_BLOCK`` blocks through the confined descriptor (no offset moved) and stops at the
+    first fault, so a 50 GB line costs one block past the limit, never the whole line."""
+    if fmt == "json" and handle.stat.st_size > limits.max_line_bytes:
+        raise FileProblem(
+            "delivery.line_too_long",
+            f"{name}: the JSON document is {handle.stat.st_size:,} bytes, more than the "
+            f"limit of {limits.max_line_bytes:,} bytes per record; a .json file is parsed "
+            "whole, as one record, so deliver a file this large as JSON Lines (.jsonl, one "
+            f"record per line) or ask the Flux operator to raise {MAX_LINE_BYTES_ENV}",
+        )
     if fmt == "parquet":
         _bound_parquet(handle, limits, name=name)
         return
-    eol = _LF if fmt == "jsonl" or _eol_char(handle.via) == "\n" else _CR
-    scan = RecordScan(limits, eol=eol, csv=fmt == "csv")
+    records = None  # a .json file is one record, bounded by its size above
+    if fmt != "json":
+        eol = _LF if fmt == "jsonl" or _eol_char(handle.via) == "\n" else _CR
+        records = RecordScan(limits, eol=eol, csv=fmt == "csv")
+    nesting = NestingScan(lines=fmt == "jsonl") if fmt in ("json", "jsonl") else None
     fd, size, offset = handle.fileno(), handle.stat.st_size, 0
     while offset < size and (block := os.pread(fd, min(SCAN_BLOCK, size - offset), offset)):
-        found = scan.feed(block)
+        found = records.feed(block) if records is not None else None
         if found is not None:
             raise _oversize_problem(found, fmt=fmt, name=name, headers=headers, limits=limits)
+        deep = nesting.feed(block) if nesting is not None else None
+        if deep is not None:
+            raise _too_deep_problem(deep, fmt=fmt, name=name)
         offset += len(block)
 
 
@@ -772,6 +808,146 @@ class RecordScan:
 def _outside(quotes: np.ndarray, positions: np.ndarray, parity: int) -> np.ndarray:
     """True where a position is outside quotes: an even number of quotes before it."""
     return ((np.searchsorted(quotes, positions) + parity) & 1) == 0
+
+
+@dataclass(frozen=True)
+class TooDeep:
+    """The first JSON document found nested deeper than the limit, where it is."""
+
+    depth: int  # the deepest level seen in it (at least this deep when not ``complete``)
+    line: int  # the 1-based line of its first bracket over the limit
+    offset: int  # that bracket's byte offset in the file
+    limit: int
+    complete: bool  # False: it had not closed where Flux stopped reading
+
+
+class NestingScan:
+    """How deep JSON text nests arrays and objects, over consecutive blocks, in bounded
+    memory, so a document too deep is rejected before a parser holds it.
+
+    Brackets count outside strings only. A string starts and ends at a quote no backslash
+    escapes: a quote after an odd run of backslashes is part of the string (one backslash
+    and a quote do not end it, two backslashes and a quote do). With ``lines`` (JSON Lines)
+    every line is a document of its own and starts at depth 0 outside any string, so a
+    broken line does not mislead the count of the next ones. Carried between blocks: the
+    string state, the depth and whether the next byte is escaped. Per block: a few vector
+    passes (numpy), the backslash one only in a block holding a backslash. Invalid JSON may
+    be miscounted after its first fault, where a parser stops anyway.
+    """
+
+    def __init__(self, limit: int = MAX_JSON_DEPTH, *, lines: bool) -> None:
+        self.limit = limit
+        self.lines = lines
+        self.base = 0  # file offset of the next block
+        self.parity = 0  # 1 while inside a string
+        self.depth = 0  # arrays and objects open at the end of the bytes seen
+        self.escaped = False  # the next block's first byte follows an odd run of backslashes
+        self.line_ends = 0  # line ends seen so far
+
+    def feed(self, block: bytes) -> TooDeep | None:
+        """Account for the next block; the first document over the limit, if any."""
+        data = np.frombuffer(block, dtype=np.uint8)
+        quotes = np.flatnonzero(data == _QUOTE) if b'"' in block else _NONE
+        if self.escaped or b"\\" in block:  # ``in`` is a C scan: most blocks hold none
+            quotes = self._unescaped(data, quotes)
+        eols = np.flatnonzero(data == _LF) if self.lines and b"\n" in block else _NONE
+        folded = data | _FOLD
+        brackets = np.flatnonzero((folded == _OPENS) | (folded == _CLOSES))
+        # A bracket is inside a string after an odd number of quotes: of the block, plus the
+        # state carried (one document), or of its line (0: the one open when the block
+        # started, which carries the state).
+        quoted = np.searchsorted(quotes, brackets)
+        line = None
+        if eols.size:
+            line = np.searchsorted(eols, brackets)
+            quoted -= np.concatenate(([-self.parity], np.searchsorted(quotes, eols)))[line]
+        else:
+            quoted += self.parity
+        outside = (quoted & 1) == 0
+        brackets = brackets[outside]
+        levels = np.cumsum(np.where(folded[brackets] == _OPENS, 1, -1))
+        if line is None:
+            levels += self.depth
+        else:  # each line from 0 (less the level reached before it), the first from the carry
+            line = line[outside]
+            reached = np.concatenate(([0], levels))[np.searchsorted(brackets, eols)]
+            levels -= np.concatenate(([-self.depth], reached))[line]
+        over = np.flatnonzero(levels > self.limit)
+        found = (
+            self._too_deep(block, levels, line, brackets, eols, int(over[0])) if over.size else None
+        )
+        if eols.size:
+            self.parity = int(quotes.size - np.searchsorted(quotes, eols[-1])) & 1
+            open_line = line is not None and line.size > 0 and int(line[-1]) == eols.size
+            self.depth = int(levels[-1]) if open_line else 0  # the line left open, if any
+            self.line_ends += int(eols.size)
+        else:
+            self.parity = (self.parity + int(quotes.size)) & 1
+            self.depth = int(levels[-1]) if levels.size else self.depth
+            if not self.lines:
+                self.line_ends += block.count(b"\n")
+        self.base += data.size
+        return found
+
+    def _too_deep(
+        self,
+        block: bytes,
+        levels: np.ndarray,
+        line: np.ndarray | None,
+        brackets: np.ndarray,
+        eols: np.ndarray,
+        i: int,
+    ) -> TooDeep:
+        """Where bracket ``i`` of the block, the first over the limit, is, and how deep its
+        document goes within this block (no more is read)."""
+        position = int(brackets[i])
+        if line is None:  # one document: the rest of the block, up to where it closes
+            rest = levels[i:]
+            closed = np.flatnonzero(rest <= 0)
+            depth = int(rest[: closed[0]].max() if closed.size else rest.max())
+            complete = bool(closed.size)
+            number = self.line_ends + block.count(b"\n", 0, position) + 1
+        else:
+            mine = line == line[i]
+            depth = int(levels[mine].max())
+            complete = int(line[i]) < eols.size  # its line ended in this block
+            number = self.line_ends + int(line[i]) + 1
+        return TooDeep(depth, number, self.base + position, self.limit, complete)
+
+    def _unescaped(self, data: np.ndarray, quotes: np.ndarray) -> np.ndarray:
+        """The quotes no backslash escapes (a byte is escaped by an odd run of backslashes
+        just before it); notes whether the next block's first byte is."""
+        slashes = np.flatnonzero(data == _BACKSLASH)
+        lead = self.escaped  # this block's first byte is escaped (a backslash too, maybe)
+        if lead and slashes.size and slashes[0] == 0:
+            slashes = slashes[1:]
+        escaped = _NONE
+        self.escaped = False
+        if slashes.size:
+            breaks = np.flatnonzero(np.diff(slashes) != 1)
+            last = np.append(breaks, slashes.size - 1)  # index of each run's last backslash
+            first = np.concatenate(([0], breaks + 1))
+            escaped = slashes[last[(last - first) % 2 == 0]] + 1  # after odd runs
+            if escaped.size and escaped[-1] == data.size:
+                self.escaped = True
+                escaped = escaped[:-1]
+        if lead:
+            escaped = np.concatenate(([0], escaped))
+        hits = escaped[data[escaped] == _QUOTE]  # the escaped quotes, each one of ``quotes``
+        return np.delete(quotes, np.searchsorted(quotes, hits)) if hits.size else quotes
+
+
+def _too_deep_problem(found: TooDeep, *, fmt: str, name: str) -> FileProblem:
+    """The rejection an agency reads: the file, where, the depth found and the limit."""
+    where = f"line {found.line}" if fmt == "jsonl" else f"the JSON document (line {found.line})"
+    depth = f"{found.depth}" if found.complete else f"at least {found.depth}"
+    return FileProblem(
+        "delivery.unreadable",
+        f"{name}: {where} nests arrays and objects {depth} levels deep, more than the limit "
+        f"of {found.limit} (level {found.limit + 1} opens at byte {found.offset:,}); Flux "
+        "rejects the file without parsing it (parsing costs grow much faster than the depth). "
+        "A table's values need a few levels: deliver nested values flatter, or as text",
+    )
 
 
 def _oversize_problem(
