@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from flux_pipelines.contracts.model import ColumnSpec, Contract, NumberFormat
+from flux_pipelines.contracts.rule_kinds import REGISTRY
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 _NUMERIC = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
@@ -71,27 +72,9 @@ def _property(
             "pattern": _formatted_pattern(column.number_format),
             "x-flux-number-format": column.number_format.describe(),
         }
-    if column.logical_type in ("integer", "number"):
-        bounds: dict[str, Any] = {}
-        if column.minimum is not None and enforced("minimum"):
-            bounds["exclusiveMinimum" if column.exclusive_minimum else "minimum"] = column.minimum
-        if column.maximum is not None and enforced("maximum"):
-            bounds["exclusiveMaximum" if column.exclusive_maximum else "maximum"] = column.maximum
-        if bounds:
-            typed["anyOf"][0].update(bounds)
-    if column.logical_type == "string":
-        if column.pattern and enforced("pattern"):
-            typed["pattern"] = column.pattern
-        if column.min_length is not None and enforced("min_length"):
-            typed["minLength"] = column.min_length
-        if column.max_length is not None and enforced("max_length"):
-            typed["maxLength"] = column.max_length
-        if (
-            column.allowed_values
-            and not column.case_insensitive_values
-            and enforced("allowed_values")
-        ):
-            typed["enum"] = [v.value for v in column.allowed_values]
+    for kind, spec in REGISTRY.items():
+        if spec.declared(column) and enforced(kind):
+            spec.json_schema(column, typed)
     schema: dict[str, Any] = {"description": column.description} if column.description else {}
     if enforced("required"):
         schema.update(typed)

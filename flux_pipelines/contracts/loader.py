@@ -43,7 +43,6 @@ from pydantic import ValidationError
 from flux_pipelines.contracts.cross_rules import compile_quality, compile_relationship
 from flux_pipelines.contracts.model import (
     PRIMARY_KEY_RULE,
-    RULE_CATEGORY,
     AllowedValue,
     Category,
     ColumnSpec,
@@ -55,6 +54,7 @@ from flux_pipelines.contracts.model import (
     RuleKind,
     Severity,
 )
+from flux_pipelines.contracts.rule_kinds import REGISTRY
 from flux_pipelines.contracts.slugs import check_column, check_slug
 from flux_pipelines.errors import ConfigurationError, ContractError
 
@@ -82,14 +82,6 @@ _SEVERITIES: dict[str, Severity] = {
     "warning": "warning",
     "warn": "warning",
     "info": "warning",
-}
-_TYPE_WORDS: dict[LogicalType, str] = {
-    "string": "text",
-    "integer": "a whole number",
-    "number": "a number",
-    "boolean": "true or false",
-    "date": "a date",
-    "timestamp": "a date and time",
 }
 MAX_EXPECTED_CHARS = 300
 
@@ -418,87 +410,39 @@ def _primary_key_rule(key: list[str]) -> Rule:
         id=PRIMARY_KEY_RULE,
         kind="unique",
         columns=tuple(key),
-        category=RULE_CATEGORY["unique"],
+        category=REGISTRY["unique"].category,
         message=f"the primary key ({listed}) must be unique within a delivery",
         expected=f"each combination of {listed} once",
     )
 
 
 def _column_rules(col: ColumnSpec, custom: dict[str, Any], *, composite: bool) -> list[Rule]:
+    """The rules a column's declarations imply, one per declared kind (``rule_kinds``)."""
     overrides = custom.get("severity", {}) or {}
     if not isinstance(overrides, dict):
         raise ConfigurationError(f"column {col.name}: severity must map rule kinds to levels")
-    unknown = sorted(set(overrides) - set(RULE_CATEGORY))
+    unknown = sorted(set(overrides) - set(REGISTRY))
     if unknown:
         raise ConfigurationError(
             f"column {col.name}: severity names unknown rule kinds {unknown}; "
-            f"use {sorted(RULE_CATEGORY)}"
+            f"use {sorted(REGISTRY)}"
         )
-
-    def rule(kind: RuleKind, message: str, expected: str) -> Rule:
-        sev = _severity(overrides.get(kind, "fatal"), f"column {col.name} rule {kind}")
-        return Rule(
-            id=f"{col.name}.{kind}",
-            kind=kind,
-            column=col.name,
-            columns=(col.name,),
-            severity=sev,
-            category=RULE_CATEGORY[kind],
-            message=message,
-            expected=expected[:MAX_EXPECTED_CHARS],
-        )
-
     rules: list[Rule] = []
-    if col.required:
-        rules.append(rule("required", f"{col.name} is required but was empty", "a value"))
-    if col.logical_type != "string":
-        word = _TYPE_WORDS[col.logical_type]
-        fmt = f" ({col.date_format})" if col.date_format else ""
-        if col.number_format is not None:
-            fmt = f" ({col.number_format.describe()})"
-        rules.append(rule("type", f"{col.name} must be {word}{fmt}", f"{word}{fmt}"))
-    if col.allowed_values:
-        listed = ", ".join(v.value for v in col.allowed_values)
+    for kind, spec in REGISTRY.items():
+        if not spec.declared(col) or (kind == "unique" and composite and not col.unique):
+            continue  # several primaryKey columns are one composite rule
+        message, expected = spec.words(col)
         rules.append(
-            rule(
-                "allowed_values",
-                f"{col.name} is not one of the {len(col.allowed_values)} allowed values",
-                f"one of: {listed}",
+            Rule(
+                id=f"{col.name}.{kind}",
+                kind=kind,
+                column=col.name,
+                columns=(col.name,),
+                severity=_severity(overrides.get(kind, "fatal"), f"column {col.name} rule {kind}"),
+                category=spec.category,
+                message=message,
+                expected=expected[:MAX_EXPECTED_CHARS],
             )
-        )
-    if col.minimum is not None:
-        op = ">" if col.exclusive_minimum else ">="
-        rules.append(
-            rule("minimum", f"{col.name} must be {op} {col.minimum:g}", f"{op} {col.minimum:g}")
-        )
-    if col.maximum is not None:
-        op = "<" if col.exclusive_maximum else "<="
-        rules.append(
-            rule("maximum", f"{col.name} must be {op} {col.maximum:g}", f"{op} {col.maximum:g}")
-        )
-    if col.pattern:
-        rules.append(
-            rule("pattern", f"{col.name} does not match {col.pattern}", f"matches {col.pattern}")
-        )
-    if col.min_length is not None:
-        rules.append(
-            rule(
-                "min_length",
-                f"{col.name} is shorter than {col.min_length} characters",
-                f"at least {col.min_length} characters",
-            )
-        )
-    if col.max_length is not None:
-        rules.append(
-            rule(
-                "max_length",
-                f"{col.name} is longer than {col.max_length} characters",
-                f"at most {col.max_length} characters",
-            )
-        )
-    if col.unique or (col.primary_key and not composite):
-        rules.append(
-            rule("unique", f"{col.name} must be unique within a delivery", "a value not repeated")
         )
     return rules
 
@@ -656,7 +600,7 @@ def _duplicate_rows_rule(
         column=key[0] if len(key) == 1 else None,
         columns=key,
         severity=severity,
-        category=category or RULE_CATEGORY["unique"],
+        category=category or REGISTRY["unique"].category,
         message=message,
         expected=(f"each combination of {', '.join(key)} once" if listed else "each row once"),
         nulls_match=listed is None,

@@ -35,18 +35,6 @@ RuleKind = Literal[
 # The Broker classes its rules by what they test; Flux keeps the same three classes.
 Category = Literal["existence", "accuracy", "completeness"]
 
-RULE_CATEGORY: dict[RuleKind, Category] = {
-    "required": "existence",
-    "type": "accuracy",
-    "allowed_values": "accuracy",
-    "minimum": "accuracy",
-    "maximum": "accuracy",
-    "pattern": "accuracy",
-    "min_length": "accuracy",
-    "max_length": "accuracy",
-    "unique": "accuracy",
-    "expression": "accuracy",
-}
 
 _frozen = ConfigDict(frozen=True, extra="forbid")
 

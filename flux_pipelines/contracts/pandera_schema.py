@@ -13,6 +13,7 @@ import pandera.polars as pa
 import polars as pl
 
 from flux_pipelines.contracts.model import ColumnSpec, Contract, Rule
+from flux_pipelines.contracts.rule_kinds import REGISTRY
 from flux_pipelines.contracts.validator import polars_type
 
 
@@ -44,33 +45,9 @@ def pandera_schema(contract: Contract, partition: str | None = None) -> pa.DataF
 
 
 def _column_checks(column: ColumnSpec, rules: list[Rule]) -> list[pa.Check]:
-    checks: list[pa.Check] = []
-    for rule in rules:
-        match rule.kind:
-            case "allowed_values" if not column.case_insensitive_values:
-                checks.append(pa.Check.isin([v.value for v in column.allowed_values]))
-            case "minimum":
-                assert column.minimum is not None
-                checks.append(
-                    pa.Check.gt(column.minimum)
-                    if column.exclusive_minimum
-                    else pa.Check.ge(column.minimum)
-                )
-            case "maximum":
-                assert column.maximum is not None
-                checks.append(
-                    pa.Check.lt(column.maximum)
-                    if column.exclusive_maximum
-                    else pa.Check.le(column.maximum)
-                )
-            case "pattern" if column.logical_type == "string":
-                assert column.pattern is not None
-                checks.append(pa.Check.str_contains(column.pattern))
-            case "min_length" if column.logical_type == "string":
-                checks.append(pa.Check.str_length(min_value=column.min_length))
-            case "max_length" if column.logical_type == "string":
-                checks.append(pa.Check.str_length(max_value=column.max_length))
-    return checks
+    """Each fatal rule's own pandera check (``rule_kinds``); required, type and uniqueness
+    are the column's nullability, dtype and the key checks."""
+    return [check for rule in rules for check in REGISTRY[rule.kind].pandera_checks(column)]
 
 
 def _row_check(rule: Rule) -> pa.Check:

@@ -60,6 +60,7 @@ from flux_pipelines.contracts.model import (
     NumberFormat,
     Rule,
 )
+from flux_pipelines.contracts.rule_kinds import REGISTRY, Cell
 from flux_pipelines.names import FILE, ROW
 
 MAX_CELL_BYTES = 10_240
@@ -209,38 +210,8 @@ class RowValidator:
             return pl.col(dup_flag(rule.key_name)).fill_null(False)
         assert rule.column is not None
         column = self.contract.column(rule.column)
-        text = pl.col(f"__text_{column.name}")
-        value = pl.col(column.name)
-        match rule.kind:
-            case "required":
-                return text.is_null()
-            case "type":
-                return text.is_not_null() & value.is_null()
-            case "allowed_values":
-                allowed = [v.value for v in column.allowed_values]
-                probe = value.cast(pl.String)
-                if column.case_insensitive_values:
-                    allowed = [a.lower() for a in allowed]
-                    probe = probe.str.to_lowercase()
-                return (~probe.is_in(allowed)).fill_null(False)
-            case "minimum":
-                below = value < column.minimum
-                if column.exclusive_minimum:
-                    below = value <= column.minimum
-                return below.fill_null(False)
-            case "maximum":
-                above = value > column.maximum
-                if column.exclusive_maximum:
-                    above = value >= column.maximum
-                return above.fill_null(False)
-            case "pattern":
-                assert column.pattern is not None
-                return (~text.str.contains(column.pattern)).fill_null(False)
-            case "min_length":
-                return (text.str.len_chars() < column.min_length).fill_null(False)
-            case "max_length":
-                return (text.str.len_chars() > column.max_length).fill_null(False)
-        raise AssertionError(rule.kind)  # pragma: no cover
+        cell = Cell(column, text=pl.col(f"__text_{column.name}"), value=pl.col(column.name))
+        return REGISTRY[rule.kind].violation(cell)
 
     def validate(self, chunk: pl.DataFrame) -> ValidatedChunk:
         """Type, check and flag one chunk of text rows (must hold FILE, ROW, all columns;

@@ -1,0 +1,86 @@
+"""``<column>.minimum`` and ``<column>.maximum``: a number, integer or date within the
+contract's bound (inclusive unless the bound is declared exclusive)."""
+
+from typing import Any
+
+import polars as pl
+
+from flux_pipelines.contracts.model import ColumnSpec
+from flux_pipelines.contracts.rule_kinds.base import Cell, RuleKindSpec
+
+
+def _op(column: ColumnSpec, *, lower: bool) -> str:
+    if lower:
+        return ">" if column.exclusive_minimum else ">="
+    return "<" if column.exclusive_maximum else "<="
+
+
+def _bound(column: ColumnSpec, *, lower: bool) -> float:
+    bound = column.minimum if lower else column.maximum
+    assert bound is not None  # declared() holds
+    return bound
+
+
+def _words(column: ColumnSpec, *, lower: bool) -> tuple[str, str]:
+    op, bound = _op(column, lower=lower), _bound(column, lower=lower)
+    return f"{column.name} must be {op} {bound:g}", f"{op} {bound:g}"
+
+
+def _violation(cell: Cell, *, lower: bool) -> pl.Expr:
+    bound = _bound(cell.column, lower=lower)
+    value = cell.value
+    if lower:
+        out = value <= bound if cell.column.exclusive_minimum else value < bound
+    else:
+        out = value >= bound if cell.column.exclusive_maximum else value > bound
+    return out.fill_null(False)
+
+
+def _pandera(column: ColumnSpec, *, lower: bool) -> list[Any]:
+    import pandera.polars as pa
+
+    bound = _bound(column, lower=lower)
+    if lower:
+        return [pa.Check.gt(bound) if column.exclusive_minimum else pa.Check.ge(bound)]
+    return [pa.Check.lt(bound) if column.exclusive_maximum else pa.Check.le(bound)]
+
+
+def _json_schema(column: ColumnSpec, typed: dict[str, Any], *, lower: bool) -> None:
+    if column.logical_type not in ("integer", "number"):
+        return
+    exclusive = column.exclusive_minimum if lower else column.exclusive_maximum
+    key = ("exclusiveMinimum" if exclusive else "minimum") if lower else (
+        "exclusiveMaximum" if exclusive else "maximum"
+    )  # fmt: skip
+    typed["anyOf"][0][key] = _bound(column, lower=lower)
+
+
+def _defects(column: ColumnSpec, *, lower: bool) -> list[str]:
+    if column.logical_type not in ("integer", "number"):
+        return []
+    bound = _bound(column, lower=lower)
+    step = 1 if column.logical_type == "integer" else 0.5
+    beyond = bound - step if lower else bound + step
+    return [str(int(beyond)) if column.logical_type == "integer" else f"{beyond:g}"]
+
+
+MINIMUM = RuleKindSpec(
+    kind="minimum",
+    category="accuracy",
+    declared=lambda column: column.minimum is not None,
+    words=lambda column: _words(column, lower=True),
+    violation=lambda cell: _violation(cell, lower=True),
+    pandera_checks=lambda column: _pandera(column, lower=True),
+    json_schema=lambda column, typed: _json_schema(column, typed, lower=True),
+    defects=lambda column: _defects(column, lower=True),
+)
+MAXIMUM = RuleKindSpec(
+    kind="maximum",
+    category="accuracy",
+    declared=lambda column: column.maximum is not None,
+    words=lambda column: _words(column, lower=False),
+    violation=lambda cell: _violation(cell, lower=False),
+    pandera_checks=lambda column: _pandera(column, lower=False),
+    json_schema=lambda column, typed: _json_schema(column, typed, lower=False),
+    defects=lambda column: _defects(column, lower=False),
+)
