@@ -20,8 +20,10 @@ from flux_pipelines.contracts.validator import ROW, RowValidator
 from flux_pipelines.demo.generator import (
     GeneratedDelivery,
     GenerationError,
+    RowsRequest,
     UnsupportedPatternError,
     generate_landing,
+    generate_many,
     generate_rows,
     parse_pattern,
     sample_pattern,
@@ -209,6 +211,28 @@ def test_same_seed_same_delivery_other_seed_other_delivery(tiny: Contract) -> No
     assert first.frame.equals(again.frame)
     assert first.planted.equals(again.planted)
     assert not first.frame.equals(other.frame)
+
+
+def test_deliveries_generated_together_are_the_ones_generated_alone(
+    tiny: Contract, tmp_path: Path
+) -> None:
+    """generate_many shares validator calls across deliveries (and contracts) in lockstep;
+    no delivery may notice: each is byte for byte what generate_rows makes alone."""
+    twin = load_contract(_write_contract(tmp_path / "twin"))  # same rules, its own validator
+    requests = [
+        RowsRequest(tiny, 300, seed=1, defect_rate=0.05),
+        RowsRequest(twin, 200, seed=1, defect_rate=0.1),
+        RowsRequest(tiny, 120, seed=2, defect_rate=0.0),
+        RowsRequest(tiny, 5, seed=3, defect_rate=0.5),
+    ]
+    together = generate_many(requests)
+    assert [d.frame.height for d in together] == [300, 200, 120, 5]
+    for request, delivery in zip(requests, together, strict=True):
+        contract, n_rows, seed, rate = request
+        alone = generate_rows(contract, n_rows, seed=seed, defect_rate=rate)
+        assert delivery.frame.equals(alone.frame)
+        assert delivery.planted.equals(alone.planted)
+        _assert_planted_is_found(contract, delivery)
 
 
 @pytest.mark.parametrize(

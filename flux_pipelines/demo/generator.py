@@ -6,13 +6,21 @@ defects, so what the pipeline quarantines can be checked against what was plante
 here knows a dataset: values come from each column's type and constraints, and the
 contract's own ``RowValidator`` is the oracle. Rows that break a rule by accident are
 resampled; a defective row is kept only when the validator finds exactly the rule it was
-made to break. Valid rows are produced column-wise (arrow's seeded PRNG plus polars), so a
-million rows take seconds; only the few defective rows are handled rule by rule.
+made to break. Valid rows are produced column-wise (numpy's seeded PCG64 plus polars), so
+a million rows take seconds; only the few defective rows are handled rule by rule.
+
+A demo delivery has a few hundred rows, where a polars or validator call's fixed cost, not
+the rows, is what takes the time. So column values are polars expressions over the seeded
+draws, computed in one ``select`` per batch of columns; repair rounds try several
+candidates per failing row; and the generation steps are coroutines asking the oracle
+(``demo/oracle.py``), so that ``generate_many`` judges the rows of all deliveries of a
+contract in one validator call per round.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import random
 import re
@@ -20,14 +28,25 @@ import string
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import polars as pl
-import pyarrow.compute as pc
 
 from flux_pipelines.contracts.model import ColumnSpec, Contract, Rule
 from flux_pipelines.contracts.registry import Registry
-from flux_pipelines.contracts.validator import FILE, ROW, RowValidator
+from flux_pipelines.contracts.validator import FILE, ROW, RowValidator, polars_type
+from flux_pipelines.demo.draws import (
+    Rng,
+    Values,
+    char_run,
+    choose,
+    computed,
+    computed_apart,
+    computed_column,
+    concat,
+    gather,
+)
+from flux_pipelines.demo.oracle import Oracle, answer, answer_together, first_passing
 from flux_pipelines.errors import ConfigurationError
 
 Format = Literal["csv", "jsonl", "json", "parquet"]
@@ -36,7 +55,10 @@ PLANTED_SCHEMA: dict[str, pl.DataType] = {"row_number": pl.Int64(), "rule_id": p
 NULL_SHARE = 0.1  # optional columns are empty this often in valid rows
 REPAIR_NULL_SHARE = 0.5  # when re-drawing a defective row's context, nulls unlock null-safe rules
 RESAMPLE_ROUNDS = 40  # rounds of "validate, re-draw the rows that failed" for valid rows
+REPAIR_ROWS = 1024  # candidate rows a repair round may draw (its failing rows, tried often)
+MAX_REPAIR_TRIALS = 16  # candidates per failing row and round at most
 DEFECT_ATTEMPTS = 8  # tries per defective row before it is left valid
+DEFECT_TRIALS = 4  # candidates per single-cell defect and try, judged in one validator call
 EXPRESSION_TRIALS = 16  # candidate rows sampled per defective row and try for a row rule
 REPAIR_TRIALS = 4  # re-draws tried at once for a defective row that broke other rules too
 DATE_RANGE = (dt.date(2015, 1, 1), dt.date(2025, 12, 31))
@@ -45,7 +67,6 @@ DEMO_START = dt.date(2025, 1, 6)  # first landing day when generate_landing gets
 # (a 15% drop is a WARN), so the only volume findings are the planted ones below.
 VOLUME_WOBBLE = 0.04
 AWKWARD_TEXT = 'Ébauche, "sans titre"\nsecond line, with commas'
-SMALL_DRAW = 256  # draws up to this size use Python's generator
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _WORDS = (
     "Aachen", "Abee", "Ålesund", "Allende", "Archive", "Bay", "Bjurböle", "Canyon",
@@ -61,53 +82,6 @@ _FILLER = "abcdefghijklmnopqrstuvwxyz"
 
 class GenerationError(ConfigurationError):
     """The contract cannot be satisfied by generated rows (e.g. contradictory rules)."""
-
-
-# --------------------------------------------------------------------------- randomness
-
-
-class _Rng:
-    """Seeded randomness: Python's Random for decisions, arrow's PRNG for whole columns."""
-
-    def __init__(self, seed: int | str) -> None:
-        self.py = random.Random(seed)
-
-    def uniform(self, n: int) -> pl.Series:
-        if n <= SMALL_DRAW:  # a few values: Python is cheaper than a round trip to arrow
-            return pl.Series([self.py.random() for _ in range(n)], dtype=pl.Float64)
-        return pl.Series(pc.random(n, initializer=self.py.getrandbits(63)))
-
-    def ints(self, n: int, lo: int, hi: int) -> pl.Series:
-        """Uniform integers in [lo, hi]."""
-        if n <= SMALL_DRAW:
-            return pl.Series([self.py.randint(lo, hi) for _ in range(n)], dtype=pl.Int64)
-        span = hi - lo + 1
-        scaled = (pl.lit(self.uniform(n)) * span).floor().cast(pl.Int64).clip(0, span - 1)
-        return pl.select(scaled + lo).to_series()
-
-    def chance(self, n: int, p: float) -> pl.Series:
-        return self.uniform(n) < p
-
-
-def _choose(options: Sequence[pl.Series | str | None], pick: pl.Series) -> pl.Series:
-    """Row i takes options[pick[i] % len(options)]; options are columns or constants."""
-    n = pick.len()
-    cols = {
-        f"o{i}": o if isinstance(o, pl.Series) else pl.repeat(o, n, eager=True, dtype=pl.String)
-        for i, o in enumerate(options)
-    }
-    which = pick % len(options)
-    expr = pl.when(pl.lit(which) == 0).then(pl.col("o0"))
-    for i in range(1, len(options)):
-        expr = expr.when(pl.lit(which) == i).then(pl.col(f"o{i}"))
-    return pl.DataFrame(cols).select(expr.alias("v")).to_series()
-
-
-def _concat(parts: Sequence[pl.Series], n: int) -> pl.Series:
-    if not parts:
-        return pl.repeat("", n, eager=True, dtype=pl.String)
-    frame = pl.DataFrame({f"p{i}": p for i, p in enumerate(parts)})
-    return frame.select(pl.concat_str(pl.all(), separator="").alias("v")).to_series()
 
 
 # --------------------------------------------------------------------------- regex shapes
@@ -282,8 +256,10 @@ class _PatternParser:
             atom = _Repeat(atom, *bounds)
 
 
+@functools.lru_cache(maxsize=512)
 def parse_pattern(pattern: str) -> _Alt:
-    """Parse a contract pattern into the generator's tree (raises UnsupportedPatternError)."""
+    """Parse a contract pattern into the generator's tree (raises UnsupportedPatternError);
+    memoised: every delivery's plan parses its contract's patterns, and trees are immutable."""
     return _PatternParser(pattern).parse()
 
 
@@ -291,36 +267,31 @@ def _repeat_top(lo: int, hi: int | None) -> int:
     return lo + OPEN_REPEAT_EXTRA if hi is None else min(hi, lo + BOUNDED_REPEAT_EXTRA)
 
 
-def _sample_pattern(node: _Node, n: int, rng: _Rng) -> pl.Series:
-    """n random strings matching ``node`` (vectorised: one column per character slot)."""
+def _sample_pattern(node: _Node, n: int, rng: Rng) -> pl.Expr:
+    """n random strings matching ``node`` (vectorised: runs of character slots at once)."""
     if isinstance(node, _Chars):
-        if len(node.chars) == 1:
-            return pl.repeat(node.chars, n, eager=True, dtype=pl.String)
-        return pl.Series(list(node.chars), dtype=pl.String).gather(
-            rng.ints(n, 0, len(node.chars) - 1)
-        )
+        return char_run(node.chars, 1, 1, n, rng)
+    if isinstance(node, _Repeat) and isinstance(node.node, _Chars):
+        return char_run(node.node.chars, node.lo, _repeat_top(node.lo, node.hi), n, rng)
     if isinstance(node, _Alt):
-        parts = [_concat([_sample_pattern(x, n, rng) for x in b], n) for b in node.branches]
+        parts = [concat([_sample_pattern(x, n, rng) for x in b]) for b in node.branches]
         if len(parts) == 1:
             return parts[0]
-        return _choose(parts, rng.ints(n, 0, len(parts) - 1))
+        return choose(parts, rng.ints(n, 0, len(parts) - 1))
     top = _repeat_top(node.lo, node.hi)
     pieces = [_sample_pattern(node.node, n, rng) for _ in range(node.lo)]
     if top > node.lo:
         counts = pl.lit(rng.ints(n, node.lo, top))
         pieces += [
-            pl.select(
-                pl.when(counts > j).then(pl.lit(_sample_pattern(node.node, n, rng)))
-                .otherwise(pl.lit(""))
-            ).to_series()
+            pl.when(counts > j).then(_sample_pattern(node.node, n, rng)).otherwise(pl.lit(""))
             for j in range(node.lo, top)
-        ]  # fmt: skip
-    return _concat(pieces, n)
+        ]
+    return concat(pieces)
 
 
 def sample_pattern(pattern: str, n: int, *, seed: int) -> pl.Series:
     """n seeded random strings matching ``pattern`` (for tests and ad-hoc fixtures)."""
-    return _sample_pattern(parse_pattern(pattern), n, _Rng(seed))
+    return computed_column(_sample_pattern(parse_pattern(pattern), n, Rng(seed)), n)
 
 
 def _repeats(node: _Node) -> Iterator[_Repeat]:
@@ -357,26 +328,25 @@ class _KeyCodec:
     shifts: tuple[int, ...]
     mults: tuple[int, ...]
 
-    def encode(self, index: pl.Series, rng: _Rng) -> pl.Series:
+    def encode(self, index: pl.Series, rng: Rng) -> pl.Expr:
         n = index.len()
-        parts: dict[int, pl.Series] = {}
+        parts: dict[int, pl.Expr] = {}
         radix = 1
         for k, pos in enumerate(self.keyed):
             size = len(self.slots[pos])
             lower = (index % radix) % 1_000_003
             digit = ((index // radix) % size + lower * self.mults[k] + self.shifts[k]) % size
-            parts[pos] = pl.Series(list(self.slots[pos]), dtype=pl.String).gather(digit)
+            parts[pos] = gather(self.slots[pos], digit)
             radix *= size
-        return _concat(
+        return concat(
             [
                 parts[i] if i in parts else _sample_pattern(_Chars(s), n, rng)
                 for i, s in enumerate(self.slots)
-            ],
-            n,
+            ]
         )
 
 
-def _key_codec(tree: _Alt, total: int, rng: _Rng) -> _KeyCodec:
+def _key_codec(tree: _Alt, total: int, rng: Rng) -> _KeyCodec:
     """Fix the pattern's shape so that it can hold ``total`` distinct values."""
     repeats = list(_repeats(tree))
     counts = {
@@ -466,7 +436,7 @@ def _num_range(spec: ColumnSpec) -> tuple[float, float]:
     return lo, (lo + 1000.0 if hi is None else hi)
 
 
-def _build_column(spec: ColumnSpec, rules: Sequence[Rule], total: int, rng: _Rng) -> _Column:
+def _build_column(spec: ColumnSpec, rules: Sequence[Rule], total: int, rng: Rng) -> _Column:
     kinds = {r.kind for r in rules if r.column == spec.name and len(r.columns) <= 1}
     unique = spec.unique or spec.primary_key or "unique" in kinds
     num_range = _num_range(spec)
@@ -497,7 +467,7 @@ def _build_column(spec: ColumnSpec, rules: Sequence[Rule], total: int, rng: _Rng
 
 
 def _integer_keys(
-    spec: ColumnSpec, int_range: tuple[int, int], total: int, rng: _Rng
+    spec: ColumnSpec, int_range: tuple[int, int], total: int, rng: Rng
 ) -> tuple[int, int]:
     """Base and stride of unique integers: key = base + index * stride + jitter < stride."""
     lo, hi = int_range
@@ -509,7 +479,7 @@ def _integer_keys(
 
 
 def _string_shape(
-    spec: ColumnSpec, unique: bool, total: int, rng: _Rng
+    spec: ColumnSpec, unique: bool, total: int, rng: Rng
 ) -> tuple[_Alt | None, _KeyCodec | None]:
     """The pattern tree of a text column, and a key codec when values must be unique."""
     if spec.logical_type != "string" or spec.allowed_values:
@@ -536,7 +506,7 @@ def _key_pattern(spec: ColumnSpec) -> str:
     return f"^{initials}-[0-9]{{6,}}$"
 
 
-def _values(column: _Column, index: pl.Series, rng: _Rng) -> pl.Series:
+def _values(column: _Column, index: pl.Series, rng: Rng) -> pl.Expr:
     """Valid text for one column (no nulls yet); ``index`` keeps unique keys distinct."""
     spec = column.spec
     n = index.len()
@@ -544,46 +514,44 @@ def _values(column: _Column, index: pl.Series, rng: _Rng) -> pl.Series:
         return _enum_values([v.value for v in spec.allowed_values], n, rng)
     if spec.allowed_values or spec.logical_type == "boolean":  # unique: one row per value
         values = [v.value for v in spec.allowed_values] or ["true", "false"]
-        return pl.Series(values, dtype=pl.String).gather(index % len(values))
+        return gather(values, index % len(values))
     match spec.logical_type:
         case "integer":
-            return _integers(column, index, rng)
+            return pl.lit(_integers(column, index, rng))
         case "number":
             return _numbers(column, index, rng)
         case "boolean":
-            return _choose(["true", "false"], rng.ints(n, 0, 1))
+            return choose(["true", "false"], rng.ints(n, 0, 1))
         case "date":
-            return (
-                _days(column, index, rng)
-                .cast(pl.Int32)
-                .cast(pl.Date)
-                .dt.to_string(spec.date_format or "%Y-%m-%d")
-            )
+            days = pl.lit(_days(column, index, rng)).cast(pl.Int32).cast(pl.Date)
+            return days.dt.to_string(spec.date_format or "%Y-%m-%d")
         case "timestamp":
             seconds = _days(column, index, rng) * 86_400 + rng.ints(n, 0, 86_399)
-            return _stamp_text((seconds * 1_000_000).cast(pl.Datetime("us")), spec)
+            return _stamp_text(pl.lit(seconds * 1_000_000).cast(pl.Datetime("us")), spec)
         case _:
             return _strings(column, index, rng)
 
 
-def _stamp_text(stamp: pl.Series, spec: ColumnSpec) -> pl.Series:
+def _stamp_text(stamp: pl.Expr, spec: ColumnSpec, naive: bool = True) -> pl.Expr:
     """Timestamps in the column's format; a format with an offset gets UTC ones."""
     fmt = spec.date_format or "%Y-%m-%dT%H:%M:%S"
-    if re.search(r"%[#:]*[zZ]", fmt) and getattr(stamp.dtype, "time_zone", None) is None:
+    if re.search(r"%[#:]*[zZ]", fmt) and naive:
         stamp = stamp.dt.replace_time_zone("UTC")
     return stamp.dt.to_string(fmt.replace("%#z", "%z"))  # chrono's %#z only parses
 
 
-def _enum_values(values: Sequence[str], n: int, rng: _Rng) -> pl.Series:
+def _enum_values(values: Sequence[str], n: int, rng: Rng) -> pl.Expr:
     """Skewed like real code lists: the first values are the common ones."""
     weights = [1 / (i + 1) for i in range(len(values))]
     total = sum(weights)
     cumulative = pl.Series([sum(weights[: i + 1]) / total for i in range(len(values))])
-    picks = cumulative.search_sorted(rng.uniform(n), side="right").cast(pl.Int64)
-    return pl.Series(list(values), dtype=pl.String).gather(picks.clip(0, len(values) - 1))
+    picks = pl.lit(cumulative).search_sorted(pl.lit(rng.uniform(n)), side="right")
+    return pl.lit(pl.Series(list(values), dtype=pl.String)).gather(
+        picks.cast(pl.Int64).clip(0, len(values) - 1)
+    )
 
 
-def _integers(column: _Column, index: pl.Series, rng: _Rng) -> pl.Series:
+def _integers(column: _Column, index: pl.Series, rng: Rng) -> pl.Series:
     n = index.len()
     if column.unique:
         jitter = rng.ints(n, 0, column.key_step - 1)
@@ -591,16 +559,16 @@ def _integers(column: _Column, index: pl.Series, rng: _Rng) -> pl.Series:
     return rng.ints(n, *column.int_range).cast(pl.String)
 
 
-def _numbers(column: _Column, index: pl.Series, rng: _Rng) -> pl.Series:
+def _numbers(column: _Column, index: pl.Series, rng: Rng) -> pl.Expr:
     lo, hi = column.num_range
     if column.unique:
         values = lo + (index + 1).cast(pl.Float64) * column.num_step
     else:
         values = lo + rng.uniform(index.len()) * (hi - lo)
-    return values.round(column.decimals).cast(pl.String)
+    return pl.lit(values).round(column.decimals).cast(pl.String)
 
 
-def _days(column: _Column, index: pl.Series, rng: _Rng) -> pl.Series:
+def _days(column: _Column, index: pl.Series, rng: Rng) -> pl.Series:
     """Days since 1970 within the recent range (distinct per index for unique columns)."""
     start, end = (d.toordinal() - _EPOCH_ORDINAL for d in DATE_RANGE)
     if column.unique:
@@ -608,7 +576,7 @@ def _days(column: _Column, index: pl.Series, rng: _Rng) -> pl.Series:
     return rng.ints(index.len(), start, end)
 
 
-def _strings(column: _Column, index: pl.Series, rng: _Rng) -> pl.Series:
+def _strings(column: _Column, index: pl.Series, rng: Rng) -> pl.Expr:
     spec = column.spec
     n = index.len()
     if column.codec is not None:
@@ -617,9 +585,8 @@ def _strings(column: _Column, index: pl.Series, rng: _Rng) -> pl.Series:
         return _sample_pattern(column.tree, n, rng)
     text = _words(n, rng)
     if spec.examples:
-        examples = pl.Series(list(spec.examples), dtype=pl.String)
-        from_examples = examples.gather(rng.ints(n, 0, len(spec.examples) - 1))
-        text = _choose([from_examples, text], (rng.chance(n, 0.3)).cast(pl.Int64))
+        from_examples = gather(spec.examples, rng.ints(n, 0, len(spec.examples) - 1))
+        text = choose([from_examples, text], (rng.chance(n, 0.3)).cast(pl.Int64))
     if spec.max_length is not None:
         text = text.str.slice(0, spec.max_length).str.strip_chars_end()
     if spec.min_length is not None:
@@ -627,19 +594,14 @@ def _strings(column: _Column, index: pl.Series, rng: _Rng) -> pl.Series:
     return text
 
 
-def _words(n: int, rng: _Rng) -> pl.Series:
+def _words(n: int, rng: Rng) -> pl.Expr:
     """One to three words, some with non-ASCII letters, as names and titles look."""
-    vocabulary = pl.Series(_WORDS, dtype=pl.String)
-    count = rng.ints(n, 1, 3)
-    words = [vocabulary.gather(rng.ints(n, 0, len(_WORDS) - 1)) for _ in range(3)]
-    frame = pl.DataFrame({"c": count, "w0": words[0], "w1": words[1], "w2": words[2]})
-    return frame.select(
-        pl.concat_str(
-            [pl.when(pl.col("c") > j).then(pl.col(f"w{j}")) for j in range(3)],
-            separator=" ",
-            ignore_nulls=True,
-        )
-    ).to_series()
+    count = pl.lit(rng.ints(n, 1, 3))
+    picks = pl.Series(rng.integers(3 * n, 0, len(_WORDS) - 1), dtype=pl.Int64)
+    words = [gather(_WORDS, picks.slice(j * n, n)) for j in range(3)]
+    return pl.concat_str(
+        [pl.when(count > j).then(words[j]) for j in range(3)], separator=" ", ignore_nulls=True
+    )
 
 
 # --------------------------------------------------------------------------- the plan
@@ -647,6 +609,9 @@ def _words(n: int, rng: _Rng) -> pl.Series:
 
 _COMPARISON = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*(<=|<|>=|>)\s*([a-z_][a-z0-9_]*)\s*$")
 _ASSIGNMENT = re.compile(r"^\s*([a-z_][a-z0-9_]*)\s*=(?!=)\s*(.+?)\s*$", re.DOTALL)
+_IMPLICATION = re.compile(
+    r"^\s*([a-z_][a-z0-9_]*)\s+IS\s+NULL\s+OR\s+([a-z_][a-z0-9_]*)\s*=\s*'([^']*)'\s*$", re.I
+)
 _STRING_LITERAL = re.compile(r"'((?:[^']|'')*)'")
 _NUMBER_LITERAL = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
 
@@ -662,18 +627,23 @@ class _Plan:
     expected: Mapping[str, str]  # rule id -> sorted rule ids the validator reports for it
     comparisons: tuple[tuple[str, str, str], ...]  # (left, operator, right)
     assignments: tuple[tuple[str, str, tuple[str, ...]], ...] = ()  # "x = <sql of roots>"
+    implications: tuple[tuple[str, str, str], ...] = ()  # "a IS NULL OR b = 'value'"
     literals: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def column(self, name: str) -> _Column:
         return self.columns[self.contract.column_names.index(name)]
 
 
-def _plan(contract: Contract, seed: int | str, total: int) -> _Plan:
-    rng = _Rng(f"{seed}:keys")
+def _plan(
+    contract: Contract, seed: int | str, total: int, validator: RowValidator | None = None
+) -> _Plan:
+    """``validator``: one shared by the contract's deliveries, so their requests batch."""
+    rng = Rng(f"{seed}:keys")
     columns = tuple(_build_column(c, contract.rules, total, rng) for c in contract.columns)
     by_name = {c.name: c for c in columns}
     comparisons: list[tuple[str, str, str]] = []
     assignments: list[tuple[str, str, tuple[str, ...]]] = []
+    implications: list[tuple[str, str, str]] = []
     literals: dict[str, tuple[str, ...]] = {}
     for rule in contract.rules:
         if rule.kind != "expression" or rule.expression is None:
@@ -685,14 +655,18 @@ def _plan(contract: Contract, seed: int | str, total: int) -> _Plan:
         assignment = _assignment(rule.expression, by_name)
         if assignment is not None:
             assignments.append(assignment)
+        implied = _IMPLICATION.match(rule.expression)
+        if implied and all(n in by_name and not by_name[n].unique for n in implied.group(1, 2)):
+            implications.append((implied[1], implied[2], implied[3]))
     return _Plan(
         contract=contract,
-        validator=RowValidator(contract),
+        validator=validator or RowValidator(contract),
         columns=columns,
         plantable=tuple(r for r in contract.rules if _plantable(r, by_name)),
         expected={r.id: _expected(r, contract.rules) for r in contract.rules},
         comparisons=tuple(comparisons),
         assignments=tuple(assignments),
+        implications=tuple(implications),
         literals=literals,
     )
 
@@ -775,30 +749,39 @@ def _unique_ids(rule: Rule, rules: Sequence[Rule]) -> list[str]:
 def _candidates(
     plan: _Plan,
     index: pl.Series,
-    rng: _Rng,
+    rng: Rng,
     null_share: float,
     names: Collection[str] | None = None,
+    imply: bool = True,
 ) -> pl.DataFrame:
-    """Independent draws for every column (or just ``names``), then the generic repairs."""
+    """Independent draws for every column (or just ``names``), then the generic repairs
+    (``imply``: with the implications, which a row rule's breakers must do without)."""
     n = index.len()
-    data: dict[str, pl.Series] = {}
-    for column in plan.columns:
-        if names is not None and column.name not in names:
-            continue
+    columns = [c for c in plan.columns if names is None or c.name in names]
+    nullable = [c.name for c in columns if c.nullable] if null_share > 0 else []
+    empty = iter(rng.floats(n * len(nullable)).reshape(len(nullable), n) < null_share)
+    data: list[pl.Expr] = []
+    for column in columns:
         values = _values(column, index, rng)
-        if column.nullable and null_share > 0:
-            values = _null_where(values, rng.chance(n, null_share))
-        data[column.name] = values.alias(column.name)
-    return _derive(plan, pl.DataFrame(data))
+        if column.name in nullable:
+            values = pl.when(pl.lit(pl.Series(next(empty)))).then(None).otherwise(values)
+        data.append(values.alias(column.name))
+    return _derive(plan, computed(n, *data) if data else pl.DataFrame(), imply)
 
 
-def _null_where(values: pl.Series, mask: pl.Series) -> pl.Series:
-    return pl.select(pl.when(pl.lit(mask)).then(None).otherwise(pl.lit(values))).to_series()
-
-
-def _derive(plan: _Plan, frame: pl.DataFrame) -> pl.DataFrame:
-    """Generic repairs: order ``a <= b`` pairs, compute ``x = f(y)`` columns (when present)."""
+def _derive(plan: _Plan, frame: pl.DataFrame, imply: bool = True) -> pl.DataFrame:
+    """Generic repairs: order ``a <= b`` pairs, compute ``x = f(y)`` columns, give ``b`` its
+    value where ``a IS NULL OR b = 'value'`` needs it (when the columns are present)."""
     present = set(frame.columns)
+    implied = [(a, b, v) for a, b, v in plan.implications if imply and {a, b} <= present]
+    if implied:
+        frame = frame.with_columns(
+            pl.when(plan.validator.clean(plan.column(a).spec).is_not_null())
+            .then(pl.lit(value))
+            .otherwise(pl.col(b))
+            .alias(b)
+            for a, b, value in implied
+        )
     for left, op, right in plan.comparisons:
         if {left, right} <= present:
             frame = _order(plan, frame, left, op, right)
@@ -808,23 +791,30 @@ def _derive(plan: _Plan, frame: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
-def _typed(plan: _Plan, frame: pl.DataFrame, names: Sequence[str]) -> pl.DataFrame:
-    """Some columns of a text frame, typed as the validator types them."""
-    specs = [plan.column(n).spec for n in names]
-    cleaned = frame.select(plan.validator.clean(s).alias(s.name) for s in specs)
-    return cleaned.select(plan.validator.typed_expr(s).alias(s.name) for s in specs)
+def _typed(plan: _Plan, name: str) -> pl.Expr:
+    """A column of a text frame, typed as the validator types it; numerals by a plain cast
+    (generated ones are plain, and the validator's exactness checks run Python per batch).
+    Only the generic repairs use this: the validator still judges every row."""
+    spec = plan.column(name).spec
+    text = plan.validator.clean(spec)
+    if spec.logical_type in ("integer", "number"):
+        return text.cast(polars_type(spec), strict=False).alias(name)
+    return plan.validator.typed_expr(spec, text).alias(name)
 
 
 def _order(plan: _Plan, frame: pl.DataFrame, left: str, op: str, right: str) -> pl.DataFrame:
     """Swap the two values of an ``a <= b`` rule where they came out the wrong way."""
-    typed = _typed(plan, frame, [left, right])
-    a, b = typed[left], typed[right]
-    wrong = (a > b) if op.startswith("<") else (a < b)
-    swap = pl.lit(wrong.fill_null(False))
-    return frame.with_columns(
-        pl.when(swap).then(pl.col(right)).otherwise(pl.col(left)).alias(left),
-        pl.when(swap).then(pl.col(left)).otherwise(pl.col(right)).alias(right),
-    )
+    a, b = _typed(plan, left), _typed(plan, right)
+    swap = ((a > b) if op.startswith("<") else (a < b)).fill_null(False)
+    swapped = (
+        frame.lazy()
+        .with_columns(swap.alias("__swap"))
+        .with_columns(
+            pl.when("__swap").then(pl.col(right)).otherwise(pl.col(left)).alias(left),
+            pl.when("__swap").then(pl.col(left)).otherwise(pl.col(right)).alias(right),
+        )
+    )  # the typed values once: typing numbers runs Python per batch
+    return swapped.drop("__swap").collect()
 
 
 def _compute(
@@ -832,7 +822,8 @@ def _compute(
 ) -> pl.DataFrame:
     """Set ``target`` to the value its ``target = <sql>`` rule demands (nulls stay null)."""
     try:
-        value = _typed(plan, frame, roots).select(pl.sql_expr(sql).alias("v"))["v"]
+        typed = frame.lazy().select(_typed(plan, name) for name in roots)
+        value = typed.select(pl.sql_expr(sql).alias("v")).collect()["v"]
     except pl.exceptions.PolarsError:
         return frame  # not computable after all: sampling and the oracle still apply
     text = pl.lit(_render(value, plan.column(target).spec))
@@ -845,28 +836,21 @@ def _render(value: pl.Series, spec: ColumnSpec) -> pl.Series:
     if value.dtype == pl.Date:
         return value.dt.to_string(spec.date_format or "%Y-%m-%d")
     if isinstance(value.dtype, pl.Datetime):
-        return _stamp_text(value, spec)
+        return computed_column(
+            _stamp_text(pl.lit(value), spec, value.dtype.time_zone is None), len(value)
+        )
     if value.dtype.is_float() and spec.logical_type == "integer":
         return value.round(0).cast(pl.Int64, strict=False).cast(pl.String)
     return value.cast(pl.String)
 
 
-def _validation_input(frame: pl.DataFrame) -> pl.DataFrame:
-    # rechunk: polars 2.1 panicked in a string kernel on some multi-chunk candidate frames
-    ids = pl.int_range(0, frame.height, eager=True, dtype=pl.Int64)
-    return frame.with_columns(pl.lit("").alias(FILE), ids.alias(ROW)).rechunk()
-
-
-def _violation_sets(plan: _Plan, frame: pl.DataFrame) -> pl.Series:
+def _violation_sets(frame: pl.DataFrame) -> Oracle[pl.Series]:
     """Per row of ``frame``: the sorted, comma-joined ids of the rules it breaks ('' if none)."""
-    found = plan.validator.validate(_validation_input(frame)).violations
-    sets = found.group_by(ROW).agg(pl.col("rule_id").sort().str.join(",").alias("ids"))
-    return (
-        pl.DataFrame({ROW: pl.int_range(0, frame.height, eager=True)})
-        .join(sets, on=ROW, how="left")
-        .sort(ROW)["ids"]
-        .fill_null("")
-    )
+    found = yield frame
+    sets = found.lazy().group_by(ROW).agg(pl.col("rule_id").sort().str.join(",").alias("ids"))
+    rows = pl.LazyFrame({ROW: pl.int_range(0, frame.height, eager=True)})
+    joined = rows.join(sets, on=ROW, how="left").sort(ROW)
+    return joined.select(pl.col("ids").fill_null("")).collect()["ids"]
 
 
 def _scatter(frame: pl.DataFrame, positions: pl.Series, rows: pl.DataFrame) -> pl.DataFrame:
@@ -879,32 +863,45 @@ def _scatter(frame: pl.DataFrame, positions: pl.Series, rows: pl.DataFrame) -> p
     return pl.DataFrame(columns)
 
 
-def _valid_frame(plan: _Plan, index: pl.Series, rng: _Rng) -> tuple[pl.DataFrame, list[int]]:
+def _valid_frame(plan: _Plan, index: pl.Series, rng: Rng) -> Oracle[tuple[pl.DataFrame, list[int]]]:
     """Rows that break no rule: draw, validate, then repair only the rows that failed.
 
     A failing row re-draws just the columns of the rules it broke (row rules steered
     towards nulls and the rule's own literals), so a row under many rules converges
     instead of being re-rolled whole; every few rounds failing rows are re-rolled whole.
+    Each round tries several repairs per row (up to REPAIR_ROWS candidates in all) and
+    keeps the first the validator passes: a validator call costs about the same for 10
+    rows or 1,000, so fewer, wider rounds are what makes generation fast.
     """
     frame = _candidates(plan, index, rng, NULL_SHARE)
     frame, awkward = _embed_awkward_text(plan, frame, rng)
     todo = pl.int_range(0, frame.height, eager=True)
+    found = yield frame
     for round_ in range(RESAMPLE_ROUNDS):
-        found = plan.validator.validate(_validation_input(frame[todo])).violations
         if found.height == 0:
             return frame, awkward
         local = found[ROW].unique().sort()
         bad = todo.gather(local)
+        trials = max(1, min(MAX_REPAIR_TRIALS, REPAIR_ROWS // bad.len()))
+        tried = pl.concat([bad] * trials)
         if round_ % 5 == 4:
-            fixed = _candidates(plan, index.gather(bad), rng, NULL_SHARE)
+            fixed = _candidates(plan, index.gather(tried), rng, NULL_SHARE)
         else:
             broken = pl.DataFrame(
                 {ROW: local.search_sorted(found[ROW]).cast(pl.Int64), "rule_id": found["rule_id"]}
             )
-            fixed = _repair(plan, frame[bad], index.gather(bad), broken, rng)
-        frame = _scatter(frame, bad, fixed)
-        todo = bad
-    found = plan.validator.validate(_validation_input(frame[todo])).violations
+            copies = [broken.with_columns(pl.col(ROW) + t * bad.len()) for t in range(trials)]
+            fixed = _repair(plan, frame[tried], index.gather(tried), pl.concat(copies), rng)
+        found = yield fixed
+        kept, failing = first_passing(found, bad.len(), trials)
+        frame = _scatter(frame, bad, fixed[kept])
+        todo = bad.gather(failing)
+        found = (
+            found.lazy()
+            .filter(pl.col(ROW).is_in(failing.to_list()))
+            .with_columns(pl.lit(failing).search_sorted(pl.col(ROW)).cast(pl.Int64).alias(ROW))
+            .collect()
+        )
     worst = found["rule_id"].value_counts(sort=True)["rule_id"].head(3).to_list()
     raise GenerationError(
         f"contract {plan.contract.id}: cannot generate valid rows; rules {worst} keep failing "
@@ -917,7 +914,7 @@ def _repair(
     rows: pl.DataFrame,
     index: pl.Series,
     broken: pl.DataFrame,
-    rng: _Rng,
+    rng: Rng,
     pinned: pl.Series | None = None,
 ) -> pl.DataFrame:
     """Re-draw, in each row, the columns of the rules it broke (``broken``: ROW, rule_id).
@@ -925,42 +922,46 @@ def _repair(
     ``pinned`` ('|col|...|' per row) protects a planted defect: those cells stay, and the
     generic repairs (ordering, computed columns) are not run over them.
     """
-    ids = set(broken["rule_id"].to_list())
-    rules = [r for r in plan.contract.rules if r.id in ids]
+    where: dict[str, list[int]] = {}  # rule id -> rows that broke it
+    for row, rule_id in zip(broken[ROW].to_list(), broken["rule_id"].to_list(), strict=True):
+        where.setdefault(rule_id, []).append(row)
+    rules = [r for r in plan.contract.rules if r.id in where]
     fresh = _candidates(plan, index, rng, NULL_SHARE, {c for r in rules for c in r.columns})
-    columns = {name: rows[name].clone() for name in rows.columns}
+    pins = pinned.to_list() if pinned is not None else None
+    cells: list[tuple[str, list[int], pl.Expr]] = []  # column, rows, values for every row
     for rule in rules:
-        where = broken.filter(pl.col("rule_id") == rule.id)[ROW]
         for name in rule.columns:
-            at = where
-            if pinned is not None:
-                at = where.filter(~pinned.gather(where).str.contains(f"|{name}|", literal=True))
-            if at.len() == 0:
+            at = [i for i in where[rule.id] if pins is None or f"|{name}|" not in pins[i]]
+            if not at:
                 continue
-            values = fresh[name].gather(at)
+            values: pl.Expr = pl.lit(fresh[name])
             if rule.kind == "expression":
-                values = _steered(plan, plan.column(name), rule, values, rng)
-            columns[name].scatter(at, values)
+                values = _steered(plan, plan.column(name), rule, values, rows.height, rng)
+            cells.append((name, at, values.alias(f"__c{len(cells)}")))
+    drawn = computed(rows.height, *(values for _, _, values in cells))
+    columns = {name: rows[name].clone() for name in rows.columns}
+    for k, (name, at, _) in enumerate(cells):
+        positions = pl.Series(at, dtype=pl.Int64)
+        columns[name].scatter(positions, drawn[f"__c{k}"].gather(positions))
     repaired = pl.DataFrame(list(columns.values()))
     return repaired if pinned is not None else _derive(plan, repaired)
 
 
-def _steered(plan: _Plan, column: _Column, rule: Rule, fresh: pl.Series, rng: _Rng) -> pl.Series:
+def _steered(plan: _Plan, column: _Column, rule: Rule, fresh: pl.Expr, n: int, rng: Rng) -> pl.Expr:
     """Values where row rules flip: fresh draws, nulls, the rule's literals (not for keys)."""
     if column.unique:
         return fresh
-    n = fresh.len()
     literals = list(plan.literals.get(rule.id, ()))
-    options: list[pl.Series | str | None] = [fresh]
+    options: list[Values] = [fresh]
     if column.nullable:
         options.append(None)
     if literals:
-        options.append(_choose(literals, rng.ints(n, 0, len(literals) - 1)))
-    return _choose(options, rng.ints(n, 0, len(options) - 1))
+        options.append(choose(literals, rng.ints(n, 0, len(literals) - 1)))
+    return choose(options, rng.ints(n, 0, len(options) - 1))
 
 
 def _embed_awkward_text(
-    plan: _Plan, frame: pl.DataFrame, rng: _Rng
+    plan: _Plan, frame: pl.DataFrame, rng: Rng
 ) -> tuple[pl.DataFrame, list[int]]:
     """Put quoted newlines and commas in two free-text cells, as real exports have."""
     free = [
@@ -985,17 +986,18 @@ def _embed_awkward_text(
 # --------------------------------------------------------------------------- defects
 
 
-def _bad_values(plan: _Plan, rule: Rule, values: pl.Series, attempt: int, rng: _Rng) -> pl.Series:
+def _bad_values(plan: _Plan, rule: Rule, valid: pl.Series, attempt: int, rng: Rng) -> pl.Expr:
     """A value breaking a single-column rule, derived from the row's valid value."""
     column = plan.column(rule.column or "")
     spec = column.spec
-    n = values.len()
+    n = valid.len()
+    values = pl.lit(valid)
     pick = rng.ints(n, 0, 1_000) + attempt
     nulls = plan.contract.null_values
     match rule.kind:
         case "required":
             blank = ["  "] if "" in nulls else []
-            return _choose([None, *nulls, *blank], pick)
+            return choose([None, *nulls, *blank], pick)
         case "type":
             options = _type_breakers(spec, values, column.unique)
         case "allowed_values":
@@ -1016,19 +1018,19 @@ def _bad_values(plan: _Plan, rule: Rule, values: pl.Series, attempt: int, rng: _
         case _:
             raise AssertionError(rule.kind)
     kept = [o for o in options if not isinstance(o, str) or o not in nulls]
-    return _choose(kept, pick)
+    return choose(kept, pick)
 
 
-def _type_breakers(spec: ColumnSpec, v: pl.Series, unique: bool) -> list[pl.Series | str]:
+def _type_breakers(spec: ColumnSpec, v: pl.Expr, unique: bool) -> list[pl.Expr | str]:
     """Text that does not parse as the column's type: typos, placeholders, other formats."""
-    derived: dict[str, list[pl.Series | str]] = {
+    derived: dict[str, list[pl.Expr | str]] = {
         "integer": [v + "abc", v + ".5", "#" + v],
         "number": [v + "abc", "~" + v, v.str.replace(".", ",", literal=True) + "x"],
         "boolean": [],
         "date": [v + "x", "d" + v],
         "timestamp": [v + "x", "t" + v],
     }
-    constants: dict[str, list[pl.Series | str]] = {
+    constants: dict[str, list[pl.Expr | str]] = {
         "integer": ["n/a", "12abc", "unknown"],
         "number": ["n/a", "12abc", "unknown"],
         "boolean": ["maybe", "2", "unknown"],
@@ -1039,7 +1041,7 @@ def _type_breakers(spec: ColumnSpec, v: pl.Series, unique: bool) -> list[pl.Seri
     return options if unique and options else options + constants[spec.logical_type]
 
 
-def _out_of_range(spec: ColumnSpec, kind: str, n: int, attempt: int, rng: _Rng) -> pl.Series:
+def _out_of_range(spec: ColumnSpec, kind: str, n: int, attempt: int, rng: Rng) -> pl.Expr:
     """Below the minimum or above the maximum, sometimes exactly on an exclusive bound."""
     below = kind == "minimum"
     bound = spec.minimum if below else spec.maximum
@@ -1050,33 +1052,33 @@ def _out_of_range(spec: ColumnSpec, kind: str, n: int, attempt: int, rng: _Rng) 
         edge = math.floor(bound) if below else math.ceil(bound)
         if edge == bound:
             edge += sign
-        offset = rng.ints(n, 0, 10 ** (1 + attempt % 4))
+        offset = pl.lit(rng.ints(n, 0, 10 ** (1 + attempt % 4)))
         values = (edge + sign * offset).cast(pl.String)
     else:
-        offset = (0.01 + rng.uniform(n) * 10 ** (1 + attempt % 4)).round(2)
+        offset = (0.01 + pl.lit(rng.uniform(n)) * 10 ** (1 + attempt % 4)).round(2)
         values = (bound + sign * offset).round(6).cast(pl.String)
     if exclusive and attempt % 2 == 1:
         exact = str(int(bound)) if bound == int(bound) else repr(bound)
-        return _choose([values, exact], rng.ints(n, 0, 1))
+        return choose([values, exact], rng.ints(n, 0, 1))
     return values
 
 
 def _break_expression(
-    plan: _Plan, rule: Rule, rows: pl.DataFrame, attempt: int, rng: _Rng
+    plan: _Plan, rule: Rule, rows: pl.DataFrame, attempt: int, rng: Rng
 ) -> pl.DataFrame:
     """Candidates breaking a row rule: a swap for ``a <= b``, else values steered by sampling."""
     trials = pl.concat([rows] * EXPRESSION_TRIALS)
     n = trials.height
-    fresh = _candidates(plan, pl.int_range(0, n, eager=True), rng, 0.0, set(rule.columns))
+    fresh = _candidates(plan, pl.int_range(n, eager=True), rng, 0.0, set(rule.columns), False)
     mutable = [plan.column(c) for c in rule.columns if not plan.column(c).unique]
     for column in mutable:
         twins = [
             trials[o.name] for o in mutable
             if o is not column and o.spec.logical_type == column.spec.logical_type
         ]  # fmt: skip
-        steered = _steered(plan, column, rule, fresh[column.name], rng)
+        steered = _steered(plan, column, rule, pl.lit(fresh[column.name]), n, rng)
         options = [trials[column.name], steered, steered, *twins[:1]]
-        picked = _choose(options, rng.ints(n, 0, len(options) - 1))
+        picked = computed_column(choose(options, rng.ints(n, 0, len(options) - 1)), n)
         trials = trials.with_columns(picked.alias(column.name))
     match = _COMPARISON.match(rule.expression or "")
     if match and attempt == 0 and match[1] in rows.columns and match[3] in rows.columns:
@@ -1097,7 +1099,7 @@ class _Defects:
 
 
 def _assign(
-    plan: _Plan, frame: pl.DataFrame, defect_rate: float, rng: _Rng, spare: set[int]
+    plan: _Plan, frame: pl.DataFrame, defect_rate: float, rng: Rng, spare: set[int]
 ) -> _Defects:
     """Round-robin over the contract's rules in a seeded order, so every rule gets planted."""
     n = frame.height
@@ -1123,7 +1125,7 @@ def _assign(
 
 
 def _duplicate_source(
-    keys: pl.Series, nulls: Sequence[str], taken: set[int], rng: _Rng
+    keys: pl.Series, nulls: Sequence[str], taken: set[int], rng: Rng
 ) -> int | None:
     """A row, not otherwise used, whose key is not null: copying it makes a duplicate."""
     for _ in range(64):
@@ -1141,60 +1143,77 @@ def _apply_defects(
     rows: pl.DataFrame,
     defects: _Defects,
     attempt: int,
-    rng: _Rng,
+    rng: Rng,
 ) -> pl.DataFrame:
-    """Candidates (several per row for row rules) with each row's assigned defect planted."""
+    """Candidates (several per row) with each row's assigned defect planted.
+
+    Single-cell defects get DEFECT_TRIALS tries, written into copies of ``rows`` (not a
+    frame per rule), so that most rows are settled by the first validator call."""
     names = plan.contract.column_names
-    rule_ids = [defects.assigned[p].id for p in rows["__pos"].to_list()]
-    tagged = rows.select(*names, "__pos").with_columns(pl.Series("__rule", rule_ids, pl.String))
+    copies = pl.concat([rows.select(*names, "__pos")] * DEFECT_TRIALS)
+    positions = copies["__pos"]
+    groups: dict[str, list[int]] = {}  # rule id -> offsets in rows
+    for i, pos in enumerate(rows["__pos"].to_list()):
+        groups.setdefault(defects.assigned[pos].id, []).append(i)
+    columns = {name: copies[name].clone() for name in names}
+    cells: list[int] = []  # offsets of rows whose defect is one changed cell
+    bad: list[tuple[str, pl.Series, pl.Expr]] = []  # column, offsets, its bad values there
     parts: list[pl.DataFrame] = []
-    for (rule_id,), group in tagged.partition_by(
-        "__rule", as_dict=True, maintain_order=True
-    ).items():
-        rule = plan.contract.rule(str(rule_id))
-        group = group.drop("__rule")
-        positions = group["__pos"]
+    for rule_id, offsets in groups.items():
+        rule = plan.contract.rule(rule_id)
         if rule.kind == "expression":
+            group = rows[offsets].select(*names, "__pos")
             parts.append(_break_expression(plan, rule, group, attempt, rng))
-        elif rule.kind == "unique":
-            sources = [defects.sources[p] for p in positions.to_list()]
-            parts.append(group.with_columns(valid[rule.column or ""].gather(sources)))
-        else:
-            column = plan.column(rule.column or "")
-            base = valid[column.name].gather(positions)  # break the valid value, or a new one
-            base = base.fill_null(_values(column, index.gather(positions), rng))
-            bad = _bad_values(plan, rule, base, attempt, rng)
-            parts.append(group.with_columns(bad.alias(rule.column or "")))
+            continue
+        offsets = [o + t * rows.height for t in range(DEFECT_TRIALS) for o in offsets]
+        at = pl.Series(offsets, dtype=pl.Int64)
+        cells += offsets
+        where = positions.gather(at)
+        name = rule.column or ""
+        if rule.kind == "unique":
+            columns[name].scatter(at, valid[name].gather([defects.sources[p] for p in where]))
+            continue
+        base = valid[name].gather(where)  # break the valid value, or a new one
+        if base.null_count():
+            new = _values(plan.column(name), index.gather(where), rng)
+            base = base.fill_null(computed_column(new, base.len()))
+        bad.append((name, at, _bad_values(plan, rule, base, attempt, rng)))
+    for (name, at, _), values in zip(bad, computed_apart([v for _, _, v in bad]), strict=True):
+        columns[name].scatter(at, values)
+    if cells:
+        changed = pl.DataFrame([*columns.values(), positions])
+        parts.insert(0, changed[pl.Series(sorted(cells), dtype=pl.Int64)])
     return pl.concat(parts, how="vertical")
 
 
-def _judge(plan: _Plan, candidates: pl.DataFrame, defects: _Defects) -> pl.DataFrame:
+def _judge(plan: _Plan, candidates: pl.DataFrame, defects: _Defects) -> Oracle[pl.DataFrame]:
     """The best candidate per row: exact (0), planted plus extras (1), defect missing (2)."""
     expected = pl.Series(
         [plan.expected[defects.assigned[p].id] for p in candidates["__pos"].to_list()],
         dtype=pl.String,
     )
-    found = _violation_sets(plan, candidates.select(plan.contract.column_names))
-    missing = expected.str.split(",").list.set_difference(found.str.split(",")).list.len()
+    found = yield from _violation_sets(candidates.select(plan.contract.column_names))
+    found_ids, expected_ids = pl.col("__found"), pl.col("__expected")
+    missing = expected_ids.str.split(",").list.set_difference(found_ids.str.split(",")).list.len()
     score = (
-        pl.when(pl.lit(found) == pl.lit(expected))
+        pl.when(found_ids == expected_ids)
         .then(0)
-        .when((pl.lit(expected) == "") | (pl.lit(missing) == 0))
+        .when((expected_ids == "") | (missing == 0))
         .then(1)
         .otherwise(2)
     )
-    judged = candidates.select([*plan.contract.column_names, "__pos"]).with_columns(
-        pl.lit(found).alias("__found"),
-        pl.lit(expected).alias("__expected"),
-        score.alias("__score"),
-        pl.lit(found.str.len_chars()).alias("__noise"),
+    judged = (
+        candidates.lazy()
+        .select(*plan.contract.column_names, "__pos")
+        .with_columns(found.alias("__found"), expected.alias("__expected"))
+        .with_columns(score.alias("__score"), found_ids.str.len_chars().alias("__noise"))
     )
     best = judged.sort("__pos", "__score", "__noise", maintain_order=True)
-    return best.unique("__pos", keep="first", maintain_order=True)
+    return best.unique("__pos", keep="first", maintain_order=True).collect()
 
 
 def _repair_extras(
-    plan: _Plan, state: pl.DataFrame, index: pl.Series, defects: _Defects, rng: _Rng
+    plan: _Plan, state: pl.DataFrame, index: pl.Series, defects: _Defects, rng: Rng
 ) -> pl.DataFrame:
     """Re-draw the cells behind rules a defective row breaks besides its planted one."""
     trials = pl.concat([state] * REPAIR_TRIALS)
@@ -1215,8 +1234,8 @@ def _repair_extras(
 
 
 def _plant(
-    plan: _Plan, valid: pl.DataFrame, index: pl.Series, defects: _Defects, rng: _Rng
-) -> pl.DataFrame:
+    plan: _Plan, valid: pl.DataFrame, index: pl.Series, defects: _Defects, rng: Rng
+) -> Oracle[pl.DataFrame]:
     """Plant each row's defect, then repair whatever else it happened to break.
 
     A row is kept defective only when the validator reports exactly its planted rule (and
@@ -1229,7 +1248,7 @@ def _plant(
     first = _apply_defects(
         plan, valid, index, valid[positions].with_columns(positions), defects, 0, rng
     )
-    state = _judge(plan, first, defects)
+    state = yield from _judge(plan, first, defects)
     for attempt in range(1, DEFECT_ATTEMPTS + 1):
         done = state.filter(pl.col("__score") == 0)
         if done.height:
@@ -1248,7 +1267,7 @@ def _plant(
         stuck = state.filter(~restart)
         if stuck.height:
             parts.append(_repair_extras(plan, stuck, index, defects, rng))
-        state = _judge(plan, pl.concat(parts, how="vertical"), defects)
+        state = yield from _judge(plan, pl.concat(parts, how="vertical"), defects)
     defects.assigned.clear()  # the rest stay valid, unplanted
     return frame
 
@@ -1349,22 +1368,49 @@ def generate_rows(
     """
     total = total_rows if total_rows is not None else row_offset + n_rows
     plan = _plan(contract, seed, total)
-    return _generate_chunk(plan, n_rows, row_offset, _Rng(seed), defect_rate, source_headers, {})
+    steps = _generate_chunk(plan, n_rows, row_offset, Rng(seed), defect_rate, source_headers, {})
+    return answer(plan.validator, steps)
+
+
+class RowsRequest(NamedTuple):
+    """The arguments of one ``generate_rows`` call, for ``generate_many``."""
+
+    contract: Contract
+    n_rows: int
+    seed: int
+    defect_rate: float = 0.02
+
+
+def generate_many(requests: Sequence[RowsRequest]) -> list[GeneratedDelivery]:
+    """``generate_rows`` for every request, in lockstep: the requests of one contract share
+    each validator call (a call costs about the same for 10 rows or 10,000). Each delivery
+    is the one ``generate_rows`` makes alone, byte for byte."""
+    validators: dict[int, RowValidator] = {}  # one per contract object: its requests batch
+    jobs: list[tuple[RowValidator, Oracle[GeneratedDelivery]]] = []
+    for contract, n_rows, seed, defect_rate in requests:
+        if id(contract) not in validators:
+            validators[id(contract)] = RowValidator(contract)
+        plan = _plan(contract, seed, n_rows, validators[id(contract)])
+        jobs.append(
+            (plan.validator, _generate_chunk(plan, n_rows, 0, Rng(seed), defect_rate, True, {}))
+        )
+    return answer_together(jobs)
 
 
 def _generate_chunk(
     plan: _Plan,
     n_rows: int,
     offset: int,
-    rng: _Rng,
+    rng: Rng,
     defect_rate: float,
     source_headers: bool,
     seen: dict[str, set[str]],
-) -> GeneratedDelivery:
+) -> Oracle[GeneratedDelivery]:
+    """One chunk, as a coroutine asking the oracle (``answer`` runs it alone)."""
     index = pl.int_range(offset, offset + n_rows, eager=True, dtype=pl.Int64)
-    valid, awkward = _valid_frame(plan, index, rng)
+    valid, awkward = yield from _valid_frame(plan, index, rng)
     defects = _assign(plan, valid, defect_rate, rng, set(awkward))
-    frame = _plant(plan, valid, index, defects, rng)
+    frame = yield from _plant(plan, valid, index, defects, rng)
     frame = _drop_collisions(plan, frame, valid, defects, seen)
     headers = delivered_headers(plan.contract, source_headers)
     return GeneratedDelivery(
@@ -1446,8 +1492,9 @@ def write_large_csv(
             )
         for number, offset in enumerate(range(0, n_rows, chunk_rows)):
             size = min(chunk_rows, n_rows - offset)
-            rng = _Rng(f"{seed}:chunk:{number}")
-            chunk = _generate_chunk(plan, size, offset, rng, defect_rate, source_headers, seen)
+            rng = Rng(f"{seed}:chunk:{number}")
+            steps = _generate_chunk(plan, size, offset, rng, defect_rate, source_headers, seen)
+            chunk = answer(plan.validator, steps)
             chunk.frame.write_csv(
                 handle,
                 include_bom=bom and offset == 0,
@@ -1520,10 +1567,11 @@ def generate_landing(
     ]
     formats = dict(zip(deliveries, _delivery_formats(len(deliveries)), strict=True))
     anomalies = planted_anomalies([a.id for a in chosen], dates)
-    written: list[Path] = []
-    generated: dict[tuple[str, str, dt.date], GeneratedDelivery] = {}
     # Referenced datasets first, so references can point at rows the agency really sent.
-    for agency, dataset, day in sorted(deliveries, key=lambda d: _depth(registry, d[1])):
+    order = sorted(deliveries, key=lambda d: _depth(registry, d[1]))
+    requests: list[RowsRequest] = []
+    draws: list[tuple[float, bool, random.Random]] = []
+    for agency, dataset, day in order:
         style = random.Random(f"{seed}/{agency}")
         rate = style.choice((0.0, 0.005, 0.01, 0.02, 0.05, 0.1))
         windows = style.random() < 0.3
@@ -1533,7 +1581,14 @@ def generate_landing(
             volume = planted.volume_factor
         n_rows = max(1, round(rows_per_delivery * volume))
         contract = registry.contract_for(dataset, day)
-        delivery = generate_rows(contract, n_rows, seed=local.getrandbits(63), defect_rate=rate)
+        requests.append(RowsRequest(contract, n_rows, local.getrandbits(63), rate))
+        draws.append((rate, windows, local))
+    written: list[Path] = []
+    generated: dict[tuple[str, str, dt.date], GeneratedDelivery] = {}
+    for (agency, dataset, day), request, delivery, (rate, windows, local) in zip(
+        order, requests, generate_many(requests), draws, strict=True
+    ):
+        contract = request.contract
         delivery = link_references(
             delivery,
             contract,
