@@ -22,7 +22,18 @@ from flux_pipelines.contracts.rule_kinds import REGISTRY
 from flux_pipelines.contracts.validator import FILE, ROW, RowValidator
 from flux_pipelines_tests.conftest import contract_doc, write_contract
 
-# A column declaring each kind (with nothing else that its defects would also break).
+# A column declaring each kind (with nothing else that its defects would also break), and a
+# valid value the defects are derived from.
+VALID = {
+    "required": "a",
+    "type": "12",
+    "allowed_values": "a",
+    "minimum": "12",
+    "maximum": "7",
+    "pattern": "ABC",
+    "min_length": "abc",
+    "max_length": "ab",
+}
 DECLARING: dict[str, dict[str, Any]] = {
     "required": {"logicalType": "string", "required": True},
     "type": {"logicalType": "integer"},
@@ -42,28 +53,41 @@ def _contract(tmp_path: Path, kind: str) -> Contract:
     return load_contract(write_contract(tmp_path / kind, doc))
 
 
+def _defects(kind: str, contract: Contract) -> list[str | None]:
+    """The kind's defects as texts, derived from the kind's valid sample value."""
+    options = REGISTRY[kind].defects(contract.column("v"), pl.lit(VALID[kind]))  # type: ignore[index]
+    return [pl.select(pl.lit(o) if not isinstance(o, pl.Expr) else o).item() for o in options]
+
+
+def _breaking(kind: str, contract: Contract) -> list[str | None]:
+    """The defects the validator flags (the ones the generator would keep)."""
+    defects = _defects(kind, contract)
+    chunk = pl.DataFrame({FILE: "f.csv", ROW: range(1, len(defects) + 1), "v": defects})
+    rows = set(RowValidator(contract).validate(chunk).violations.get_column(ROW))
+    return [d for i, d in enumerate(defects, start=1) if i in rows]
+
+
 def test_every_rule_kind_has_one_registry_entry() -> None:
     assert set(REGISTRY) == set(get_args(RuleKind))
     assert set(DECLARING) | PLANTED_BY_THE_GENERATOR == set(REGISTRY)
 
 
 @pytest.mark.parametrize("kind", sorted(DECLARING))
-def test_a_kinds_defects_break_exactly_its_rule(tmp_path: Path, kind: str) -> None:
+def test_a_kinds_defects_break_only_its_rule(tmp_path: Path, kind: str) -> None:
     contract = _contract(tmp_path, kind)
     column = contract.column("v")
     spec = REGISTRY[kind]  # type: ignore[index]
     assert spec.declared(column)
     (rule,) = [r for r in contract.rules if r.kind == kind]
     assert (rule.message, rule.expected) == spec.words(column)
-    defects = spec.defects(column)
+    defects = _defects(kind, contract)
     assert defects, f"{kind} plants no defect"
     chunk = pl.DataFrame({FILE: "f.csv", ROW: range(1, len(defects) + 1), "v": defects})
     found = RowValidator(contract).validate(chunk).violations
-    assert found.get_column("rule_id").to_list() == [f"v.{kind}"] * len(defects), (
-        kind,
-        defects,
-        found,
-    )
+    # candidates: a case variant may happen to be valid, but none breaks another rule, and
+    # most break this one (the generator keeps one the validator reports as exactly this)
+    assert set(found.get_column("rule_id")) == {f"v.{kind}"}, (kind, defects, found)
+    assert found.height >= max(1, len(defects) // 2), (kind, defects, found)
 
 
 # required and type are the curated column's nullability and dtype, not checks of their own
@@ -77,7 +101,7 @@ def test_a_kinds_pandera_check_refuses_a_typed_defect(tmp_path: Path, kind: str)
     checks = REGISTRY[kind].pandera_checks(column)  # type: ignore[index]
     assert bool(checks) == (kind not in STRUCTURAL)
     validator = RowValidator(contract)
-    defects = [d for d in REGISTRY[kind].defects(column) if d]  # type: ignore[index]
+    defects = [d for d in _breaking(kind, contract) if d and d.strip()]
     typed = pl.DataFrame({"v": defects}).select(validator.typed_expr(column).alias("v"))
     if kind == "type":  # not of the type: typed as null, which the dtype check cannot see
         assert typed.get_column("v").null_count() == len(defects)
@@ -93,8 +117,8 @@ def test_a_kinds_json_schema_refuses_its_defects(tmp_path: Path, kind: str) -> N
     contract = _contract(tmp_path, kind)
     schema = jsonschema.Draft202012Validator(json_schema(contract))
     numeric = kind in ("minimum", "maximum")
-    for defect in REGISTRY[kind].defects(contract.column("v")):  # type: ignore[index]
-        record: dict[str, Any] = {"v": json.loads(defect) if numeric else defect}
+    for defect in _breaking(kind, contract):
+        record: dict[str, Any] = {"v": json.loads(defect) if numeric and defect else defect}
         if kind == "required":
             record = {}
         assert list(schema.iter_errors(record)), (kind, record)

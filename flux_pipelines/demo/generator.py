@@ -34,6 +34,7 @@ import polars as pl
 
 from flux_pipelines.contracts.model import ColumnSpec, Contract, Rule
 from flux_pipelines.contracts.registry import Registry
+from flux_pipelines.contracts.rule_kinds import REGISTRY
 from flux_pipelines.contracts.validator import FILE, ROW, RowValidator, polars_type
 from flux_pipelines.demo.draws import (
     Rng,
@@ -77,7 +78,6 @@ _WORDS = (
     "São Paulo", "Sikhote-Alin", "Station", "Study", "Survey", "Tissint", "Vaca Muerta",
     "Willamette", "Zagami", "Żywiec", "Zürich", "Ōshima",
 )  # fmt: skip
-_FILLER = "abcdefghijklmnopqrstuvwxyz"
 
 
 class GenerationError(ConfigurationError):
@@ -987,80 +987,18 @@ def _embed_awkward_text(
 
 
 def _bad_values(plan: _Plan, rule: Rule, valid: pl.Series, attempt: int, rng: Rng) -> pl.Expr:
-    """A value breaking a single-column rule, derived from the row's valid value."""
-    column = plan.column(rule.column or "")
-    spec = column.spec
-    n = valid.len()
-    values = pl.lit(valid)
-    pick = rng.ints(n, 0, 1_000) + attempt
+    """A value breaking a single-column rule, one of its kind's defects (``rule_kinds``)
+    derived from the row's valid value; null spellings only where they are the defect."""
+    spec = plan.column(rule.column or "").spec
+    options = REGISTRY[rule.kind].defects(spec, pl.lit(valid))
     nulls = plan.contract.null_values
-    match rule.kind:
-        case "required":
-            blank = ["  "] if "" in nulls else []
-            return choose([None, *nulls, *blank], pick)
-        case "type":
-            options = _type_breakers(spec, values, column.unique)
-        case "allowed_values":
-            options = [values + "?", "Unknown", "other", "999"]
-            if not spec.case_insensitive_values:
-                options = [values.str.to_uppercase(), values.str.to_lowercase(), *options]
-        case "minimum" | "maximum":
-            return _out_of_range(spec, rule.kind, n, attempt, rng)
-        case "pattern":
-            inner = [values.str.slice(0, 1) + mark + values.str.slice(1) for mark in "\t\u200b"]
-            options = ["#" + values, values + "!", values.str.reverse(), "?" + values + "?", *inner]
-        case "min_length":
-            return values.str.slice(0, max(1, (spec.min_length or 2) - 1 - attempt % 2))
-        case "max_length":
-            limit = spec.max_length or 0
-            filler = _FILLER * (limit // len(_FILLER) + 2)
-            return (values + filler).str.slice(0, limit + 1 + attempt)
-        case _:
-            raise AssertionError(rule.kind)
-    kept = [o for o in options if not isinstance(o, str) or o not in nulls]
-    return choose(kept, pick)
-
-
-def _type_breakers(spec: ColumnSpec, v: pl.Expr, unique: bool) -> list[pl.Expr | str]:
-    """Text that does not parse as the column's type: typos, placeholders, other formats."""
-    derived: dict[str, list[pl.Expr | str]] = {
-        "integer": [v + "abc", v + ".5", "#" + v],
-        "number": [v + "abc", "~" + v, v.str.replace(".", ",", literal=True) + "x"],
-        "boolean": [],
-        "date": [v + "x", "d" + v],
-        "timestamp": [v + "x", "t" + v],
-    }
-    constants: dict[str, list[pl.Expr | str]] = {
-        "integer": ["n/a", "12abc", "unknown"],
-        "number": ["n/a", "12abc", "unknown"],
-        "boolean": ["maybe", "2", "unknown"],
-        "date": ["n/a", "2023-02-30", "someday"],
-        "timestamp": ["n/a", "2023-02-30T25:61:00", "soon"],
-    }
-    options = derived[spec.logical_type]
-    return options if unique and options else options + constants[spec.logical_type]
-
-
-def _out_of_range(spec: ColumnSpec, kind: str, n: int, attempt: int, rng: Rng) -> pl.Expr:
-    """Below the minimum or above the maximum, sometimes exactly on an exclusive bound."""
-    below = kind == "minimum"
-    bound = spec.minimum if below else spec.maximum
-    exclusive = spec.exclusive_minimum if below else spec.exclusive_maximum
-    assert bound is not None
-    sign = -1 if below else 1
-    if spec.logical_type == "integer":
-        edge = math.floor(bound) if below else math.ceil(bound)
-        if edge == bound:
-            edge += sign
-        offset = pl.lit(rng.ints(n, 0, 10 ** (1 + attempt % 4)))
-        values = (edge + sign * offset).cast(pl.String)
+    if rule.kind == "required":  # the contract's own null spellings are defects too
+        kept = [*options, *nulls]
     else:
-        offset = (0.01 + pl.lit(rng.uniform(n)) * 10 ** (1 + attempt % 4)).round(2)
-        values = (bound + sign * offset).round(6).cast(pl.String)
-    if exclusive and attempt % 2 == 1:
-        exact = str(int(bound)) if bound == int(bound) else repr(bound)
-        return choose([values, exact], rng.ints(n, 0, 1))
-    return values
+        kept = [o for o in options if not isinstance(o, str) or o not in nulls]
+    if not kept:
+        raise AssertionError(f"{rule.id}: its kind plants no defect")
+    return choose(kept, rng.ints(valid.len(), 0, 1_000) + attempt)
 
 
 def _break_expression(

@@ -6,7 +6,7 @@ from typing import Any
 import polars as pl
 
 from flux_pipelines.contracts.model import ColumnSpec
-from flux_pipelines.contracts.rule_kinds.base import Cell, RuleKindSpec
+from flux_pipelines.contracts.rule_kinds.base import Cell, Defect, RuleKindSpec
 
 
 def _words(column: ColumnSpec) -> tuple[str, str]:
@@ -37,9 +37,12 @@ def _json_schema(column: ColumnSpec, typed: dict[str, Any]) -> None:
         typed["enum"] = [v.value for v in column.allowed_values]
 
 
-def _defects(column: ColumnSpec) -> list[str]:
-    allowed = {v.value.lower() for v in column.allowed_values}
-    return [c for c in ("ZZ-NOT-ALLOWED", "unknown-value", "-1") if c.lower() not in allowed]
+def _defects(column: ColumnSpec, valid: pl.Expr) -> list[Defect]:
+    """A stray character, a placeholder, and (when case counts) the value in other case."""
+    options: list[Defect] = [valid + "?", "Unknown", "other", "999"]
+    if not column.case_insensitive_values:
+        options = [valid.str.to_uppercase(), valid.str.to_lowercase(), *options]
+    return options
 
 
 KIND = RuleKindSpec(

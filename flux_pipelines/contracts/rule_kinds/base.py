@@ -39,6 +39,15 @@ def _none(_column: ColumnSpec) -> list[Any]:
     return []
 
 
+# A value that breaks a rule: an expression over the row's valid value (text), a constant,
+# or None (an empty field).
+Defect = pl.Expr | str | None
+
+
+def _no_defects(_column: ColumnSpec, _valid: pl.Expr) -> list[Defect]:
+    return []
+
+
 def _no_schema(_column: ColumnSpec, _typed: dict[str, Any]) -> None:
     return None
 
@@ -54,7 +63,8 @@ class RuleKindSpec:
     violation: Callable[[Cell], pl.Expr]
     pandera_checks: Callable[[ColumnSpec], list[pa.Check]] = _none
     json_schema: Callable[[ColumnSpec, dict[str, Any]], None] = _no_schema
-    # values that break the rule on a column declaring it, for the demo generator: texts
-    # as an agency would write them (an empty list: the generator plants it another way)
-    defects: Callable[[ColumnSpec], list[str]] = _none
+    # values that break the rule on a column declaring it, derived from a valid value of the
+    # row as an agency would get it wrong; the demo generator plants one and keeps it only
+    # when the validator reports exactly this rule (empty: the generator plants it itself)
+    defects: Callable[[ColumnSpec, pl.Expr], list[Defect]] = _no_defects
     notes: tuple[str, ...] = field(default=())

@@ -1,12 +1,13 @@
 """``<column>.minimum`` and ``<column>.maximum``: a number, integer or date within the
 contract's bound (inclusive unless the bound is declared exclusive)."""
 
+import math
 from typing import Any
 
 import polars as pl
 
 from flux_pipelines.contracts.model import ColumnSpec
-from flux_pipelines.contracts.rule_kinds.base import Cell, RuleKindSpec
+from flux_pipelines.contracts.rule_kinds.base import Cell, Defect, RuleKindSpec
 
 
 def _op(column: ColumnSpec, *, lower: bool) -> str:
@@ -55,13 +56,21 @@ def _json_schema(column: ColumnSpec, typed: dict[str, Any], *, lower: bool) -> N
     typed["anyOf"][0][key] = _bound(column, lower=lower)
 
 
-def _defects(column: ColumnSpec, *, lower: bool) -> list[str]:
+def _defects(column: ColumnSpec, *, lower: bool) -> list[Defect]:
+    """Beyond the bound by growing steps, and exactly on it when the bound is exclusive."""
     if column.logical_type not in ("integer", "number"):
         return []
-    bound = _bound(column, lower=lower)
-    step = 1 if column.logical_type == "integer" else 0.5
-    beyond = bound - step if lower else bound + step
-    return [str(int(beyond)) if column.logical_type == "integer" else f"{beyond:g}"]
+    bound, sign = _bound(column, lower=lower), -1 if lower else 1
+    exclusive = column.exclusive_minimum if lower else column.exclusive_maximum
+    if column.logical_type == "integer":
+        edge = math.floor(bound) if lower else math.ceil(bound)
+        edge += sign if edge == bound else 0
+        options: list[Defect] = [str(edge + sign * step) for step in (0, 9, 99, 999)]
+    else:
+        options = [repr(round(bound + sign * step, 6)) for step in (0.01, 1.5, 17.25, 999.5)]
+    if exclusive:
+        options.append(str(int(bound)) if bound == int(bound) else repr(bound))
+    return options
 
 
 MINIMUM = RuleKindSpec(
@@ -72,7 +81,7 @@ MINIMUM = RuleKindSpec(
     violation=lambda cell: _violation(cell, lower=True),
     pandera_checks=lambda column: _pandera(column, lower=True),
     json_schema=lambda column, typed: _json_schema(column, typed, lower=True),
-    defects=lambda column: _defects(column, lower=True),
+    defects=lambda column, valid: _defects(column, lower=True),
 )
 MAXIMUM = RuleKindSpec(
     kind="maximum",
@@ -82,5 +91,5 @@ MAXIMUM = RuleKindSpec(
     violation=lambda cell: _violation(cell, lower=False),
     pandera_checks=lambda column: _pandera(column, lower=False),
     json_schema=lambda column, typed: _json_schema(column, typed, lower=False),
-    defects=lambda column: _defects(column, lower=False),
+    defects=lambda column, valid: _defects(column, lower=False),
 )

@@ -14,5 +14,5 @@ KIND = RuleKindSpec(
     declared=lambda column: column.required,
     words=_words,
     violation=lambda cell: cell.text.is_null(),
-    defects=lambda column: [""],  # the pandera schema says it as nullable=False
+    defects=lambda column, valid: [None, "", "  "],  # pandera: nullable=False
 )

@@ -9,6 +9,8 @@ import polars as pl
 from flux_pipelines.contracts.model import ColumnSpec
 from flux_pipelines.contracts.rule_kinds.base import Cell, RuleKindSpec
 
+_FILLER = "abcdefghijklmnopqrstuvwxyz"  # lengthens a value past its maximum
+
 
 def _pattern(column: ColumnSpec) -> str:
     assert column.pattern is not None  # declared() holds
@@ -68,7 +70,13 @@ PATTERN = RuleKindSpec(
     violation=lambda cell: (~cell.text.str.contains(_pattern(cell.column))).fill_null(False),
     pandera_checks=_pattern_pandera,
     json_schema=lambda column, typed: _string_schema(column, typed, "pattern", column.pattern),
-    defects=lambda column: ["!!", " ~ "],  # the generator keeps one the pattern refuses
+    defects=lambda column, valid: [
+        "#" + valid,
+        valid + "!",
+        valid.str.reverse(),
+        "?" + valid + "?",
+        *[valid.str.slice(0, 1) + mark + valid.str.slice(1) for mark in "\t\u200b"],
+    ],
 )
 MIN_LENGTH = RuleKindSpec(
     kind="min_length",
@@ -78,7 +86,9 @@ MIN_LENGTH = RuleKindSpec(
     violation=lambda cell: _length_violation(cell, lower=True),
     pandera_checks=lambda column: _length_pandera(column, lower=True),
     json_schema=lambda column, typed: _string_schema(column, typed, "minLength", column.min_length),
-    defects=lambda column: ["x" * max(_length(column, lower=True) - 1, 1)],
+    defects=lambda column, valid: [
+        valid.str.slice(0, max(1, _length(column, lower=True) - cut)) for cut in (1, 2)
+    ],
 )
 MAX_LENGTH = RuleKindSpec(
     kind="max_length",
@@ -88,5 +98,10 @@ MAX_LENGTH = RuleKindSpec(
     violation=lambda cell: _length_violation(cell, lower=False),
     pandera_checks=lambda column: _length_pandera(column, lower=False),
     json_schema=lambda column, typed: _string_schema(column, typed, "maxLength", column.max_length),
-    defects=lambda column: ["x" * (_length(column, lower=False) + 1)],
+    defects=lambda column, valid: [
+        (valid + _FILLER * (_length(column, lower=False) // len(_FILLER) + 2)).str.slice(
+            0, _length(column, lower=False) + extra
+        )
+        for extra in (1, 2)
+    ],
 )

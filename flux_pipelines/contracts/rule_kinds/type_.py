@@ -1,8 +1,10 @@
 """``<column>.type``: a non-string value must be of its column's type (validator.py says
 which spellings are which type; a number format declared on the column is applied first)."""
 
+import polars as pl
+
 from flux_pipelines.contracts.model import ColumnSpec, LogicalType
-from flux_pipelines.contracts.rule_kinds.base import RuleKindSpec
+from flux_pipelines.contracts.rule_kinds.base import Defect, RuleKindSpec
 
 TYPE_WORDS: dict[LogicalType, str] = {
     "string": "text",
@@ -12,13 +14,31 @@ TYPE_WORDS: dict[LogicalType, str] = {
     "date": "a date",
     "timestamp": "a date and time",
 }
-_NOT_OF_TYPE: dict[LogicalType, list[str]] = {
-    "integer": ["12.5", "twelve", "1e999"],
-    "number": ["n/a-value", "1,5", "1e999"],
-    "boolean": ["maybe"],
-    "date": ["2026-02-30", "yesterday"],
-    "timestamp": ["2026-13-01T00:00:00", "soon"],
+# Placeholders and other formats agencies send instead of a value of the type.
+_CONSTANTS: dict[LogicalType, list[Defect]] = {
+    "integer": ["n/a", "12abc", "unknown"],
+    "number": ["n/a", "12abc", "unknown"],
+    "boolean": ["maybe", "2", "unknown"],
+    "date": ["n/a", "2023-02-30", "someday"],
+    "timestamp": ["n/a", "2023-02-30T25:61:00", "soon"],
+    "string": [],
 }
+
+
+def _defects(column: ColumnSpec, valid: pl.Expr) -> list[Defect]:
+    """Typos of the row's own value; constants too unless the column is a key (two rows
+    with one placeholder would also repeat the key)."""
+    derived: dict[LogicalType, list[Defect]] = {
+        "integer": [valid + "abc", valid + ".5", "#" + valid],
+        "number": [valid + "abc", "~" + valid, valid.str.replace(".", ",", literal=True) + "x"],
+        "boolean": [],
+        "date": [valid + "x", "d" + valid],
+        "timestamp": [valid + "x", "t" + valid],
+        "string": [],
+    }
+    options = derived[column.logical_type]
+    key = column.unique or column.primary_key
+    return options if key and options else options + _CONSTANTS[column.logical_type]
 
 
 def _words(column: ColumnSpec) -> tuple[str, str]:
@@ -35,5 +55,5 @@ KIND = RuleKindSpec(
     declared=lambda column: column.logical_type != "string",
     words=_words,
     violation=lambda cell: cell.text.is_not_null() & cell.value.is_null(),
-    defects=lambda column: list(_NOT_OF_TYPE.get(column.logical_type, [])),
+    defects=_defects,
 )
