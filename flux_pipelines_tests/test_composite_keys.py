@@ -18,6 +18,7 @@ from flux_pipelines.contracts.jsonschema_export import json_schema
 from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.contracts.model import PRIMARY_KEY_RULE, Contract
 from flux_pipelines.contracts.pandera_schema import pandera_schema
+from flux_pipelines.demo.generator import generate_rows, write_delivery
 from flux_pipelines.errors import ContractError
 from flux_pipelines_tests.conftest import DAY, contract_doc, run_load, write_contract
 
@@ -164,3 +165,23 @@ def test_the_curated_schema_check_holds_composite_keys_within_a_day(tmp_path: Pa
     planted = frame.with_columns(pl.lit(days[0]).alias("_partition_date"))
     with pytest.raises(pandera.errors.SchemaError, match=PRIMARY_KEY_RULE):
         schema.validate(planted)
+
+
+def test_the_generator_plants_composite_keys_and_duplicate_rows_the_loader_finds(
+    tmp_path: Path, conn: duckdb.DuckDBPyConnection
+) -> None:
+    """The demo generator's planted table is exactly what the loader quarantines."""
+    properties = [
+        {**AWARD_KEY[0], "logicalTypeOptions": {"pattern": "^[A-Z]{3}[0-9]{4}$"}},
+        {**AWARD_KEY[1], "logicalTypeOptions": {"minimum": 0, "maximum": 99}},
+        AWARD_KEY[2],
+    ]
+    quality = [{"id": "row.duplicate", "type": "library", "rule": "duplicateValues"}]
+    contract = _contract(tmp_path, properties, quality)
+    generated = generate_rows(contract, 2_000, seed=3)
+    planted = set(generated.planted.iter_rows())
+    assert {rule for _, rule in planted} >= {PRIMARY_KEY_RULE, "row.duplicate"}
+    path = write_delivery(generated.frame, tmp_path / "landing" / "generated.csv")
+    run_load(conn, contract, [path], tmp_path)
+    found = set(conn.execute("SELECT _row_number, rule_id FROM items_quarantine").fetchall())
+    assert found == planted

@@ -438,7 +438,11 @@ def _num_range(spec: ColumnSpec) -> tuple[float, float]:
 
 def _build_column(spec: ColumnSpec, rules: Sequence[Rule], total: int, rng: Rng) -> _Column:
     kinds = {r.kind for r in rules if r.column == spec.name and len(r.columns) <= 1}
-    unique = spec.unique or spec.primary_key or "unique" in kinds
+    # a key of several columns is unique when its first column is (the others are free)
+    leads = any(
+        r.kind == "unique" and not r.nulls_match and r.columns[:1] == (spec.name,) for r in rules
+    )
+    unique = spec.unique or "unique" in kinds or leads
     num_range = _num_range(spec)
     span = num_range[1] - num_range[0]
     num_step = span / (total + 1)
@@ -713,6 +717,8 @@ def _literals(expression: str) -> tuple[str, ...]:
 def _plantable(rule: Rule, columns: Mapping[str, _Column]) -> bool:
     if rule.kind == "expression":
         return any(not columns[c].unique for c in rule.columns)
+    if rule.kind == "unique":  # planted by copying the key (or the whole row) of another row
+        return True
     column = columns[rule.column] if rule.column else None
     if column is None:
         return False
@@ -740,7 +746,13 @@ def _expected(rule: Rule, rules: Sequence[Rule]) -> str:
 
 
 def _unique_ids(rule: Rule, rules: Sequence[Rule]) -> list[str]:
-    return sorted(r.id for r in rules if r.kind == "unique" and r.column == rule.column)
+    """The unique rules a copy of ``rule``'s key repeats: every key within its columns (the
+    source row has a value in each, ``_duplicate_source``)."""
+    return sorted(r.id for r in _keys_within(rule, rules))
+
+
+def _keys_within(rule: Rule, rules: Sequence[Rule]) -> list[Rule]:
+    return [r for r in rules if r.kind == "unique" and set(r.columns) <= set(rule.columns)]
 
 
 # --------------------------------------------------------------------------- valid rows
@@ -1052,7 +1064,8 @@ def _assign(
     taken = set(assigned) | spare
     for pos, rule in list(assigned.items()):
         if rule.kind == "unique":
-            keys = frame[rule.column or ""]
+            needed = {c for r in _keys_within(rule, plan.contract.rules) for c in r.columns}
+            keys = frame.select(sorted(needed))
             source = _duplicate_source(keys, plan.contract.null_values, taken, rng)
             if source is None:
                 del assigned[pos]
@@ -1063,13 +1076,14 @@ def _assign(
 
 
 def _duplicate_source(
-    keys: pl.Series, nulls: Sequence[str], taken: set[int], rng: Rng
+    keys: pl.DataFrame, nulls: Sequence[str], taken: set[int], rng: Rng
 ) -> int | None:
-    """A row, not otherwise used, whose key is not null: copying it makes a duplicate."""
+    """A row, not otherwise used, with a value in every key column: copying it makes a
+    duplicate of every key among them."""
     for _ in range(64):
-        pos = rng.py.randrange(keys.len())
-        key = keys[pos]
-        if pos not in taken and key is not None and key.strip() not in nulls:
+        pos = rng.py.randrange(keys.height)
+        row = keys.row(pos)
+        if pos not in taken and all(v is not None and v.strip() not in nulls for v in row):
             return pos
     return None
 
@@ -1109,7 +1123,9 @@ def _apply_defects(
         where = positions.gather(at)
         name = rule.column or ""
         if rule.kind == "unique":
-            columns[name].scatter(at, valid[name].gather([defects.sources[p] for p in where]))
+            sources = [defects.sources[p] for p in where]
+            for key in rule.columns:
+                columns[key].scatter(at, valid[key].gather(sources))
             continue
         base = valid[name].gather(where)  # break the valid value, or a new one
         if base.null_count():
