@@ -330,19 +330,20 @@ def test_jsonl_a_line_is_a_record_and_values_are_checked_as_read(tmp_path: Path)
     assert _rejection(tmp_path, nested).rule_id == "delivery.field_too_long"
 
 
-def test_json_is_one_record_bounded_before_it_is_parsed(
+def test_json_records_are_bounded_per_element_before_they_are_parsed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """polars parses a .json document whole (217 MB took 1.9 GB): beyond the record limit
-    it is rejected unparsed, with the advice to deliver JSON Lines."""
+    """polars parsed a .json document whole (217 MB took 1.9 GB): the array is now streamed
+    and each element is one record, measured before it is parsed."""
     rows = [{"id": i, "name": f"name {i}"} for i in range(5000)]
     path = _write(tmp_path, "big.json", json.dumps(rows))
     assert path.stat().st_size > SMALL.max_line_bytes
-    monkeypatch.setattr(pl, "read_json", lambda *a, **k: pytest.fail("parsed"))
-    problem = _rejection(tmp_path, path)
-    monkeypatch.undo()
+    monkeypatch.setattr(pl, "read_json", lambda *a, **k: pytest.fail("parsed whole"))
+    assert sum(c.height for c in read_chunks(inspect_file(path, SMALL))) == 5000
+    one = _write(tmp_path, "one.json", json.dumps([{"id": 1}, {"id": 2, "name": "n" * 70_000}]))
+    problem = _rejection(tmp_path, one)
     assert problem.rule_id == "delivery.line_too_long"
-    assert "JSON Lines" in problem.reason and f"{path.stat().st_size:,} bytes" in problem.reason
+    assert problem.reason.startswith("one.json: record 2 of the JSON array (from line 1) is ")
     small = _write(tmp_path, "small.json", json.dumps([{"id": 1, "name": "n" * 20_000}]))
     assert _rejection(tmp_path, small).rule_id == "delivery.field_too_long"
 

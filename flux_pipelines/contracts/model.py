@@ -56,7 +56,10 @@ def _mib(size: int) -> str:
 # rule id -> (message, expected)
 DELIVERY_RULES: dict[str, tuple[str, str]] = {
     "delivery.empty_file": ("the file has no data rows", "at least one data row"),
-    "delivery.bad_encoding": ("the file is not UTF-8 text", "UTF-8 text"),
+    "delivery.bad_encoding": (
+        "the file is not UTF-8 text, nor in the encoding its contract declares",
+        "UTF-8 text, or text in the encoding the contract declares (customProperty encoding)",
+    ),
     "delivery.unreadable": ("the file cannot be parsed", "a well-formed file"),
     "delivery.duplicate_columns": ("a column header appears twice", "each column once"),
     "delivery.missing_required_columns": (
@@ -70,11 +73,20 @@ DELIVERY_RULES: dict[str, tuple[str, str]] = {
     "delivery.line_too_long": (
         "a record (line) is longer than Flux reads",
         f"records of at most {_mib(DEFAULT_MAX_LINE_BYTES)} unless the operator set another "
-        "limit (a .json file is one record: deliver larger ones as JSON Lines)",
+        "limit (in a .json file, each element of the records array is a record)",
     ),
     "delivery.field_too_long": (
         "a field is longer than Flux reads",
         f"fields of at most {_mib(DEFAULT_MAX_FIELD_BYTES)} unless the operator set another limit",
+    ),
+    # The reading options a contract declares (ReadOptions): a file whose layout needs one
+    # it does not declare, or is not the one it declares, is rejected rather than misread.
+    "delivery.layout_mismatch": (
+        "the file's layout is not the one its contract declares (comment lines before the "
+        "header, JSON records under a key, a JSON object that is no record)",
+        "no comment lines before the header unless customProperty commentPrefix declares "
+        "them; JSON records in a top-level array, or where customProperty jsonRecordsPath "
+        "says",
     ),
     "delivery.manifest_invalid": (
         "the manifest cannot be read",
@@ -179,9 +191,11 @@ class SizeLimits(BaseModel):
     for several such fields plus hundreds of ordinary ones. A value is held a few times over
     while it is parsed, typed and validated, so these keep one record's cost to tens of MB.
 
-    A *record* is a CSV record (which may span lines inside quotes), a JSON Lines line, a
-    whole ``.json`` document (it is parsed whole, so its size is its memory) or a Parquet
-    row; a *field* is one value as delivered (CSV: between its separators, quotes included).
+    A *record* is a CSV record (which may span lines inside quotes), a JSON Lines line, an
+    element of a ``.json`` file's records array (the array is streamed, one element at a
+    time, so a large array costs no more than its largest element; a ``.json`` document
+    that is one object is one record, whole) or a Parquet row; a *field* is one value as
+    delivered (CSV: between its separators, quotes included; JSON: its text).
     Set per deployment with ``FluxWarehouse`` (``max_line_bytes``, ``max_field_bytes``) or
     the environment (``FLUX_MAX_LINE_BYTES``, ``FLUX_MAX_FIELD_BYTES``: bytes, or with a
     KiB/MiB/GiB suffix).

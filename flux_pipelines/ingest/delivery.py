@@ -80,6 +80,10 @@ if TYPE_CHECKING:
 IGNORED_PREFIXES = (".", "_", "~")
 TEMPORARY_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", ".swp")
 KEYS_DIR = ".keys"
+# A file at least this large parsed into one record that holds no value in any contract
+# column is implausible (``_stage_file``): a legitimate one-record delivery holds values,
+# and one empty record of a few bytes (a header and a line of commas) is left to the rules.
+IMPLAUSIBLE_ONE_ROW_BYTES = 4096
 SPLIT_DIR = ".split"
 # Rejections after which the raw rows stay: the file was read whole, so they are what
 # was delivered (evidence for the agency), but none of them is curated.
@@ -344,19 +348,36 @@ class PartitionLoader:
         the hashing thread's handle closed), whether the rejection came before its rows were
         read (doubled columns) or after (a missing column, a manifest mismatch), and also
         when the load itself fails: a delivery of many rejected files must not hold a
-        descriptor per file until the garbage collector happens by."""
+        descriptor per file until the garbage collector happens by.
+
+        Implausible row counts are rejected, never loaded as-is. Implausible means, exactly
+        (conservative: each is a layout misread, not a small delivery):
+
+        - zero records from a file holding data: anything but blank lines after a CSV's
+          header or in JSON Lines, elements in a JSON array, rows in a Parquet footer
+          (``readers.holds_data``; ``delivery.unreadable``);
+        - one record that holds no value (null or blank) in any contract column, from a file
+          of at least ``IMPLAUSIBLE_ONE_ROW_BYTES`` (``delivery.unreadable``);
+        - a .json document that is one object whose keys include no contract column,
+          whatever its size (``delivery.layout_mismatch``): a wrapper or a report, no record.
+
+        A header with no rows stays ``delivery.empty_file``."""
         outcome = FileOutcome(file=display_name(path))  # a name that is not UTF-8 is escaped
         facts: FileFacts | None = None
         try:
             if isinstance(manifest, ManifestInvalid):
                 outcome.rows_read = None  # not read: the delivery is not trusted
                 raise FileProblem("delivery.manifest_invalid", str(manifest))
-            facts = inspect_file(path, self.limits)
+            facts = inspect_file(
+                path, self.limits, reading=self.contract.reading, workdir=self.staging
+            )
             outcome.size_bytes, outcome.format = facts.size_bytes, facts.format
             mapping, outcome.unmapped, outcome.missing = self._map_headers(facts.headers)
+            if facts.single_object and not mapping:
+                raise self._no_record(facts)
             outcome.reordered = self._reordered(facts.headers)
             missing_required = [c for c in self.contract.required_columns if c in outcome.missing]
-            rows = self._stage_raw(facts, mapping)
+            rows, empty = self._stage_raw(facts, mapping)
             outcome.rows_read = rows
             outcome.sha256 = facts.sha256  # waits for the hash; raises on bad encoding
             if rows == 0:
@@ -367,6 +388,8 @@ class PartitionLoader:
                     f"required column(s) {', '.join(missing_required)} are missing; the file "
                     f"has {', '.join(facts.headers)}",
                 )
+            if rows == 1 and empty and facts.size_bytes >= IMPLAUSIBLE_ONE_ROW_BYTES:
+                raise self._implausible_one_row(facts)
             if manifest is not None:
                 _check_against_manifest(manifest, outcome)
         except FileProblem as problem:
@@ -425,17 +448,42 @@ class PartitionLoader:
         expected = [c for c in self.contract.column_names if c in set(delivered)]
         return delivered != expected
 
-    def _stage_raw(self, facts: FileFacts, mapping: dict[str, str]) -> int:
-        rows = 0
+    def _stage_raw(self, facts: FileFacts, mapping: dict[str, str]) -> tuple[int, bool]:
+        """Stage the file's rows as raw Parquet: (rows, whether its first row holds no value
+        in any contract column)."""
+        rows, empty = 0, False
         unmapped = [h for h in facts.headers if h not in mapping]
         try:
             for chunk in read_chunks(facts, self.chunk_rows):
                 text = self._contract_frame(chunk, mapping, unmapped, facts.path.name)
+                if rows == 0:
+                    empty = _blank_row(text.head(1), self.contract.column_names)
                 self._write_raw(text, facts)
                 rows += chunk.height
         finally:
             self._writer.wait()
-        return rows
+        return rows, empty
+
+    def _no_record(self, facts: FileFacts) -> FileProblem:
+        """A .json document that is one object with no contract column among its keys is
+        no record of this dataset (a wrapper, a report): never loaded as an empty row."""
+        keys = ", ".join(facts.headers[:10]) + (" ..." if len(facts.headers) > 10 else "")
+        return FileProblem(
+            "delivery.layout_mismatch",
+            f"{display_name(facts.path)}: the JSON document is one object whose keys ({keys}) "
+            f"include none of the contract's columns: it is no record of {self.contract.dataset}. "
+            "Deliver an array of records; if the records sit deeper in this object, declare "
+            "customProperty jsonRecordsPath (keys joined by '.') in the contract",
+        )
+
+    def _implausible_one_row(self, facts: FileFacts) -> FileProblem:
+        return FileProblem(
+            "delivery.unreadable",
+            f"{display_name(facts.path)}: {facts.size_bytes:,} bytes parsed into one record "
+            "with no value in any contract column: implausible for a file this size, so Flux "
+            f"does not load it as-is; check its layout (the header, the separator, where the "
+            f"records sit). The file's columns: {', '.join(facts.headers[:10])}",
+        )
 
     def _validate_file(self, facts: FileFacts, duplicates: dict[str, pl.DataFrame]) -> None:
         """Pass 2: validate the staged rows chunk by chunk and write each row once."""
@@ -912,6 +960,14 @@ def _bounded_json(expr: pl.Expr, limit: int) -> pl.Expr:
     size = expr.str.len_bytes()
     marker = pl.format('"[{} bytes of extra columns, truncated by Flux: see the raw table]"', size)
     return pl.when(size > limit).then(marker).otherwise(expr)
+
+
+def _blank_row(row: pl.DataFrame, columns: Sequence[str]) -> bool:
+    """Whether the row holds no value (null or blank) in any of ``columns``."""
+    if row.height == 0:
+        return False
+    blank = [(pl.col(c).is_null() | (pl.col(c).str.strip_chars() == "")) for c in columns]
+    return bool(row.select(pl.all_horizontal(blank)).item()) if blank else True
 
 
 def _expected_for(rule_id: str) -> str:

@@ -10,7 +10,21 @@ link followed, no FIFO or folder opened), and read only through that descriptor:
 ``/proc/self/fd/<n>`` with globbing off, so a name like ``*.csv`` or ``a[1].csv`` is a name,
 never a pattern. A file that changes while it is read is rejected, not loaded in part.
 
-Memory is bounded per record and per field (``SizeLimits``): before polars parses a file, a
+The contract steers reading (``ReadOptions``, ``Contract.reading``):
+
+- ``encoding``: a text file in another encoding (latin-1, cp1252, utf-16) is transcoded to
+  UTF-8 in one streaming pass into the staging area (``StagedText``), and every reader
+  reads that copy; the hash stays the delivered bytes'. Without it, a file that is not
+  UTF-8 is ``delivery.bad_encoding``, whose reason says what to declare.
+- ``commentPrefix``: lines starting with it before a CSV's header are skipped (polars
+  ``skip_lines``); row numbers still count data records from 1 after the header. Without
+  it, ``#`` comment lines before the header are detected and the file is rejected
+  (``delivery.layout_mismatch``) saying what to declare, never parsed with a comment for
+  a header.
+- ``jsonRecordsPath``: where a .json file's records array sits in its wrapping object
+  (``json_records.py``, which also reads JSON and JSON Lines: DuckDB, every field as text).
+
+Memory is bounded per record and per field (``SizeLimits``): before a parser reads a file, a
 streaming pass over its bytes (``bound_sizes``: 1 MiB blocks, numpy) measures its records
 and fields and rejects the file whole at the first one over the limit
 (``delivery.line_too_long``, ``delivery.field_too_long``), so a hostile 1 GB value costs a
@@ -22,9 +36,9 @@ bounded read instead of many times its size in memory. What each format's pass c
   once it passes the limit, not read to the end).
 - JSON Lines: every line is a record (JSON text holds no raw newline); values are checked as
   read, each then at most a record long.
-- JSON: the document is parsed whole, so it is one record: a file larger than the record
-  limit is rejected unparsed (JSON Lines is the format for big deliveries); values are
-  checked as read.
+- JSON: every element of the records array is a record (``json_records.LayoutScan``), found
+  by the same kind of pass, which DuckDB then streams; a top-level object that is one
+  record is bounded whole. Values are checked as read.
 - JSON and JSON Lines also by depth: reading a nested value costs far more than its bytes
   (a 1.2 KB value 300 deep: 1 s and 450 MB), so the same pass counts the arrays and objects
   open outside strings (``NestingScan``) and rejects a document (a .json file, a line of
@@ -34,6 +48,10 @@ bounded read instead of many times its size in memory. What each format's pass c
   than its values x the field limit holds a value over it and is rejected undecoded; values
   and rows are then checked as read. A page mixing one huge value with enough small ones is
   decoded before it is rejected: memory is then bounded by that page, not by the limit.
+
+Row counts must be plausible (``read_chunks``, and the loader for one record): a file that
+holds data yet parses into zero records is rejected (``delivery.unreadable``), never loaded
+as an empty delivery.
 """
 
 from __future__ import annotations
@@ -43,27 +61,32 @@ import contextlib
 import csv
 import hashlib
 import io
-import json
 import os
-import re
 import stat
+import tempfile
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import polars as pl
 
-from flux_pipelines.contracts.model import MAX_FIELD_BYTES_ENV, MAX_LINE_BYTES_ENV, SizeLimits
+from flux_pipelines.contracts.model import (
+    MAX_FIELD_BYTES_ENV,
+    MAX_LINE_BYTES_ENV,
+    ReadOptions,
+    SizeLimits,
+)
 from flux_pipelines.contracts.slugs import normalise_header
 from flux_pipelines.contracts.validator import DELIVERED_FIELDS, EXPECTED_FIELDS, ROW
 from flux_pipelines.errors import UnsafePath
 from flux_pipelines.ingest.confine import (
     LANDING,
+    PROC_FD,
     ConfinedFile,
     folder_problem,
     landing_root_of,
@@ -72,6 +95,9 @@ from flux_pipelines.ingest.confine import (
     stat_key,
 )
 from flux_pipelines.ingest.manifest import COMPLETION_MARKER
+
+if TYPE_CHECKING:
+    from flux_pipelines.ingest.json_records import JsonRecords
 
 CSV_SUFFIXES = {".csv", ".txt"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
@@ -86,6 +112,10 @@ HEADER_MAX_BYTES = 1 << 20
 # block of nothing but commas), so 1 MiB keeps it under ~25 MB, and it is as fast as 8 MiB
 # (55 ms for 79 MB, measured; 8 MiB blocks: 66 ms, 190 MB on that worst case).
 SCAN_BLOCK = 1 << 20
+# Encodings that need no transcoding: the readers read UTF-8 (a BOM is skipped).
+UTF8_NAMES = {"utf-8", "utf-8-sig"}
+# The comment lines Flux recognises before a header when the contract declares none.
+UNDECLARED_COMMENT = "#"
 
 
 class FileProblem(Exception):
@@ -95,6 +125,46 @@ class FileProblem(Exception):
         super().__init__(reason)
         self.rule_id = rule_id
         self.reason = reason
+
+
+class StagedText:
+    """A file Flux writes into the staging area and reads instead of the delivered one (the
+    delivered text transcoded to UTF-8, a JSON records array cut out of its wrapper).
+
+    Read, like a delivered file, through its descriptor (``via``: never a glob pattern,
+    whatever the staging folder's name); deleted by ``close``."""
+
+    def __init__(self, workdir: Path | None, suffix: str) -> None:
+        self.fd, name = tempfile.mkstemp(prefix=".flux-", suffix=suffix, dir=workdir)
+        self.path = Path(name)
+        self.via = f"/proc/self/fd/{self.fd}" if PROC_FD else name
+
+    @property
+    def stat(self) -> os.stat_result:
+        return os.fstat(self.fd)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def head(self, size: int) -> bytes:
+        return os.pread(self.fd, size, 0)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> StagedText:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 # One background thread hashes (and proves UTF-8) while polars reads the same file:
@@ -119,6 +189,17 @@ class FileFacts:
     limits: SizeLimits = field(default_factory=SizeLimits, repr=False, compare=False)
     # Set to stop the hashing thread early (the file was rejected: its digest is of no use).
     stop: threading.Event | None = field(default=None, repr=False, compare=False)
+    # How the contract says to read it, and what that gave: the UTF-8 copy of a text in
+    # another encoding, the comment lines before a CSV header, where JSON records are.
+    reading: ReadOptions = field(default_factory=ReadOptions, repr=False, compare=False)
+    text: StagedText | None = field(default=None, repr=False, compare=False)
+    skip_lines: int = 0
+    records: JsonRecords | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def single_object(self) -> bool:
+        """The file is a JSON document that is one object, read as its one record."""
+        return self.records is not None and self.records.single_object
 
     @property
     def sha256(self) -> str:
@@ -127,7 +208,10 @@ class FileFacts:
 
     @property
     def source(self) -> str:
-        """What readers open: the confined descriptor's path, never a pattern."""
+        """What readers open: the confined descriptor's path (or the staged UTF-8 copy's),
+        never a pattern."""
+        if self.text is not None:
+            return self.text.via
         return self.handle.via if self.handle is not None else str(self.path)
 
     def finish(self) -> None:
@@ -151,9 +235,11 @@ class FileFacts:
             )
 
     def close(self) -> None:
-        """Close the descriptor (the hash has its own handle); reads after this fail."""
+        """Close the descriptor (the hash has its own handle) and delete the staged copies;
+        reads after this fail."""
         if self.handle is not None:
             self.handle.close()
+        _discard(self.text, self.records)
 
     def abandon(self) -> None:
         """Let go of a file rejected before or after it was read: close its descriptor, stop
@@ -204,53 +290,87 @@ def file_format(path: Path) -> str:
     )
 
 
-def inspect_file(path: Path, limits: SizeLimits | None = None) -> FileFacts:
+def inspect_file(
+    path: Path,
+    limits: SizeLimits | None = None,
+    *,
+    reading: ReadOptions | None = None,
+    workdir: Path | None = None,
+) -> FileFacts:
     """Open the file confined to its landing folder, start hashing it (and checking its
     encoding), read its header and bound its records and fields (``bound_sizes``; None:
-    the limits in force, ``SizeLimits.resolve``). ``FileFacts.close`` (or ``read_chunks``
-    reaching the end) closes it; ``FileFacts.abandon`` when it is rejected."""
+    the limits in force, ``SizeLimits.resolve``), as the contract's ``reading`` options say
+    (None: the defaults). Copies a reader needs (a transcoded text, a JSON records array)
+    go to ``workdir`` (None: the system's temporary folder). ``FileFacts.close`` (or
+    ``read_chunks`` reaching the end) closes it; ``FileFacts.abandon`` when it is rejected."""
+    from flux_pipelines.ingest import json_records  # it builds on this module's scans
+
     limits = limits if limits is not None else SizeLimits.resolve()
+    reading = reading if reading is not None else ReadOptions()
     check_file_name(path)
     handle = open_delivered(path)
+    name = display_name(path)
     stop = threading.Event()
     digest: Future[str] | None = None
+    text: StagedText | None = None
+    records: JsonRecords | None = None
+    skip = 0
     try:
         fmt = file_format(path)
         size = handle.stat.st_size
         if size == 0:
             raise FileProblem("delivery.empty_file", "the file is empty (0 bytes)")
+        native = fmt == "parquet" or reading.encoding in UTF8_NAMES
         reader = handle.reopen()
         digest = _HASHER.submit(
-            _hash_and_check_text, reader, check_utf8=fmt != "parquet", stop=stop
+            _hash_and_check_text, reader, check_utf8=fmt != "parquet" and native, stop=stop
         )
         try:
-            # Sizes before polars sees the file: it reads JSON whole to learn its columns, and
-            # scans a CSV with an unclosed quote to its end. A CSV's header comes first (a
-            # bounded read: a file without one is unreadable, whatever its size).
-            names = _delivered_csv_header(handle.via) if fmt == "csv" else []
-            if fmt != "parquet":
-                bound_sizes(handle, fmt, limits, name=display_name(path), headers=names)
-            if fmt in ("json", "jsonl"):
-                _reject_doubled_keys(handle.via, fmt)
+            if not native:
+                text = transcode(handle, reading.encoding, workdir=workdir, name=name)
+            readable: ConfinedFile | StagedText = text if text is not None else handle
+            # Sizes before a parser sees the file: polars scans a CSV with an unclosed quote
+            # to its end. A CSV's header comes first (a bounded read: a file without one is
+            # unreadable, whatever its size), after its comment lines.
+            names: list[str] = []
+            start = 0
+            if fmt == "csv":
+                skip, start = comment_lines(readable, reading.comment_prefix, name=name)
+                names = _delivered_csv_header(readable.via, start)
+            if fmt in ("csv", "jsonl"):
+                bound_sizes(
+                    readable, fmt, limits, name=name, headers=names, start=start, line=skip + 1
+                )
+            if fmt == "json":
+                records = json_records.locate(
+                    readable,
+                    path=reading.json_records_path,
+                    limits=limits,
+                    name=name,
+                    workdir=workdir,
+                )
+            elif fmt == "jsonl":
+                records = json_records.open_lines(readable, limits=limits, name=name)
             if fmt == "parquet":  # polars refuses a name given twice in its own words
                 _reject_duplicates([normalise_header(n) for n in _parquet_names(handle.via)])
-            headers = _headers(handle.via, fmt)
+            headers = records.headers if records is not None else _headers(readable.via, fmt, skip)
             if not headers:
                 raise FileProblem("delivery.empty_file", "the file has no columns")
             _reject_duplicates(headers)
             if fmt == "parquet":  # its footer, read by polars above, says where pages are
-                bound_sizes(handle, fmt, limits, name=display_name(path))
+                bound_sizes(handle, fmt, limits, name=name)
         except FileProblem:
             # A bad encoding is the root cause: report it first. Judged on the head the
             # header came from, not by waiting for the whole hash (a 50 GB file of NUL
             # bytes has no header and must not keep the hashing thread busy for minutes).
             stop.set()
-            if fmt != "parquet":
+            if fmt != "parquet" and native:
                 _check_utf8_head(handle.head(HEADER_MAX_BYTES))
             raise
     except BaseException:
         stop.set()
         handle.close()
+        _discard(text, records)
         _release(digest)
         raise
     return FileFacts(
@@ -262,7 +382,76 @@ def inspect_file(path: Path, limits: SizeLimits | None = None) -> FileFacts:
         handle=handle,
         limits=limits,
         stop=stop,
+        reading=reading,
+        text=text,
+        skip_lines=skip,
+        records=records,
     )
+
+
+def _discard(text: StagedText | None, records: JsonRecords | None) -> None:
+    """Delete the staged copies made for reading a file."""
+    if text is not None:
+        text.close()
+    if records is not None:
+        for staged in records.staged:
+            staged.close()
+        records.staged.clear()
+
+
+def transcode(
+    handle: ConfinedFile, encoding: str, *, workdir: Path | None, name: str
+) -> StagedText:
+    """The delivered text in ``encoding`` (the contract's) as UTF-8, in the staging area:
+    one streaming pass, ``SCAN_BLOCK`` at a time, through the confined descriptor.
+
+    Rejected (``delivery.bad_encoding``): bytes that are not valid in ``encoding``, and a
+    text that is valid UTF-8 holding multi-byte characters: read as Latin-1 it would load
+    as mojibake (``CafÃ©``), and text in a single-byte encoding practically never forms
+    valid UTF-8 sequences, so the declaration is what is wrong."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    is_utf8, multibyte = True, False
+    staged = StagedText(workdir, ".utf8")
+    fd, size, offset = handle.fileno(), handle.stat.st_size, 0
+    try:
+        while offset < size and (block := os.pread(fd, min(SCAN_BLOCK, size - offset), offset)):
+            try:
+                staged.write(decoder.decode(block).encode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise FileProblem(
+                    "delivery.bad_encoding",
+                    f"{name} is not valid {encoding} text, the encoding its contract declares "
+                    f"(byte 0x{block[exc.start]:02x} at byte offset {offset + exc.start:,}); "
+                    "re-export it in that encoding, or have the contract's customProperty "
+                    "encoding corrected",
+                ) from exc
+            if is_utf8:
+                try:
+                    utf8.decode(block)
+                    multibyte = multibyte or not block.isascii()
+                except UnicodeDecodeError:
+                    is_utf8 = False
+            offset += len(block)
+        try:
+            staged.write(decoder.decode(b"", final=True).encode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise FileProblem(
+                "delivery.bad_encoding",
+                f"{name} ends inside a character of {encoding}, the encoding its contract "
+                "declares: the file is cut short or in another encoding",
+            ) from exc
+        if is_utf8 and multibyte and not encoding.startswith("utf"):
+            raise FileProblem(
+                "delivery.bad_encoding",
+                f"{name} is UTF-8 text, but its contract declares encoding: {encoding}; read "
+                f"as {encoding} its accented letters would load garbled. Remove customProperty "
+                "encoding from the contract, or re-export the file in the declared encoding",
+            )
+    except BaseException:
+        staged.close()
+        raise
+    return staged
 
 
 def _release(digest: Future[str] | None) -> None:
@@ -327,11 +516,42 @@ def _check_utf8_head(head: bytes) -> None:
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError as exc:
-        raise FileProblem(
+        raise not_utf8(head, head[exc.start], exc.start) from exc
+
+
+# What a file that is not UTF-8 text most likely is, by its first bytes, and the fix.
+_UTF16_FIX = "re-export it as UTF-8, or declare customProperty encoding: utf-16 in the contract"
+_SIGNATURES = (
+    (codecs.BOM_UTF16_LE, "UTF-16 text (it starts with a UTF-16 byte-order mark)", _UTF16_FIX),
+    (codecs.BOM_UTF16_BE, "UTF-16 text (it starts with a UTF-16 byte-order mark)", _UTF16_FIX),
+    (b"\x1f\x8b", "gzip-compressed data, not text", "deliver it uncompressed (a .csv of text)"),
+    (b"PK\x03\x04", "a zip archive or an Excel workbook, not text", "export the data as CSV"),
+    (b"PAR1", "a Parquet file, not text", "deliver it under a .parquet name"),
+)
+
+
+def not_utf8(first: bytes, byte: int, offset: int) -> FileProblem:
+    """The rejection of a file whose bytes are not UTF-8, saying what it seems to be and
+    what fixes it: re-export it, or declare its encoding in the contract (``first``: the
+    file's first bytes)."""
+    for signature, what, fix in _SIGNATURES:
+        if first.startswith(signature):
+            return FileProblem("delivery.bad_encoding", f"the file is {what}; {fix}")
+    head = first[:64]
+    if len(head) >= 8 and head.count(0) * 3 >= len(head):  # ASCII text in UTF-16: NUL bytes
+        codec = "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
+        return FileProblem(
             "delivery.bad_encoding",
-            f"the file is not valid UTF-8 (byte 0x{head[exc.start]:02x} at byte offset "
-            f"{exc.start}); re-export it as UTF-8",
-        ) from exc
+            "the file looks like UTF-16 text without a byte-order mark (every other byte is "
+            f"NUL); re-export it as UTF-8, or declare customProperty encoding: {codec} in the "
+            "contract",
+        )
+    return FileProblem(
+        "delivery.bad_encoding",
+        f"the file is not valid UTF-8 (byte 0x{byte:02x} at byte offset {offset:,}); "
+        "re-export it as UTF-8, or declare customProperty encoding: latin-1 if the file is "
+        "Latin-1 (cp1252 if it comes from Windows) in the contract",
+    )
 
 
 def _hash_and_check_text(
@@ -341,21 +561,18 @@ def _hash_and_check_text(
     ``stop`` ends it early (the file was rejected already: the digest is then meaningless)."""
     digest = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")()
-    size = 0
+    size, first = 0, b""
     with handle:
         while block := handle.read(HASH_BLOCK):
             if stop is not None and stop.is_set():
                 return ""
             digest.update(block)
+            first = first or block[:64]
             if check_utf8:
                 try:
                     decoder.decode(block)
                 except UnicodeDecodeError as exc:
-                    raise FileProblem(
-                        "delivery.bad_encoding",
-                        f"the file is not valid UTF-8 (byte 0x{block[exc.start]:02x} at byte "
-                        f"offset {size + exc.start}); re-export it as UTF-8",
-                    ) from exc
+                    raise not_utf8(first, block[exc.start], size + exc.start) from exc
             size += len(block)
     if check_utf8:
         try:
@@ -376,10 +593,12 @@ def _reject_duplicates(headers: Sequence[str]) -> None:
         )
 
 
-def _csv_header(source: str) -> list[str]:
+def _csv_header(source: str, start: int = 0) -> list[str]:
     """The delivered header record as written (polars renames repeated names silently),
-    from at most ``HEADER_MAX_BYTES``: a file without a line end there has no header."""
+    from at most ``HEADER_MAX_BYTES`` from ``start`` (after the comment lines): a file
+    without a line end there has no header."""
     with open(source, "rb") as handle:
+        handle.seek(start)
         head = handle.read(HEADER_MAX_BYTES)
     if len(head) == HEADER_MAX_BYTES and b"\n" not in head and b"\r" not in head:
         raise csv.Error(
@@ -390,18 +609,19 @@ def _csv_header(source: str) -> list[str]:
     return next(csv.reader(io.StringIO(text, newline="")), [])
 
 
-def _delivered_csv_header(source: str) -> list[str]:
+def _delivered_csv_header(source: str, start: int = 0) -> list[str]:
     """The CSV header's normalised names as delivered (duplicates rejected), from a bounded
-    read; the FileProblem saying why there is none."""
+    read at ``start``; the FileProblem saying why there is none."""
     try:
-        delivered = _csv_header(source)
+        delivered = _csv_header(source, start)
         if any("\x00" in h for h in delivered):
             # UTF-16 without a BOM reads as ASCII and NUL bytes, valid UTF-8: say what it
             # is, rather than name columns like 'i_d' the contract does not know
             raise FileProblem(
                 "delivery.bad_encoding",
                 "the header holds NUL bytes, as UTF-16 text or a binary file does; re-export "
-                "the file as UTF-8",
+                "the file as UTF-8, or declare customProperty encoding: utf-16-le (utf-16-be) "
+                "in the contract if it is UTF-16 text without a byte-order mark",
             )
         names = [normalise_header(h) for h in delivered]
     except (OSError, ValueError) as exc:
@@ -414,37 +634,51 @@ def _delivered_csv_header(source: str) -> list[str]:
     return names
 
 
-_DOUBLED_KEY = re.compile(r'(?:in line|in record/value) (\d+): .*has duplicate key "(.*)"')
+def comment_lines(
+    text: ConfinedFile | StagedText, prefix: str | None, *, name: str
+) -> tuple[int, int]:
+    """(lines to skip, byte offset of the header) for a CSV whose header follows comment
+    lines, from its first ``HEADER_MAX_BYTES``.
 
-
-def _reject_doubled_keys(source: str, fmt: str) -> None:
-    """An object holding a key twice (at any depth) rejects the file, as a CSV header given
-    twice does: polars keeps the first value and drops the other without a word.
-
-    DuckDB's JSON reader refuses such an object while it turns every row into JSON text (a
-    pass of ~0.4 s per 1M lines here, after ``bound_sizes`` bounded every record); any other
-    complaint of DuckDB's is left to the polars reader, whose verdicts the rules are.
+    With the contract's ``prefix``: the lines starting with it at the top (and blank lines
+    among them) are skipped. Without one, ``#`` lines at the top are comments, and the file
+    is rejected (``delivery.layout_mismatch``) saying what to declare, when they cannot be a
+    header: two or more of them, a ``#`` followed by a space, ``#`` or ``!`` (``# exported
+    by ...``, ``#!``), or a line after them with more fields than the first. A single line
+    such as ``#,name`` or ``#id,name`` stays a header whose first column is named so.
     """
-    import duckdb  # step code: the definitions never import DuckDB
+    head = text.head(HEADER_MAX_BYTES)
+    skip_bom = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+    eol = b"\r" if _eol_char(text.via) == "\r" else b"\n"
+    lines = head[skip_bom:].split(eol)[:-1]  # complete lines only
+    mark = (prefix or UNDECLARED_COMMENT).encode("utf-8")
+    comments, skip, offset = [], 0, skip_bom
+    for line in lines:
+        bare = line.rstrip(b"\r")
+        if not bare.startswith(mark) and (not comments or bare.strip()):
+            break
+        if bare.startswith(mark):
+            comments.append(bare)
+        skip, offset = skip + 1, offset + len(line) + len(eol)
+    if prefix is not None or not comments:
+        return (skip, offset) if comments else (0, 0)
+    rest = [line.rstrip(b"\r") for line in lines[skip : skip + 1]]
+    follows = comments[0][1:2]
+    named = len(comments) == 1 and follows not in (b"", b" ", b"\t", b"#", b"!")
+    if named and (not rest or _fields(rest[0]) <= _fields(comments[0])):
+        return 0, 0  # a header whose first column's name starts with '#'
+    shown = comments[0][:60].decode("utf-8", "replace")
+    raise FileProblem(
+        "delivery.layout_mismatch",
+        f"{name}: the file starts with {len(comments)} comment line(s) ({shown!r}"
+        f"{'...' if len(comments[0]) > 60 else ''}); declare customProperty commentPrefix: "
+        f"'{UNDECLARED_COMMENT}' in the contract (Flux then skips them before the header), or "
+        "deliver the file without them",
+    )
 
-    form = "newline_delimited" if fmt == "jsonl" else "auto"
-    try:
-        with duckdb.connect() as conn:
-            conn.execute(
-                "SELECT count(*) FROM read_json(?, format = ?, records = true) t "
-                "WHERE to_json(t) IS NULL",
-                [source, form],
-            ).fetchall()
-    except duckdb.Error as exc:
-        found = _DOUBLED_KEY.search(str(exc))
-        if found is None:
-            return
-        unit = "line" if fmt == "jsonl" else "record"
-        raise FileProblem(
-            "delivery.duplicate_columns",
-            f"{unit} {found.group(1)} has the key {found.group(2)[:100]!r} twice; which value "
-            "to load would be a guess: deliver each key once per object",
-        ) from exc
+
+def _fields(line: bytes) -> int:
+    return len(next(csv.reader([line.decode("utf-8", "replace")]), []))
 
 
 def _parquet_names(source: str) -> list[str]:
@@ -462,11 +696,12 @@ def _parquet_names(source: str) -> list[str]:
         return []
 
 
-def _headers(source: str, fmt: str) -> tuple[str, ...]:
-    """The file's normalised column names as polars reads them (a CSV's delivered header is
-    checked first by ``_delivered_csv_header``: polars renames repeated names silently)."""
+def _headers(source: str, fmt: str, skip_lines: int = 0) -> tuple[str, ...]:
+    """A CSV's or Parquet file's normalised column names as polars reads them (a CSV's
+    delivered header is checked first by ``_delivered_csv_header``: polars renames repeated
+    names silently; JSON keys come from ``json_records.discover``)."""
     try:
-        names = _scan(source, fmt).collect_schema().names()
+        names = _scan(source, fmt, skip_lines).collect_schema().names()
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise FileProblem(
             "delivery.unreadable", f"the file cannot be parsed as {fmt}: {exc}"
@@ -474,8 +709,9 @@ def _headers(source: str, fmt: str) -> tuple[str, ...]:
     return tuple(n for n in names if n != ROW)
 
 
-def _scan(source: str, fmt: str) -> pl.LazyFrame:
-    """A lazy text view of the file with normalised headers and the row number.
+def _scan(source: str, fmt: str, skip_lines: int = 0) -> pl.LazyFrame:
+    """A lazy text view of a CSV or Parquet file with normalised headers and the row number
+    (a CSV's from 1 after its header, ``skip_lines`` comment lines before it skipped).
 
     ``source`` is a literal path (``glob=False`` where polars offers it; the confined
     ``/proc/self/fd/<n>`` path holds no pattern character anyway)."""
@@ -488,11 +724,8 @@ def _scan(source: str, fmt: str) -> pl.LazyFrame:
             with_column_names=lambda cols: [normalise_header(c) for c in cols],
             raise_if_empty=False,
             encoding="utf8",
+            skip_lines=skip_lines,
         )
-    elif fmt == "jsonl":
-        frame = pl.scan_ndjson(source, infer_schema_length=None)
-    elif fmt == "json":
-        frame = pl.read_json(source).lazy()
     else:
         frame = pl.scan_parquet(source, glob=False)
     if fmt != "csv":
@@ -517,28 +750,42 @@ def _eol_char(source: str) -> str:
 
 
 def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
-    """Typed formats are kept 'as delivered' as text; nested values become JSON."""
+    """Typed formats are kept 'as delivered' as text; nested values become JSON text."""
     column = pl.col(name)
     if isinstance(dtype, (pl.Struct, pl.List, pl.Array)):
-        return column.map_batches(_json_text, return_dtype=pl.String).alias(name)
+        return _json_text(column).alias(name)
     return column.cast(pl.String)
 
 
-def _json_text(series: pl.Series) -> pl.Series:
-    return pl.Series(
-        [None if v is None else json.dumps(v, default=str) for v in series.to_list()],
-        dtype=pl.String,
-    )
+_WRAPPED = '{"v":'
+
+
+def _json_text(column: pl.Expr) -> pl.Expr:
+    """A nested value's JSON text by polars' own encoder (compact, as DuckDB gives a JSON
+    file's nested values): the value wrapped in a one-field struct, encoded, unwrapped.
+    Python's ``json.dumps`` per value took 17 s for 74k values 16 deep; this takes 0.1 s.
+    A NaN or infinity inside a nested value becomes ``null``, as JSON has no such number."""
+    encoded = pl.struct(column.alias("v")).struct.json_encode()
+    text = encoded.str.strip_prefix(_WRAPPED).str.strip_suffix("}")
+    return pl.when(column.is_null()).then(None).otherwise(text)
 
 
 def read_chunks(facts: FileFacts, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pl.DataFrame]:
     """Yield the file's rows as text frames of at most ``chunk_rows`` rows; after the last,
-    find the CSV records short of fields (``FileFacts.short``), reject the file if it
-    changed while it was read (``FileFacts.finish``), and close it."""
+    find the CSV records short of fields (``FileFacts.short``), reject a file that holds
+    data but gave no record (``holds_data``), reject the file if it changed while it was
+    read (``FileFacts.finish``), and close it."""
+    from flux_pipelines.ingest import json_records
+
     rows, padded = 0, False
     try:
         try:
-            for chunk in _scan(facts.source, facts.format).collect_batches(chunk_size=chunk_rows):
+            if facts.records is not None:
+                chunks = json_records.read_batches(facts.records, chunk_rows)
+            else:
+                scan = _scan(facts.source, facts.format, facts.skip_lines)
+                chunks = scan.collect_batches(chunk_size=chunk_rows)
+            for chunk in chunks:
                 if chunk.height:
                     if facts.format != "csv":  # CSV fields were measured exactly, unparsed
                         check_values(chunk, facts)
@@ -547,6 +794,14 @@ def read_chunks(facts: FileFacts, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Itera
                     yield chunk
             if padded:
                 facts.short.frame = short_rows(facts, rows)
+            if rows == 0 and holds_data(facts):
+                raise FileProblem(
+                    "delivery.unreadable",
+                    f"{display_name(facts.path)}: {facts.size_bytes:,} bytes holding data "
+                    f"parsed into zero records as {facts.format}: Flux never loads such a "
+                    "file as an empty delivery; check its layout (the header, the line ends, "
+                    "the records' place in a JSON document)",
+                )
         except (pl.exceptions.PolarsError, OSError) as exc:
             _ = facts.sha256  # a bad encoding is the root cause: report it first
             raise FileProblem(
@@ -554,12 +809,41 @@ def read_chunks(facts: FileFacts, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Itera
                 f"the file cannot be parsed as {facts.format}: {_first_line(exc)}; "
                 "check quoting and the number of fields per line",
             ) from exc
+        except FileProblem:
+            _ = facts.sha256  # likewise
+            raise
         facts.finish()
     except FileProblem:
         facts.raise_if_changed()  # a file still being written is the root cause
         raise
     finally:
         facts.close()
+
+
+def holds_data(facts: FileFacts) -> bool:
+    """Whether a file that gave no record holds some: a CSV with anything but blank lines
+    after its header line, a JSON Lines file with anything but blank lines, a JSON array the
+    layout pass counted elements in, a Parquet file whose footer counts rows. Called only
+    when no record was read, before the file is closed."""
+    if facts.format == "parquet":
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(facts.source) as footer:
+            return footer.metadata.num_rows > 0
+    if facts.format == "json":
+        return facts.records is not None and facts.records.records > 0
+    eol = _eol_char(facts.source).encode()
+    # a CSV's comment lines and header line are no data
+    lines = facts.skip_lines + 1 if facts.format == "csv" else 0
+    with open(facts.source, "rb") as handle:
+        while block := handle.read(SCAN_BLOCK):
+            while lines and block:
+                cut = block.find(eol)
+                block = block[cut + 1 :] if cut >= 0 else b""
+                lines -= cut >= 0
+            if block.strip(b" \t\r\n"):
+                return True
+    return False
 
 
 def _first_line(exc: BaseException) -> str:
@@ -587,38 +871,32 @@ PARQUET_VALUE_OVERHEAD = 16
 
 
 def bound_sizes(
-    handle: ConfinedFile,
+    handle: ConfinedFile | StagedText,
     fmt: str,
     limits: SizeLimits,
     *,
     name: str,
     headers: Sequence[str] = (),
+    start: int = 0,
+    line: int = 1,
 ) -> None:
-    """Reject the file (``delivery.line_too_long`` / ``delivery.field_too_long``) at its first
-    record or field over ``limits``, and a JSON or JSON Lines file (``delivery.unreadable``)
-    at its first document nested deeper than ``MAX_JSON_DEPTH``, before any parser holds it;
+    """Reject a CSV, JSON Lines or Parquet file (``delivery.line_too_long`` /
+    ``delivery.field_too_long``) at its first record or field over ``limits``, and a JSON
+    Lines file (``delivery.unreadable``) at its first line nested deeper than
+    ``MAX_JSON_DEPTH``, before any parser holds it (a .json document: ``json_records``);
     see the module docstring for what each format's pass proves. Reads the file once in
-    ``SCAN_BLOCK`` blocks through the confined descriptor (no offset moved) and stops at the
-    first fault, so a 50 GB line costs one block past the limit, never the whole line."""
-    if fmt == "json" and handle.stat.st_size > limits.max_line_bytes:
-        raise FileProblem(
-            "delivery.line_too_long",
-            f"{name}: the JSON document is {handle.stat.st_size:,} bytes, more than the "
-            f"limit of {limits.max_line_bytes:,} bytes per record; a .json file is parsed "
-            "whole, as one record, so deliver a file this large as JSON Lines (.jsonl, one "
-            f"record per line) or ask the Flux operator to raise {MAX_LINE_BYTES_ENV}",
-        )
+    ``SCAN_BLOCK`` blocks through its descriptor (no offset moved) from ``start`` (a CSV's
+    header, after its comment lines: ``line`` is its line number) and stops at the first
+    fault, so a 50 GB line costs one block past the limit, never the whole line."""
     if fmt == "parquet":
         _bound_parquet(handle, limits, name=name)
         return
-    records = None  # a .json file is one record, bounded by its size above
-    if fmt != "json":
-        eol = _LF if fmt == "jsonl" or _eol_char(handle.via) == "\n" else _CR
-        records = RecordScan(limits, eol=eol, csv=fmt == "csv")
-    nesting = NestingScan(lines=fmt == "jsonl") if fmt in ("json", "jsonl") else None
-    fd, size, offset = handle.fileno(), handle.stat.st_size, 0
+    eol = _LF if fmt == "jsonl" or _eol_char(handle.via) == "\n" else _CR
+    records = RecordScan(limits, eol=eol, csv=fmt == "csv", start=start, line=line)
+    nesting = NestingScan(lines=True) if fmt == "jsonl" else None
+    fd, size, offset = handle.fileno(), handle.stat.st_size, start
     while offset < size and (block := os.pread(fd, min(SCAN_BLOCK, size - offset), offset)):
-        found = records.feed(block) if records is not None else None
+        found = records.feed(block)
         if found is not None:
             raise _oversize_problem(found, fmt=fmt, name=name, headers=headers, limits=limits)
         deep = nesting.feed(block) if nesting is not None else None
@@ -650,18 +928,26 @@ class RecordScan:
     field limit, so a typical file costs two byte comparisons per block.
     """
 
-    def __init__(self, limits: SizeLimits, *, eol: int = _LF, csv: bool = True) -> None:
+    def __init__(
+        self,
+        limits: SizeLimits,
+        *,
+        eol: int = _LF,
+        csv: bool = True,
+        start: int = 0,
+        line: int = 1,
+    ) -> None:
         self.max_line = limits.max_line_bytes
         self.max_field = limits.max_field_bytes if csv else None  # JSON: checked as read
         self.eol = eol
         self.csv = csv
-        self.base = 0  # file offset of the next block
+        self.base = start  # file offset of the next block (``start``: the first one's)
         self.parity = 0  # 1 while inside a quoted field
-        self.record_start = 0  # file offset of the open record
-        self.record_line = 1  # the physical line it starts on
+        self.record_start = start  # file offset of the open record
+        self.record_line = line  # the physical line it starts on
         self.records = 0  # records ended so far
-        self.lines = 0  # line ends seen so far
-        self.field_start = 0  # file offset of the open field
+        self.lines = line - 1  # line ends seen so far
+        self.field_start = start  # file offset of the open field
         self.field_index = 0  # its position in the open record
         self.longest = 0  # the longest record ended so far
 
@@ -957,7 +1243,7 @@ def _oversize_problem(
     if fmt == "jsonl":
         where = f"line {found.line}"
     elif found.record == 0:
-        where = "the header record (line 1)"
+        where = f"the header record (line {found.line})"
     else:
         where = f"record {found.record} (from line {found.line})"
     size = (
@@ -1032,7 +1318,7 @@ def check_values(chunk: pl.DataFrame, facts: FileFacts) -> None:
 # -- Parquet page headers (read, never the pages) ------------------------------------------
 
 
-def _bound_parquet(handle: ConfinedFile, limits: SizeLimits, *, name: str) -> None:
+def _bound_parquet(handle: ConfinedFile | StagedText, limits: SizeLimits, *, name: str) -> None:
     """Every page's declared sizes against the field limit, from the footer and the page
     headers only (Thrift, a few hundred bytes each); no page is read or decompressed."""
     import pyarrow as pa  # Parquet deliveries only
@@ -1287,7 +1573,7 @@ def short_rows(facts: FileFacts, rows: int) -> pl.DataFrame | None:
     record boundaries are ambiguous and it is rejected rather than loaded on a guess.
     """
     count = _FieldCount()
-    for lines in _physical_lines(facts.source):
+    for lines in _physical_lines(facts.source, facts.skip_lines):
         count.add(lines)
     records, short = count.finish()
     if records != rows:
@@ -1303,19 +1589,22 @@ _COUNT_BATCH = 250_000
 _QUOTED = r'"[^"]*(?:"|$)'  # a quoted span, or one left open at the end of the line
 
 
-def _physical_lines(source: str) -> Iterator[pl.DataFrame]:
-    """The file's lines as ``line`` frames, batch by batch (classic Mac files split on
-    '\\r', without the empty piece after a final line end, as polars reads them)."""
+def _physical_lines(source: str, skip: int = 0) -> Iterator[pl.DataFrame]:
+    """The file's lines after the first ``skip`` (comments before the header) as ``line``
+    frames, batch by batch (classic Mac files split on '\\r', without the empty piece after
+    a final line end, as polars reads them)."""
     if _eol_char(source) == "\n":
-        lines = pl.scan_lines(source, glob=False)  # a literal path, never a pattern
+        lines = pl.scan_lines(source, glob=False).slice(skip)  # a literal path, no pattern
         yield from lines.collect_batches(chunk_size=_COUNT_BATCH)
         return
     with open(source, "rb") as handle:  # scan_lines splits on '\n' only
         rest = b""
         while block := handle.read(HASH_BLOCK):
             *pieces, rest = (rest + block).split(b"\r")
-            yield _lines_frame(pieces)
-        if rest:
+            dropped = min(skip, len(pieces))
+            skip -= dropped
+            yield _lines_frame(pieces[dropped:])
+        if rest and not skip:
             yield _lines_frame([rest])
 
 
