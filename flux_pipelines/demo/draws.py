@@ -43,6 +43,16 @@ class Rng:
     def chance(self, n: int, p: float) -> pl.Series:
         return self.uniform(n) < p
 
+    def exactly(self, n: int, share: float) -> np.ndarray:
+        """A mask with ``share`` of ``n`` set (rounded at random), at random positions:
+        deliveries alike in how many values each column lacks, as real exports are, where
+        independent draws scatter that count (a 300-row day's 10% swings from 5% to 15%)."""
+        whole = n * share
+        k = int(whole) + int(self.np.random() < whole - int(whole))
+        mask = np.zeros(n, dtype=bool)
+        mask[self.np.choice(n, size=min(k, n), replace=False)] = True
+        return mask
+
 
 def as_expr(value: Values) -> pl.Expr:
     if isinstance(value, pl.Expr):

@@ -771,7 +771,7 @@ def _candidates(
     n = index.len()
     columns = [c for c in plan.columns if names is None or c.name in names]
     nullable = [c.name for c in columns if c.nullable] if null_share > 0 else []
-    empty = iter(rng.floats(n * len(nullable)).reshape(len(nullable), n) < null_share)
+    empty = iter([rng.exactly(n, null_share) for _ in nullable])
     data: list[pl.Expr] = []
     for column in columns:
         values = _values(column, index, rng)
