@@ -183,7 +183,7 @@ class FileFacts:
     digest: Future[str] = field(repr=False, compare=False)
     # The confined descriptor every read goes through (None: read ``path`` as given).
     handle: ConfinedFile | None = field(default=None, repr=False, compare=False)
-    # Filled by ``read_chunks`` once the file is read: its CSV records with too few fields.
+    # A CSV's records with too few fields, counted by the size pass (``RecordScan.short``).
     short: ShortRows = field(default_factory=lambda: ShortRows(), repr=False, compare=False)
     # The record and field limits the file was checked against (values are checked as read).
     limits: SizeLimits = field(default_factory=SizeLimits, repr=False, compare=False)
@@ -314,6 +314,7 @@ def inspect_file(
     digest: Future[str] | None = None
     text: StagedText | None = None
     records: JsonRecords | None = None
+    short = ShortRows()
     skip = 0
     try:
         fmt = file_format(path)
@@ -338,9 +339,17 @@ def inspect_file(
                 skip, start = comment_lines(readable, reading.comment_prefix, name=name)
                 names = _delivered_csv_header(readable.via, start)
             if fmt in ("csv", "jsonl"):
-                bound_sizes(
+                scan = bound_sizes(
                     readable, fmt, limits, name=name, headers=names, start=start, line=skip + 1
                 )
+                if fmt == "csv" and scan is not None and scan.may_be_short():
+                    scan = bound_sizes(  # fields per record, only where one may be short
+                        readable, fmt, limits, name=name, start=start, line=skip + 1,
+                        exact_fields=True,
+                    )  # fmt: skip
+                if fmt == "csv" and scan is not None:
+                    records_counted, short_frame = scan.short()
+                    short = ShortRows(frame=short_frame, records=records_counted)
             if fmt == "json":
                 records = json_records.locate(
                     readable,
@@ -386,6 +395,7 @@ def inspect_file(
         text=text,
         skip_lines=skip,
         records=records,
+        short=short,
     )
 
 
@@ -792,8 +802,8 @@ def read_chunks(facts: FileFacts, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Itera
                     rows += chunk.height
                     padded = padded or _may_be_short(chunk, facts)
                     yield chunk
-            if padded:
-                facts.short.frame = short_rows(facts, rows)
+            if padded:  # polars padded a record: its count must be the size pass's
+                check_record_count(facts, rows)
             if rows == 0 and holds_data(facts):
                 raise FileProblem(
                     "delivery.unreadable",
@@ -879,7 +889,8 @@ def bound_sizes(
     headers: Sequence[str] = (),
     start: int = 0,
     line: int = 1,
-) -> None:
+    exact_fields: bool = False,
+) -> RecordScan | None:
     """Reject a CSV, JSON Lines or Parquet file (``delivery.line_too_long`` /
     ``delivery.field_too_long``) at its first record or field over ``limits``, and a JSON
     Lines file (``delivery.unreadable``) at its first line nested deeper than
@@ -887,12 +898,15 @@ def bound_sizes(
     see the module docstring for what each format's pass proves. Reads the file once in
     ``SCAN_BLOCK`` blocks through its descriptor (no offset moved) from ``start`` (a CSV's
     header, after its comment lines: ``line`` is its line number) and stops at the first
-    fault, so a 50 GB line costs one block past the limit, never the whole line."""
+    fault, so a 50 GB line costs one block past the limit, never the whole line. Returns the
+    scan, which also counted each CSV record's fields (``RecordScan.short``)."""
     if fmt == "parquet":
         _bound_parquet(handle, limits, name=name)
-        return
+        return None
     eol = _LF if fmt == "jsonl" or _eol_char(handle.via) == "\n" else _CR
-    records = RecordScan(limits, eol=eol, csv=fmt == "csv", start=start, line=line)
+    records = RecordScan(
+        limits, eol=eol, csv=fmt == "csv", start=start, line=line, exact_fields=exact_fields
+    )
     nesting = NestingScan(lines=True) if fmt == "jsonl" else None
     fd, size, offset = handle.fileno(), handle.stat.st_size, start
     while offset < size and (block := os.pread(fd, min(SCAN_BLOCK, size - offset), offset)):
@@ -903,6 +917,7 @@ def bound_sizes(
         if deep is not None:
             raise _too_deep_problem(deep, fmt=fmt, name=name)
         offset += len(block)
+    return records
 
 
 @dataclass(frozen=True)
@@ -936,6 +951,7 @@ class RecordScan:
         csv: bool = True,
         start: int = 0,
         line: int = 1,
+        exact_fields: bool = False,
     ) -> None:
         self.max_line = limits.max_line_bytes
         self.max_field = limits.max_field_bytes if csv else None  # JSON: checked as read
@@ -950,6 +966,16 @@ class RecordScan:
         self.field_start = start  # file offset of the open field
         self.field_index = 0  # its position in the open record
         self.longest = 0  # the longest record ended so far
+        # CSV records with fewer fields than the header (see ``short``), counted here so
+        # that no second pass over the file is needed: separators outside quotes per record
+        # Cheap by default: the total of separators outside quotes (``bytes.count`` where a
+        # block holds no quote); only when the total says a record is short are they
+        # counted per record, in a second pass (``exact_fields``).
+        self.exact_fields = exact_fields
+        self.header_fields: int | None = None
+        self.commas = 0  # separators outside quotes after the header, in total
+        self.open_commas = 0  # separators of the open record so far (exact mode)
+        self.short_records: list[np.ndarray] = []  # (record index, fields) pairs
 
     def feed(self, block: bytes) -> Oversize | None:
         """Account for the next block; the first record or field over a limit, if any."""
@@ -970,6 +996,10 @@ class RecordScan:
         tail = data.size - tail_start  # the open record so far
         longest = int(lengths.max()) if lengths.size else 0
         found = self._record_over(eols, ends, starts, lengths, tail)
+        if self.csv and self.exact_fields:
+            self._count_fields(data, quotes, parity, ends)
+        elif self.csv:
+            self._count_total(block, data, quotes, parity, ends)
         if self.max_field is not None:
             if max(longest, tail) > self.max_field:
                 field_over, open_field = self._fields(data, quotes, parity, eols, ends)
@@ -987,6 +1017,80 @@ class RecordScan:
         self.longest = max(self.longest, longest)
         self.base += data.size
         return found
+
+    def _count_total(
+        self, block: bytes, data: np.ndarray, quotes: np.ndarray, parity: int, ends: np.ndarray
+    ) -> None:
+        """Separators outside quotes in this block, in total (the header's on their own)."""
+        if quotes.size == 0 and parity == 0:
+            total = block.count(b",")
+        else:
+            total = int(self._outside_commas(data, quotes, parity).size)
+        if self.header_fields is None and ends.size and self.records == 0:
+            header = self._outside_commas(data[: int(ends[0])], quotes, parity)
+            self.header_fields = int(header.size) + 1
+            total -= int(header.size)
+        self.commas += total
+
+    @staticmethod
+    def _outside_commas(data: np.ndarray, quotes: np.ndarray, parity: int) -> np.ndarray:
+        commas = np.flatnonzero(data == _COMMA)
+        if commas.size and quotes.size:
+            return commas[_outside(quotes, commas, parity)]
+        return _NONE if parity == 1 else commas  # parity 1: the block is inside quotes
+
+    def may_be_short(self) -> bool:
+        """After the last block (default mode): whether the separators outside quotes fall
+        short of one fewer than the header's fields per record. polars rejects a record with
+        more fields than the header, so an exact total proves no record is short."""
+        records = self.records + (1 if self.base > self.record_start else 0)
+        expected = max(records - 1, 0) * ((self.header_fields or 1) - 1)
+        return self.commas != expected
+
+    def _count_fields(
+        self, data: np.ndarray, quotes: np.ndarray, parity: int, ends: np.ndarray
+    ) -> None:
+        """Separators outside quotes per record ended in this block; the short ones kept."""
+        commas = self._outside_commas(data, quotes, parity)
+        counts = np.bincount(np.searchsorted(ends, commas), minlength=ends.size + 1)
+        counts[0] += self.open_commas
+        self.open_commas = int(counts[ends.size])
+        closed = counts[: ends.size] + 1  # fields of each record ended here
+        first = self.records  # the global index of this block's first record (0: header)
+        if self.header_fields is None and closed.size:
+            self.header_fields = int(closed[0])
+        self._keep_short(first, closed)
+
+    def _keep_short(self, first: int, fields: np.ndarray) -> None:
+        if self.header_fields is None or not fields.size:
+            return
+        index = np.arange(first, first + fields.size)
+        short = (fields < self.header_fields) & (index > 0)
+        if short.any():
+            self.short_records.append(np.stack([index[short], fields[short]], axis=1))
+
+    def short(self) -> tuple[int, pl.DataFrame | None]:
+        """After the last block: (data records, the records short of fields as ROW /
+        DELIVERED_FIELDS / EXPECTED_FIELDS, or None; in the default mode, None means none
+        may be short). A record spans lines inside quotes; the open record at the end of
+        the file counts when it holds anything."""
+        records = self.records
+        if self.base > self.record_start:  # bytes after the last line end: one more record
+            if self.exact_fields:
+                self._keep_short(records, np.array([self.open_commas + 1]))
+            records += 1
+        data = max(records - 1, 0)
+        if not self.short_records:
+            return data, None
+        pairs = np.concatenate(self.short_records)
+        frame = pl.DataFrame(
+            {
+                ROW: pairs[:, 0].astype(np.int64),
+                DELIVERED_FIELDS: pairs[:, 1].astype(np.int64),
+                EXPECTED_FIELDS: np.full(len(pairs), self.header_fields or 1, dtype=np.int64),
+            }
+        )
+        return data, frame
 
     def _line_of(self, eols: np.ndarray, ends: np.ndarray, i: int) -> int:
         """The physical line record ``i`` of this block starts on (``i == ends.size``: the
@@ -1543,6 +1647,7 @@ class ShortRows:
     """A file's CSV records with fewer fields than its header (None: none, or not CSV)."""
 
     frame: pl.DataFrame | None = None  # ROW, DELIVERED_FIELDS, EXPECTED_FIELDS
+    records: int | None = None  # data records the size pass delimited (None: not CSV)
 
 
 def mark_short_rows(chunk: pl.DataFrame, facts: FileFacts, needed: int) -> pl.DataFrame:
@@ -1564,129 +1669,15 @@ def _may_be_short(chunk: pl.DataFrame, facts: FileFacts) -> bool:
     return facts.format == "csv" and chunk.get_column(facts.headers[-1]).has_nulls()
 
 
-def short_rows(facts: FileFacts, rows: int) -> pl.DataFrame | None:
-    """The CSV records with fewer fields than the header, counted on the file's lines.
-
-    polars cannot tell ``1,a`` (a field missing) from ``1,a,`` (an empty field): both read
-    as null. This pass counts the separators outside quotes per record (records may span
-    lines inside quotes) and must find as many records as polars read, or the file's
-    record boundaries are ambiguous and it is rejected rather than loaded on a guess.
-    """
-    count = _FieldCount()
-    for lines in _physical_lines(facts.source, facts.skip_lines):
-        count.add(lines)
-    records, short = count.finish()
-    if records != rows:
+def check_record_count(facts: FileFacts, rows: int) -> None:
+    """polars cannot tell ``1,a`` (a field missing) from ``1,a,`` (an empty field): both
+    read as null, so short records are counted on the bytes by the size pass, which must
+    have delimited as many records as polars read, or the file's record boundaries are
+    ambiguous and it is rejected rather than loaded on a guess."""
+    counted = facts.short.records
+    if counted is not None and counted != rows:
         raise FileProblem(
             "delivery.unreadable",
-            f"{rows} records parsed but {records} delimited by the line ends and quotes: the "
+            f"{rows} records parsed but {counted} delimited by the line ends and quotes: the "
             "record boundaries are ambiguous; check for unbalanced quotes",
         )
-    return short if short.height else None
-
-
-_COUNT_BATCH = 250_000
-_QUOTED = r'"[^"]*(?:"|$)'  # a quoted span, or one left open at the end of the line
-
-
-def _physical_lines(source: str, skip: int = 0) -> Iterator[pl.DataFrame]:
-    """The file's lines after the first ``skip`` (comments before the header) as ``line``
-    frames, batch by batch (classic Mac files split on '\\r', without the empty piece after
-    a final line end, as polars reads them)."""
-    if _eol_char(source) == "\n":
-        lines = pl.scan_lines(source, glob=False).slice(skip)  # a literal path, no pattern
-        yield from lines.collect_batches(chunk_size=_COUNT_BATCH)
-        return
-    with open(source, "rb") as handle:  # scan_lines splits on '\n' only
-        rest = b""
-        while block := handle.read(HASH_BLOCK):
-            *pieces, rest = (rest + block).split(b"\r")
-            dropped = min(skip, len(pieces))
-            skip -= dropped
-            yield _lines_frame(pieces[dropped:])
-        if rest and not skip:
-            yield _lines_frame([rest])
-
-
-def _lines_frame(pieces: list[bytes]) -> pl.DataFrame:
-    # '\r' never occurs inside a UTF-8 multi-byte character: every piece decodes whole.
-    return pl.DataFrame({"line": [p.decode("utf-8", "replace") for p in pieces]})
-
-
-@dataclass
-class _FieldCount:
-    """Fields per CSV record over batches of physical lines, carrying the open record."""
-
-    parity: int = 0  # 1 while the lines seen end inside a quoted field
-    record: int = -1  # index of the record the last line belongs to (0: the header)
-    commas: int = 0  # separators of that record so far
-    header: int | None = None  # the header's fields, once its record is complete
-    found: list[pl.DataFrame] = field(default_factory=list)
-
-    def add(self, lines: pl.DataFrame) -> None:
-        if lines.height == 0:
-            return
-        if self.parity == 0 and self.record >= 0:  # the batch starts a record: close the last
-            self._complete(self._open())
-            self.commas = 0
-        line = pl.col("line")
-        quotes = line.str.count_matches('"', literal=True).alias("q")
-        frame = lines.select(quotes, line, line.str.count_matches(",", literal=True).alias("c"))
-        inside = ((pl.col("q").cum_sum() - pl.col("q") + self.parity) % 2 == 1).alias("inside")
-        frame = frame.with_columns(inside).with_columns(
-            ((~pl.col("inside")).cum_sum().cast(pl.Int64) + self.record).alias("record")
-        )
-        self.parity = (self.parity + int(frame.get_column("q").sum())) % 2
-        frame = _outside_quotes(frame)
-        if frame.get_column("inside").any():
-            per = frame.group_by("record", maintain_order=True).agg(pl.col("c").sum())
-        else:
-            per = frame.select("record", "c")
-        per = per.select(
-            "record",
-            (
-                pl.col("c").cast(pl.Int64)
-                + pl.when(pl.col("record") == self.record).then(self.commas).otherwise(0)
-            ),
-        )
-        self.record, self.commas = int(per.item(-1, "record")), int(per.item(-1, "c"))
-        self._complete(per.head(-1))
-
-    def _complete(self, per: pl.DataFrame) -> None:
-        if self.header is None and per.height and per.item(0, "record") == 0:
-            self.header = per.item(0, "c") + 1
-        if self.header is not None:
-            self.found.append(per.filter((pl.col("record") > 0) & (pl.col("c") + 1 < self.header)))
-
-    def _open(self) -> pl.DataFrame:
-        """The record the lines seen so far end in, as ``per`` rows (none before any line)."""
-        schema = {"record": pl.Int64, "c": pl.Int64}
-        rows = [(self.record, self.commas)] if self.record >= 0 else []
-        return pl.DataFrame(rows, schema=schema, orient="row")
-
-    def finish(self) -> tuple[int, pl.DataFrame]:
-        """(data records, short records as ROW / DELIVERED_FIELDS / EXPECTED_FIELDS)."""
-        last = self._open()
-        self._complete(last)
-        header = self.header or 1
-        short = pl.concat(self.found) if self.found else last.clear()
-        return max(self.record, 0), short.select(
-            pl.col("record").alias(ROW),
-            (pl.col("c") + 1).alias(DELIVERED_FIELDS),
-            pl.lit(header, dtype=pl.Int64).alias(EXPECTED_FIELDS),
-        )
-
-
-def _outside_quotes(frame: pl.DataFrame) -> pl.DataFrame:
-    """``c`` corrected to the separators outside quotes, on the few lines with quotes
-    (a line starting inside a quoted field first drops the text up to its closing quote)."""
-    quoted = (pl.col("q") > 0) | pl.col("inside")
-    if not frame.select(quoted.any()).item():
-        return frame
-    line = pl.col("line")
-    after_open = pl.when(pl.col("inside")).then(line.str.replace(r'^[^"]*"', "")).otherwise(line)
-    outside = after_open.str.replace_all(_QUOTED, "").str.count_matches(",", literal=True)
-    fixed = pl.when(pl.col("inside") & (pl.col("q") == 0)).then(0).otherwise(outside)
-    rows = frame.with_row_index("i").filter(quoted).select("i", fixed.cast(pl.UInt32).alias("c"))
-    corrected = frame.get_column("c").scatter(rows.get_column("i"), rows.get_column("c"))
-    return frame.with_columns(corrected.alias("c"))
