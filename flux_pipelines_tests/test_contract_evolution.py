@@ -324,3 +324,48 @@ def test_flux_load_migrates_the_table_and_republishes_earlier_days(tmp_path: Pat
     again = _flux_load(tmp_path, contracts, V2_DAY)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "contract_schema" in again.stdout and "FAILED" not in again.stdout.upper()
+
+
+def test_a_version_adding_a_required_column_keeps_earlier_days_and_requires_it_after(
+    tmp_path: Path,
+) -> None:
+    """Earlier days keep their rows (the new column empty: they were valid without it); a
+    delivery under the new version without the column is rejected whole, one with it loads;
+    ``diff`` calls the change breaking for agencies."""
+    v1 = _registry(tmp_path, "number")
+    root = tmp_path / "contracts-required"
+    write_contract(root, _doc("1.0.0", "number"))
+    doc = _doc("2.0.0", "number", DAY2)
+    doc["schema"][0]["properties"].append(
+        {"name": "program", "logicalType": "string", "required": True}
+    )
+    write_contract(root, doc)
+    (root / "agencies.yaml").write_text(
+        (tmp_path / "contracts-v1" / "agencies.yaml").read_text(encoding="utf-8"), "utf-8"
+    )
+    registry = load_registry(root)
+    changes = {(c.subject, c.breaks) for c in diff(*registry.versions("awards"))}
+    assert ("program", ("agencies",)) in changes
+    with duckdb.connect(str(tmp_path / "a.duckdb")) as conn:
+        _load(conn, v1, tmp_path, DAY1, "1,5\n")
+        missing = _load(conn, registry, tmp_path, DAY2, "2,6\n")
+        assert [f.rule_id for f in missing.files] == ["delivery.missing_required_columns"]
+        assert conn.execute("SELECT id, program FROM awards").fetchall() == [(1, None)]
+        contract = registry.contract_for("awards", DAY2)
+        folder = tmp_path / "landing" / DAY2.isoformat()
+        (folder / "awards.csv").write_text("id,amount,program\n3,7,grants\n", "utf-8")
+        loader = PartitionLoader(
+            conn,
+            agency="test-agency",
+            contract=contract,
+            day=DAY2,
+            run_id="run-3",
+            raw_root=tmp_path / "raw" / "awards",
+            storage=registry.storage_contract(contract),
+        )
+        loaded = load_partition(loader, [folder / "awards.csv"])
+        assert loaded.rows_curated == 1
+        assert conn.execute("SELECT id, program FROM awards ORDER BY id").fetchall() == [
+            (1, None),
+            (3, "grants"),
+        ]
