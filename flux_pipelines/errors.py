@@ -1,6 +1,6 @@
 """Classified errors: every failure says what happened, where, and what to do.
 
-Three classes drive behaviour (DESIGN: errors are classified):
+Three classes drive behaviour (the product's design decision: errors are classified):
 - ``ConfigurationError``: fail fast at definitions load or CLI start; a human must fix a file.
 - ``DeliveryError``: a data problem with a whole file; the file is quarantined with one
   reason and only its partition fails.

@@ -1,7 +1,7 @@
 """A real PostgreSQL server for tests: initdb + pg_ctl on loopback, on a free port.
 
 ``initdb`` and ``pg_ctl`` refuse to run as root, so as root they run as the ``postgres``
-OS user (STACK_NOTES). The server can be stopped and started again in the middle of a
+OS user (they refuse to run as root). The server can be stopped and started again in the middle of a
 test (crash-recovery tests take the database away from a running run).
 """
 

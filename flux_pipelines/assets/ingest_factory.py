@@ -1,8 +1,9 @@
 """The ingest asset factory: one multi-asset per agency, its specs built from the contracts.
 
-Shape (DESIGN option b; the README has the decision and its figures): assets are keyed
-``<agency>/raw_<dataset>``, ``<agency>/<dataset>`` and ``<agency>/<dataset>_quarantine``,
-grouped by agency, with daily partitions from the agency's onboarding day. Why: a ``pool``
+Shape (an asset per agency and dataset; the README's "Asset model" has the decision and
+its figures): assets are keyed ``<agency>/raw_<dataset>``, ``<agency>/<dataset>`` and
+``<agency>/<dataset>_quarantine``, grouped by agency, with daily partitions from the
+agency's onboarding day. Why: a ``pool``
 per agency gives one writer per agency DuckDB file while agencies run in parallel, each
 agency's partitions start when it started delivering, single-run backfills over a time
 window are well trodden, and owners / freshness are per agency for free. One definition per
@@ -59,7 +60,7 @@ __all__ = [
 DELIVERY_WINDOW = dt.timedelta(hours=24)
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 # Per-day check results need partitioned check specs, a preview API in Dagster 1.13 (see
-# ingest_step.py and STACK_NOTES); the behaviour Flux relies on is pinned by a test, so the
+# ingest_step.py); the behaviour Flux relies on is pinned by a test, so the
 # warning, repeated for every asset at every definitions load, says nothing new.
 warnings.filterwarnings(
     "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning

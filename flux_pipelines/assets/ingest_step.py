@@ -3,7 +3,7 @@
 A run may cover one day (a sensor's delivery) or a year (a single-run backfill); either way
 every delivered day gets its own materializations and its own check results, stored under
 its partition, so the UI's partition view, metadata plots and check history are per day
-(DESIGN: a result belongs to its partition). Dagster 1.13.27 records per-partition events
+(a result belongs to its partition). Dagster 1.13.27 records per-partition events
 from a range step when the step yields ``AssetMaterialization(partition=day)`` and
 ``AssetCheckEvaluation(partition=day)`` itself; the asset specs are ``skippable`` so no
 range-wide materialization without metadata is recorded beside them (pinned by

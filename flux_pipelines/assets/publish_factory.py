@@ -4,7 +4,7 @@ Parquet partitions, rebuilt by the daily schedule (and on demand).
 Analysts open ``published/<agency>/catalog.duckdb`` (read-only) and query
 ``meteorites`` etc.; the views read ``published/<agency>/<dataset>/*.parquet``, which each
 load swaps in atomically, so they never see half a partition and never hold a lock on the
-pipeline's working file (DESIGN: analysts never block).
+pipeline's working file (analysts never block a load).
 """
 
 import os

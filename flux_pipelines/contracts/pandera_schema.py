@@ -3,7 +3,7 @@
 Only fatal rules belong here: a curated row may legitimately carry warnings. Uniqueness is
 per delivery: given the partition column, one frame holding several days is checked with
 each key unique within its day (one pandera call for a whole backfill step). The check runs
-on an eager polars DataFrame (STACK_NOTES: pandera skips data checks on LazyFrames unless
+on an eager polars DataFrame (measured: pandera skips data checks on LazyFrames unless
 told otherwise).
 """
 

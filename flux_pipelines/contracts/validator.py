@@ -6,7 +6,7 @@ violations (one row per row x rule). Uniqueness spans a whole delivery, so the l
 sees every file, decides it and hands it in as a boolean column per unique key
 (``dup_flag(key)``); without that column a ``unique`` rule flags nothing.
 
-Every rule is null-safe on purpose (STACK_NOTES: rows with nulls drop out of both sides
+Every rule is null-safe on purpose (measured: rows with nulls drop out of both sides
 otherwise): a null value violates only ``required``; a row rule whose result is NULL passes.
 
 Values are hostile input, so what a delivered text means is decided once, here, and both

@@ -249,7 +249,7 @@ def publish_partition(
     """Write the curated partition as a read-only Parquet copy, swapped in atomically.
 
     Analysts read these (or ``published/<agency>/catalog.duckdb`` views over them), never the
-    working file, so a query can never block a load (DESIGN: analysts never block).
+    working file, so a query can never block a load (analysts never block a load).
     """
     target = warehouse.published_file(agency, dataset, day)
     out_dir = target.parent
