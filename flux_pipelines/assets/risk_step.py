@@ -69,7 +69,7 @@ def run_scoring(
             if isinstance(trained, dg.AssetMaterialization):
                 model, basis = current_model(warehouse, agency)
                 yield trained
-                context.log.info(f"{agency.id}: trained model {trained.metadata['model_version']}")
+                context.log.info(f"{agency.id}: trained and {basis}")
             else:
                 basis = basis if model else f"{basis}; {trained}"
                 context.log.info(f"{agency.id}: {trained}")
