@@ -60,13 +60,18 @@ def _registry(tmp_path: Path, v1_type: str, v2_type: str | None = None) -> Regis
 
 
 def _load(
-    conn: duckdb.DuckDBPyConnection, registry: Registry, root: Path, day: dt.date, rows: str
+    conn: duckdb.DuckDBPyConnection,
+    registry: Registry,
+    root: Path,
+    day: dt.date,
+    rows: str,
+    header: str = "id,amount",
 ) -> PartitionResult:
     contract = registry.contract_for("awards", day)
     delivery = root / "landing" / day.isoformat()
     delivery.mkdir(parents=True, exist_ok=True)
     path = delivery / "awards.csv"
-    path.write_text("id,amount\n" + rows, encoding="utf-8")
+    path.write_text(f"{header}\n{rows}", encoding="utf-8")
     loader = PartitionLoader(
         conn,
         agency="test-agency",
@@ -351,19 +356,7 @@ def test_a_version_adding_a_required_column_keeps_earlier_days_and_requires_it_a
         missing = _load(conn, registry, tmp_path, DAY2, "2,6\n")
         assert [f.rule_id for f in missing.files] == ["delivery.missing_required_columns"]
         assert conn.execute("SELECT id, program FROM awards").fetchall() == [(1, None)]
-        contract = registry.contract_for("awards", DAY2)
-        folder = tmp_path / "landing" / DAY2.isoformat()
-        (folder / "awards.csv").write_text("id,amount,program\n3,7,grants\n", "utf-8")
-        loader = PartitionLoader(
-            conn,
-            agency="test-agency",
-            contract=contract,
-            day=DAY2,
-            run_id="run-3",
-            raw_root=tmp_path / "raw" / "awards",
-            storage=registry.storage_contract(contract),
-        )
-        loaded = load_partition(loader, [folder / "awards.csv"])
+        loaded = _load(conn, registry, tmp_path, DAY2, "3,7,grants\n", "id,amount,program")
         assert loaded.rows_curated == 1
         assert conn.execute("SELECT id, program FROM awards ORDER BY id").fetchall() == [
             (1, None),

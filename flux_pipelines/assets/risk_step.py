@@ -66,13 +66,14 @@ def run_scoring(
         model, basis = current_model(warehouse, agency)
         if config.retrain or retrain_due(model, dt.datetime.now(dt.UTC)):
             trained = _train(conn, warehouse, agency, config)
-            if isinstance(trained, dg.AssetMaterialization):
-                model, basis = current_model(warehouse, agency)
-                yield trained
-                context.log.info(f"{agency.id}: trained and {basis}")
-            else:
+            if isinstance(trained, str):  # too few stored vectors: why no model
                 basis = basis if model else f"{basis}; {trained}"
                 context.log.info(f"{agency.id}: {trained}")
+            else:
+                model, materialization = trained
+                basis = blended_basis(model)
+                yield materialization
+                context.log.info(f"{agency.id}: trained and {basis}")
         context.log.info(f"{agency.id}: scoring {basis}")
         for partition in context.partition_keys:
             day = dt.date.fromisoformat(partition)
@@ -156,9 +157,9 @@ def _train(
     warehouse: FluxWarehouse,
     agency: Agency,
     config: RiskScoringConfig,
-) -> dg.AssetMaterialization | str:
-    """Train and store the agency's forest on its stored feature vectors: the model's
-    materialization, or why no model was trained."""
+) -> tuple[RiskModel, dg.AssetMaterialization] | str:
+    """Train and store the agency's forest on its stored feature vectors: the model and
+    its materialization, or why no model was trained."""
     vectors = _training_vectors(conn, config.max_training_rows)
     if vectors.height < config.min_training_rows:
         return (
@@ -168,7 +169,7 @@ def _train(
     model = train(vectors, n_estimators=config.n_estimators)
     path = save(model, warehouse.models_dir(agency.id, MODEL))
     scores = pl.Series(model.score(vectors))
-    return dg.AssetMaterialization(
+    return model, dg.AssetMaterialization(
         asset_key=model_key(agency),
         metadata={
             "model_version": model.version,
@@ -188,7 +189,11 @@ def current_model(warehouse: FluxWarehouse, agency: Agency) -> tuple[RiskModel |
         model = load_current(warehouse.models_dir(agency.id, MODEL))
     except ModelUnavailable as exc:
         return None, f"rules only: {exc}"
-    return model, f"blended with model {model.version}"
+    return model, blended_basis(model)
+
+
+def blended_basis(model: RiskModel) -> str:
+    return f"blended with model {model.version}"
 
 
 def _score_one(

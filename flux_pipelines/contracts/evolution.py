@@ -21,6 +21,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from flux_pipelines.contracts.ddl import create_table_sql, quote
 from flux_pipelines.contracts.model import ColumnSpec, Contract, Rule
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.names import MIGRATIONS_TABLE, PARTITION
@@ -75,8 +76,6 @@ def migrate_types(
 ) -> list[TypeMigration]:
     """Convert each column of ``table`` whose stored DuckDB type differs from ``wanted``
     (name -> type), all or nothing: the caller's transaction undoes a partial set."""
-    from flux_pipelines.contracts.ddl import quote
-
     changed = {
         name: (have[name], sql_type)
         for name, sql_type in wanted.items()
@@ -102,8 +101,6 @@ def _refuse_lossy(
     contract: Contract,
 ) -> int:
     """The stored non-null values, once none would fail or change in the conversion."""
-    from flux_pipelines.contracts.ddl import quote
-
     c = quote(column)
     lost = f"TRY_CAST({c} AS {new}) IS NULL"
     if old != "VARCHAR":  # text is re-read as the new type; a typed value must round-trip
@@ -134,8 +131,6 @@ def _record(
     version: str,
     run_id: str,
 ) -> None:
-    from flux_pipelines.contracts.ddl import create_table_sql
-
     conn.execute(create_table_sql(MIGRATIONS_TABLE, list(MIGRATION_COLUMNS)))
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     conn.executemany(

@@ -73,23 +73,19 @@ def _defects(column: ColumnSpec, *, lower: bool) -> list[Defect]:
     return options
 
 
-MINIMUM = RuleKindSpec(
-    kind="minimum",
-    category="accuracy",
-    declared=lambda column: column.minimum is not None,
-    words=lambda column: _words(column, lower=True),
-    violation=lambda cell: _violation(cell, lower=True),
-    pandera_checks=lambda column: _pandera(column, lower=True),
-    json_schema=lambda column, typed: _json_schema(column, typed, lower=True),
-    defects=lambda column, valid: _defects(column, lower=True),
-)
-MAXIMUM = RuleKindSpec(
-    kind="maximum",
-    category="accuracy",
-    declared=lambda column: column.maximum is not None,
-    words=lambda column: _words(column, lower=False),
-    violation=lambda cell: _violation(cell, lower=False),
-    pandera_checks=lambda column: _pandera(column, lower=False),
-    json_schema=lambda column, typed: _json_schema(column, typed, lower=False),
-    defects=lambda column, valid: _defects(column, lower=False),
-)
+def _kind(*, lower: bool) -> RuleKindSpec:
+    """The minimum (``lower``) or the maximum kind: one definition, two directions."""
+    return RuleKindSpec(
+        kind="minimum" if lower else "maximum",
+        category="accuracy",
+        declared=lambda column: (column.minimum if lower else column.maximum) is not None,
+        words=lambda column: _words(column, lower=lower),
+        violation=lambda cell: _violation(cell, lower=lower),
+        pandera_checks=lambda column: _pandera(column, lower=lower),
+        json_schema=lambda column, typed: _json_schema(column, typed, lower=lower),
+        defects=lambda column, valid: _defects(column, lower=lower),
+    )
+
+
+MINIMUM = _kind(lower=True)
+MAXIMUM = _kind(lower=False)

@@ -7,7 +7,7 @@ from typing import Any
 import polars as pl
 
 from flux_pipelines.contracts.model import ColumnSpec
-from flux_pipelines.contracts.rule_kinds.base import Cell, RuleKindSpec
+from flux_pipelines.contracts.rule_kinds.base import Cell, Defect, RuleKindSpec
 
 _FILLER = "abcdefghijklmnopqrstuvwxyz"  # lengthens a value past its maximum
 
@@ -78,30 +78,33 @@ PATTERN = RuleKindSpec(
         *[valid.str.slice(0, 1) + mark + valid.str.slice(1) for mark in "\t\u200b"],
     ],
 )
-MIN_LENGTH = RuleKindSpec(
-    kind="min_length",
-    category="accuracy",
-    declared=lambda column: column.min_length is not None,
-    words=lambda column: _length_words(column, lower=True),
-    violation=lambda cell: _length_violation(cell, lower=True),
-    pandera_checks=lambda column: _length_pandera(column, lower=True),
-    json_schema=lambda column, typed: _string_schema(column, typed, "minLength", column.min_length),
-    defects=lambda column, valid: [
-        valid.str.slice(0, max(1, _length(column, lower=True) - cut)) for cut in (1, 2)
-    ],
-)
-MAX_LENGTH = RuleKindSpec(
-    kind="max_length",
-    category="accuracy",
-    declared=lambda column: column.max_length is not None,
-    words=lambda column: _length_words(column, lower=False),
-    violation=lambda cell: _length_violation(cell, lower=False),
-    pandera_checks=lambda column: _length_pandera(column, lower=False),
-    json_schema=lambda column, typed: _string_schema(column, typed, "maxLength", column.max_length),
-    defects=lambda column, valid: [
-        (valid + _FILLER * (_length(column, lower=False) // len(_FILLER) + 2)).str.slice(
-            0, _length(column, lower=False) + extra
-        )
-        for extra in (1, 2)
-    ],
-)
+
+
+def _length_defects(column: ColumnSpec, valid: pl.Expr, *, lower: bool) -> list[Defect]:
+    """A character or two short of the minimum, or past the maximum."""
+    n = _length(column, lower=lower)
+    if lower:
+        return [valid.str.slice(0, max(1, n - cut)) for cut in (1, 2)]
+    longer = valid + _FILLER * (n // len(_FILLER) + 2)
+    return [longer.str.slice(0, n + extra) for extra in (1, 2)]
+
+
+def _length_kind(*, lower: bool) -> RuleKindSpec:
+    """The min_length (``lower``) or the max_length kind: one definition, two directions."""
+    key = "minLength" if lower else "maxLength"
+    return RuleKindSpec(
+        kind="min_length" if lower else "max_length",
+        category="accuracy",
+        declared=lambda column: (column.min_length if lower else column.max_length) is not None,
+        words=lambda column: _length_words(column, lower=lower),
+        violation=lambda cell: _length_violation(cell, lower=lower),
+        pandera_checks=lambda column: _length_pandera(column, lower=lower),
+        json_schema=lambda column, typed: _string_schema(
+            column, typed, key, _length(column, lower=lower)
+        ),
+        defects=lambda column, valid: _length_defects(column, valid, lower=lower),
+    )
+
+
+MIN_LENGTH = _length_kind(lower=True)
+MAX_LENGTH = _length_kind(lower=False)
