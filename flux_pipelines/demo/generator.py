@@ -54,7 +54,6 @@ Format = Literal["csv", "jsonl", "json", "parquet"]
 PLANTED_SCHEMA: dict[str, pl.DataType] = {"row_number": pl.Int64(), "rule_id": pl.String()}
 
 NULL_SHARE = 0.1  # optional columns are empty this often in valid rows
-REPAIR_NULL_SHARE = 0.5  # when re-drawing a defective row's context, nulls unlock null-safe rules
 RESAMPLE_ROUNDS = 40  # rounds of "validate, re-draw the rows that failed" for valid rows
 REPAIR_ROWS = 1024  # candidate rows a repair round may draw (its failing rows, tried often)
 MAX_REPAIR_TRIALS = 16  # candidates per failing row and round at most
