@@ -162,3 +162,20 @@ class StorageNotConfined(FluxError):
             "(move what it points to into place), then re-run"
         )
         self.path = path
+
+
+class AuthenticationError(FluxError):
+    """No identity could be established: a token is missing, forged, expired or not for Flux.
+
+    Says which check failed (signature, expiry, issuer, audience) but never echoes the
+    token; the remedy is to sign in again at the identity provider."""
+
+
+class AccessDenied(FluxError):
+    """An authenticated identity asked for something its role or agency does not allow."""
+
+    def __init__(self, who: str, action: str, why: str) -> None:
+        super().__init__(f"{who} may not {action}: {why}")
+        self.who = who
+        self.action = action
+        self.why = why

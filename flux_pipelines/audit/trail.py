@@ -63,7 +63,8 @@ from flux_pipelines.home import resolve_home
 log = logging.getLogger(__name__)
 
 RecordKind = Literal[
-    "contract_version", "delivery", "load", "quarantine", "publication", "override", "report"
+    "contract_version", "delivery", "load", "quarantine", "publication", "override", "report",
+    "access",
 ]
 RECORD_KINDS: tuple[str, ...] = get_args(RecordKind)
 ProblemKind = Literal[
@@ -209,6 +210,22 @@ def report_record(
     """Agency reports written (their paths)."""
     payload: dict[str, JSONValue] = {"paths": list(paths)}
     return AuditRecord("report", payload, agency, day=None if day is None else _day(day))
+
+
+def access_record(
+    identity: dict[str, JSONValue], action: str, outcome: str, *, agency: str | None = None,
+    dataset: str | None = None, day: dt.date | str | None = None,
+    detail: dict[str, JSONValue] | None = None,
+) -> AuditRecord:  # fmt: skip
+    """An authenticated access (an upload, a report download, a published read, an override,
+    a role change): who (``Identity.audit_fields()``), what, and whether it was allowed."""
+    payload: dict[str, JSONValue] = {
+        "identity": identity,
+        "action": action,
+        "outcome": outcome,
+        **(detail or {}),
+    }
+    return AuditRecord("access", payload, agency, dataset, None if day is None else _day(day))
 
 
 # --- hashing -------------------------------------------------------------------------------

@@ -1,0 +1,138 @@
+"""The access policy (``contracts/access.yaml``): roles, the token-to-role mapping, masking.
+
+One file holds who may do what, so the README's role table, the intake service, the
+published copies' masking and the CLI's checks cannot disagree. A bad file is a
+``ConfigurationError`` naming the file and the entry, raised when the policy is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cache
+from pathlib import Path
+from typing import Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flux_pipelines.errors import ConfigurationError
+
+Role = Literal["operator", "viewer", "agency_submitter", "agency_analyst"]
+ROLES: tuple[str, ...] = get_args(Role)
+Action = Literal[
+    "view_ui", "operate", "submit", "read_reports", "read_published", "read_cross_agency"
+]
+Treatment = Literal["clear", "mask", "hash"]
+Classification = Literal["public", "internal", "restricted"]
+CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
+AGENCY_PLACEHOLDER = "{agency}"
+POLICY_FILE = Path(__file__).resolve().parents[2] / "contracts" / "access.yaml"
+# Agency ids are lower-case slugs (agencies.yaml); a group pattern's {agency} matches only those.
+_AGENCY_ID = r"(?P<agency>[a-z][a-z0-9_]*)"
+ENV_OVERRIDES = {
+    "issuer": "FLUX_OIDC_ISSUER",
+    "audience": "FLUX_OIDC_AUDIENCE",
+    "jwks_url": "FLUX_OIDC_JWKS_URL",
+    "jwks_file": "FLUX_OIDC_JWKS_FILE",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class IdentitySettings(_Strict):
+    issuer: str
+    audience: str
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    groups_claim: str = "groups"
+    groups: dict[str, Role]
+    personal_data_group: str | None = None
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+
+    @model_validator(mode="after")
+    def _asymmetric_only(self) -> IdentitySettings:
+        weak = [a for a in self.algorithms if not a.startswith(("RS", "ES", "PS", "Ed"))]
+        if weak:
+            raise ValueError(
+                f"identity.algorithms {weak}: only asymmetric signatures are accepted (a shared "
+                "secret would let every service that verifies tokens also mint them)"
+            )
+        return self
+
+
+class RoleSpec(_Strict):
+    description: str
+    actions: tuple[Action, ...]
+    all_agencies: bool = False
+
+
+class Masking(_Strict):
+    public: dict[str, Treatment] = Field(default_factory=dict)
+    internal: dict[str, Treatment] = Field(default_factory=dict)
+    restricted: dict[str, Treatment] = Field(default_factory=dict)
+    personal: dict[str, Treatment] = Field(default_factory=dict)
+    cross_agency: dict[str, Treatment] = Field(default_factory=dict)
+
+
+class AccessPolicy(_Strict):
+    version: str
+    identity: IdentitySettings
+    roles: dict[Role, RoleSpec]
+    masking: Masking
+
+    @model_validator(mode="after")
+    def _every_role_defined(self) -> AccessPolicy:
+        missing = [r for r in ROLES if r not in self.roles]
+        if missing:
+            raise ValueError(f"roles: {', '.join(missing)} not defined")
+        return self
+
+    def allows(self, role: Role, action: Action) -> bool:
+        return action in self.roles[role].actions
+
+    def group_patterns(self) -> list[tuple[re.Pattern[str], Role]]:
+        """Each group name as an anchored pattern (``{agency}`` -> an agency id), with its role."""
+        out = []
+        for group, role in self.identity.groups.items():
+            parts = [re.escape(p) for p in group.split(AGENCY_PLACEHOLDER)]
+            out.append((re.compile("^" + _AGENCY_ID.join(parts) + "$"), role))
+        return out
+
+    def personal_data_pattern(self) -> re.Pattern[str] | None:
+        group = self.identity.personal_data_group
+        if group is None:
+            return None
+        parts = [re.escape(p) for p in group.split(AGENCY_PLACEHOLDER)]
+        return re.compile("^" + _AGENCY_ID.join(parts) + "$")
+
+
+def load_policy(path: Path | None = None) -> AccessPolicy:
+    """The policy file (default ``contracts/access.yaml``), with the environment's OIDC
+    settings applied; ``ConfigurationError`` naming the file when it is unusable."""
+    source = path or Path(os.environ.get("FLUX_ACCESS_POLICY") or POLICY_FILE)
+    try:
+        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"access policy {source}: cannot be read ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"access policy {source}: expected a mapping at the top")
+    identity = dict(raw.get("identity") or {})
+    for key, env in ENV_OVERRIDES.items():
+        if os.environ.get(env):
+            identity[key] = os.environ[env]
+    raw["identity"] = identity
+    try:
+        return AccessPolicy.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"access policy {source}: {problems}") from exc
+
+
+@cache
+def default_policy() -> AccessPolicy:
+    return load_policy()
