@@ -179,3 +179,19 @@ class AccessDenied(FluxError):
         self.who = who
         self.action = action
         self.why = why
+
+
+class WitnessRefused(FluxError):
+    """The audit witness will not sign the trail's head: the history it signed before was
+    rewritten or cut, the trail fails verification, or its own store was altered.
+
+    Not transient: signing now would bless the change. A human compares the trail with a
+    copy (``flux audit verify --witness``) before anything is signed again."""
+
+    def __init__(self, store: str, problem: str) -> None:
+        super().__init__(
+            f"audit witness {store}: refused to sign: {problem}. Nothing was signed; run "
+            "`flux audit verify --witness` on a copy of the trail and find out who changed it."
+        )
+        self.store = store
+        self.problem = problem

@@ -37,7 +37,7 @@ from referencing import Registry, Resource
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
-FLUX_IMAGE_SERVICES = ("code-server", "webserver", "daemon")
+FLUX_IMAGE_SERVICES = ("code-server", "webserver", "webserver-read-only", "daemon")
 # The oldest and the newest Kubernetes the manifests are written for.
 K8S_VERSIONS = ("1.30", "1.37")
 # deploy/k8s/*.yaml refer to objects the chart names after the release.
@@ -133,11 +133,15 @@ def service_command(name: str) -> list[str]:
 
 
 def mounts(service: dict[str, Any]) -> dict[str, str]:
-    """Container path -> source (named volume or host path) of a compose service."""
+    """Container path -> source (named volume or host path) of a compose service, from the
+    short (`source:target[:ro]`) or the long (mapping) syntax."""
     result = {}
     for volume in service.get("volumes", []):
-        source, target = volume.split(":")[:2]
-        result[target] = source
+        if isinstance(volume, dict):
+            result[volume["target"]] = volume["source"]
+        else:
+            source, target = volume.split(":")[:2]
+            result[target] = source
     return result
 
 
@@ -157,20 +161,24 @@ def env_names_read_by(config: Any) -> Iterator[str]:
 # docker compose
 
 
-def test_compose_has_the_five_services() -> None:
+def test_compose_has_the_services() -> None:
     assert set(compose()["services"]) == {
+        "flux-home-init",
         "postgres",
         "code-server",
         "webserver",
+        "webserver-read-only",
         "daemon",
         "oauth2-proxy",
+        "oauth2-proxy-viewers",
+        "intake",
     }
 
 
-def test_only_the_proxy_publishes_a_host_port() -> None:
-    """The webserver has no login: reachable only through oauth2-proxy."""
+def test_only_the_proxies_and_the_intake_publish_a_host_port() -> None:
+    """The webservers have no login: reachable only through oauth2-proxy."""
     published = {name for name, svc in compose()["services"].items() if svc.get("ports")}
-    assert published == {"oauth2-proxy"}
+    assert published == {"oauth2-proxy", "oauth2-proxy-viewers", "intake"}
     assert "ports" not in compose()["services"]["webserver"]
 
 
@@ -184,15 +192,17 @@ def test_proxy_upstream_is_the_webserver() -> None:
     assert str(upstream.port) in compose()["services"]["webserver"]["expose"]
 
 
-def test_flux_services_share_flux_home_and_dagster_storage() -> None:
-    """Runs write FLUX_HOME in the code server; the UI reads compute logs from storage."""
+def test_flux_services_share_dagster_storage_and_the_runs_mount_flux_home() -> None:
+    """Runs write FLUX_HOME in the code server; the UI reads compute logs from storage.
+    (Which folders of FLUX_HOME the other services get: test_deploy_isolation.py.)"""
     for name in FLUX_IMAGE_SERVICES:
         service = compose()["services"][name]
         env = service["environment"]
         mounted = mounts(service)
-        assert mounted.get(env["FLUX_HOME"]) == "flux-home", name
         assert mounted.get(env["DAGSTER_HOME"] + "/storage") == "dagster-storage", name
         assert service["image"] == compose()["services"]["code-server"]["image"], name
+    code_server = compose()["services"]["code-server"]
+    assert mounts(code_server)[code_server["environment"]["FLUX_HOME"]] == "flux-home"
     assert {"flux-home", "dagster-storage"} <= set(compose()["volumes"])
     # The runs' writer mounts FLUX_HOME read-write.
     code_server_volumes = compose()["services"]["code-server"]["volumes"]
@@ -233,7 +243,7 @@ def test_workspace_points_at_the_code_server() -> None:
 
 
 def test_webserver_and_daemon_read_the_mounted_workspace() -> None:
-    for name in ("webserver", "daemon"):
+    for name in ("webserver", "webserver-read-only", "daemon"):
         service = compose()["services"][name]
         workspace_path = option(service["command"], "-w", "--workspace")
         source = mounts(service)[workspace_path]

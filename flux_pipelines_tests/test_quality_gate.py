@@ -18,6 +18,7 @@ from flux_pipelines.cli.main import app
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import deliver, ingest_assets, ingest_keys
+from flux_pipelines_tests.oidc import running_issuer
 
 pytestmark = pytest.mark.slow
 FIRST = dt.date(2026, 3, 2)
@@ -75,7 +76,7 @@ def _deliver_real(home: Path, days: list[dt.date], real_data: Path) -> str:
 
 @pytest.mark.parametrize("source", ["generated", pytest.param("real", marks=pytest.mark.realdata)])
 def test_volume_drop_blocks_publication_until_overridden(
-    tmp_path: Path, source: str, request: pytest.FixtureRequest
+    tmp_path: Path, source: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     days = [FIRST + dt.timedelta(days=i) for i in range(DAYS)]
     if source == "real":
@@ -120,20 +121,36 @@ def test_volume_drop_blocks_publication_until_overridden(
     override = [
         "quality", "override", "--home", str(tmp_path), "--agency", "nga",
         "--dataset", "constituents", "--day", days[-1].isoformat(),
-        "--by", "ana@nga.example", "--reason", "collection split into two feeds this week",
+        "--reason", "collection split into two feeds this week",
     ]  # fmt: skip
-    result = runner.invoke(app, override)
-    assert result.exit_code == 0, result.output
-    again = runner.invoke(app, override)
-    assert again.exit_code == 2 and "already overridden" in again.output
-    not_held = runner.invoke(app, [*override[:9], days[0].isoformat(), *override[10:]])
-    assert not_held.exit_code == 2 and "not held back" in not_held.output
+    with running_issuer() as issuer:  # the person comes from a verified operator token
+        for name, value in issuer.env().items():
+            monkeypatch.setenv(name, value)
+        analyst = {"FLUX_TOKEN": issuer.token("ana", ["flux-nga-analysts"])}
+        denied = runner.invoke(app, override, env=analyst)
+        assert denied.exit_code == 2 and "may not operate" in denied.output
+        operator = {"FLUX_TOKEN": issuer.token("ana", ["flux-operators"], email="ana@nga.example")}
+        result = runner.invoke(app, override, env=operator)
+        assert result.exit_code == 0, result.output
+        again = runner.invoke(app, override, env=operator)
+        assert again.exit_code == 2 and "already overridden" in again.output
+        not_held = runner.invoke(
+            app, [*override[:9], days[0].isoformat(), *override[10:]], env=operator
+        )
+        assert not_held.exit_code == 2 and "not held back" in not_held.output
 
     released = _cross_agency(tmp_path)
     assert released.get_asset_check_evaluations()[0].passed
     assert held in _published_days(tmp_path)
     [record] = list(AuditTrail(tmp_path).iter_records(kind="override"))
-    assert record.payload["who"] == "ana@nga.example" and record.day == days[-1].isoformat()
+    assert record.payload["who"] == "ana@nga.example (operator)"
+    assert record.day == days[-1].isoformat()
+    access = [e.payload for e in AuditTrail(tmp_path).iter_records(kind="access")]
+    assert [(a["action"], a["outcome"], a["identity"]["role"]) for a in access] == [
+        ("quality_override", "denied", "agency_analyst"),
+        ("role_change", "observed", "operator"),
+        ("quality_override", "allowed", "operator"),
+    ]
     assert AuditTrail(tmp_path).verify().ok
 
     scorecard = runner.invoke(

@@ -77,11 +77,74 @@ class Masking(_Strict):
     cross_agency: dict[str, Treatment] = Field(default_factory=dict)
 
 
+# POSIX group names: lower-case, digits, '-' and '_' (what groupadd accepts everywhere).
+_POSIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")
+
+
+class AgencyGroupNames(_Strict):
+    """One agency's POSIX groups (``PosixGroups.for_agency``): the storage layer's roles."""
+
+    agency: str
+    analysts: str
+    submitters: str
+    report_readers: str
+    personal_data: str
+
+
+class PosixGroups(_Strict):
+    """The operating-system groups that enforce read isolation on a Flux home.
+
+    Built here and nowhere else from ``{agency}`` patterns. They are not the identity
+    provider's group names (``identity.groups``): Linux caps a group name at 32 characters,
+    which ``flux-library-of-congress-analysts`` already exceeds.
+    """
+
+    analysts: str = "fx-{agency}-analysts"
+    submitters: str = "fx-{agency}-submit"
+    report_readers: str = "fx-{agency}-reports"
+    personal_data: str = "fx-{agency}-personal"
+    all_analysts: str = "flux-analysts"
+    max_name_length: int = Field(default=32, ge=8, le=256)
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> PosixGroups:
+        per_agency = ("analysts", "submitters", "report_readers", "personal_data")
+        for field in per_agency:
+            if getattr(self, field).count(AGENCY_PLACEHOLDER) != 1:
+                raise ValueError(f"posix.{field} must contain {AGENCY_PLACEHOLDER} once")
+        if AGENCY_PLACEHOLDER in self.all_analysts:
+            raise ValueError(f"posix.all_analysts is one group: no {AGENCY_PLACEHOLDER}")
+        return self
+
+    def group(self, name: str) -> str:
+        """``name`` checked as a POSIX group name; ``ConfigurationError`` saying why not."""
+        if not _POSIX_NAME.match(name) or len(name) > self.max_name_length:
+            raise ConfigurationError(
+                f"access policy posix: group name {name!r} is not usable: lower-case letters, "
+                f"digits, '-' and '_', at most {self.max_name_length} characters (edit the "
+                "posix section of contracts/access.yaml)"
+            )
+        return name
+
+    def for_agency(self, agency: str) -> AgencyGroupNames:
+        def fill(pattern: str) -> str:
+            return self.group(pattern.replace(AGENCY_PLACEHOLDER, agency))
+
+        return AgencyGroupNames(
+            agency=agency,
+            analysts=fill(self.analysts),
+            submitters=fill(self.submitters),
+            report_readers=fill(self.report_readers),
+            personal_data=fill(self.personal_data),
+        )
+
+
 class AccessPolicy(_Strict):
     version: str
     identity: IdentitySettings
     roles: dict[Role, RoleSpec]
     masking: Masking
+    posix: PosixGroups = Field(default_factory=PosixGroups)
 
     @model_validator(mode="after")
     def _every_role_defined(self) -> AccessPolicy:

@@ -1,9 +1,11 @@
 """Cross-agency outputs: one table per dataset delivered by several agencies, certified days only.
 
 Built from the agencies' published, read-only copies (never their working files) into
-``published/cross_agency/<dataset>.parquet``; the certification gate holds back any
-agency-day whose anomaly monitors raised ERROR until someone overrides it
-(``flux quality override``). The quality scorecard of every agency is published beside it.
+``published/cross_agency/<dataset>.parquet``, with the policy's ``cross_agency`` treatments
+of classified columns (personal data hashed, restricted masked: ``access/masking.py``); the
+certification gate holds back any agency-day whose anomaly monitors raised ERROR until
+someone overrides it (``flux quality override``). The quality scorecard of every agency is
+published beside it.
 """
 
 import os
@@ -13,6 +15,16 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from flux_pipelines.access.masking import (
+    ENTITLED_FOLDER,
+    bind_key,
+    classified_columns,
+    held_by,
+    select_list,
+    source_file,
+    treatments,
+)
+from flux_pipelines.access.policy import Treatment
 from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.assets.publish_factory import write_views
 from flux_pipelines.audit.trail import AuditTrail, publication_record
@@ -47,18 +59,52 @@ def _write_atomically(conn: "duckdb.DuckDBPyConnection", select: str, target: Pa
     return int(rows)
 
 
-def _certified_files(warehouse: FluxWarehouse, verdicts: list[DayVerdict]) -> list[Path]:
+def certified_files(warehouse: FluxWarehouse, verdicts: list[DayVerdict]) -> list[Path]:
+    """The certified days' clearest published copies (the personal-data group's copy where
+    there is one): Flux's own builders apply the cross-agency treatments themselves."""
     files = [
-        warehouse.published_dir(v.agency, v.dataset) / f"{v.day.isoformat()}.parquet"
+        source_file(warehouse.root, v.agency, v.dataset, v.day.isoformat())
         for v in verdicts
         if v.certified
     ]
     return [f for f in files if f.is_file()]
 
 
+# published/<agency>/<dataset>/<day>.parquet or published/<agency>/_clear/<dataset>/<day>...
+_AGENCY_OF_FILE = (
+    f"CASE WHEN split_part(filename, '/', -3) = '{ENTITLED_FOLDER}' "
+    "THEN split_part(filename, '/', -4) ELSE split_part(filename, '/', -3) END"
+)
+
+
+def shared_select(
+    conn: "duckdb.DuckDBPyConnection", home: Path, files: list[Path], wanted: dict[str, Treatment]
+) -> str:
+    """Every file's rows with an ``agency`` column, as the cross-agency copy shows them:
+    ``wanted`` applied to what each copy holds (its footer), one part per kind of copy."""
+    by_held: dict[tuple[tuple[str, Treatment], ...], list[Path]] = {}
+    for path, held in held_by(conn, files).items():
+        by_held.setdefault(tuple(sorted(held.items())), []).append(path)
+    if any(t == "hash" for t in wanted.values()):
+        bind_key(conn, home)
+    parts = []
+    for held, group in by_held.items():
+        listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in group)
+        source = f"read_parquet([{listed}], union_by_name = true, filename = true)"
+        names = [n for (n, *_) in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+        kept = [n for n in names if n != "filename"]
+        parts.append(
+            f"SELECT {_AGENCY_OF_FILE} AS agency, {select_list(kept, wanted, dict(held))} "
+            f"FROM {source}"
+        )
+    return " UNION ALL BY NAME ".join(parts)
+
+
 def build_cross_agency_asset(dataset: str, registry: Registry) -> dg.AssetsDefinition:
     agencies = registry.agencies_for(dataset)
     contract = registry.latest(dataset)
+    # One copy for every agency's analysts: it carries only what all of them may see.
+    wanted = treatments(classified_columns(registry.versions(dataset)), "cross_agency")
 
     @dg.asset(
         key=cross_agency_key(dataset),
@@ -88,17 +134,14 @@ def build_cross_agency_asset(dataset: str, registry: Registry) -> dg.AssetsDefin
         verdicts = day_verdicts(published_root(warehouse.root), trail, dataset)
         held = [v for v in verdicts if not v.certified]
         overridden = [v for v in verdicts if v.overridden_by]
-        files = _certified_files(warehouse, verdicts)
+        files = certified_files(warehouse, verdicts)
         target = output_dir(warehouse) / f"{dataset}.parquet"
         rows = 0
         if files:
-            listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-            select = (
-                "SELECT split_part(filename, '/', -3) AS agency, * EXCLUDE (filename) "
-                f"FROM read_parquet([{listed}], union_by_name = true, filename = true)"
-            )
             with duckdb.connect() as conn:
-                rows = _write_atomically(conn, select, target)
+                rows = _write_atomically(
+                    conn, shared_select(conn, warehouse.root, files, wanted), target
+                )
             trail.append(
                 publication_record(
                     "cross-agency",

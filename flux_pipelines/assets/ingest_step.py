@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
+from flux_pipelines.access.masking import classified_columns
 from flux_pipelines.assets.delivery_outputs import (
     DeliveryOutputs,
     MonitorOutcome,
@@ -45,7 +46,7 @@ from flux_pipelines.assets.step_plan import (
 )
 from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables, quote
-from flux_pipelines.contracts.model import Contract
+from flux_pipelines.contracts.model import ColumnSpec, Contract
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.errors import DayLoadFailed, PartitionRejected, TransientError
 from flux_pipelines.faults import crash_point
@@ -259,11 +260,19 @@ def _load_day(
 
     result = load_partition(loader, files, delivery_manifest(folder), report_rejected)
     recount = recount_partition(conn, contract, day, raw_counts(loader.raw_dir, conn))
+    # What analysts may see of each column: the markings of every version of the contract.
+    classified = classified_columns(registry.versions(dataset))
     if result.migrations:
-        republish_other_days(context, conn, warehouse, agency, result)
+        republish_other_days(context, conn, warehouse, agency, result, classified)
     if result.kept_rows is None:
         published = publish_partition(
-            conn, warehouse, agency.id, dataset, DatasetTables.for_dataset(dataset).curated, day
+            conn,
+            warehouse,
+            agency.id,
+            dataset,
+            DatasetTables.for_dataset(dataset).curated,
+            day,
+            columns=classified,
         )
     else:  # the day kept its earlier load: its published copy stays as it was
         kept = warehouse.published_file(agency.id, dataset, day)
@@ -301,6 +310,7 @@ def republish_other_days(
     warehouse: FluxWarehouse,
     agency: Agency,
     result: PartitionResult,
+    classified: Sequence[ColumnSpec],
 ) -> None:
     """After a column took a new version's type, every day's published copy follows (one
     type per column for analysts' views over the copies)."""
@@ -314,7 +324,9 @@ def republish_other_days(
         d for (d,) in conn.execute(f"SELECT DISTINCT {PARTITION} FROM {quote(curated)}").fetchall()
     ]
     for other in sorted(d for d in days if d != result.day):
-        publish_partition(conn, warehouse, agency.id, result.dataset, curated, other)
+        publish_partition(
+            conn, warehouse, agency.id, result.dataset, curated, other, columns=classified
+        )
     context.log.info(f"{agency.id}/{result.dataset}: republished {len(days) - 1} other day(s)")
 
 

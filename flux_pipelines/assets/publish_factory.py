@@ -4,7 +4,9 @@ Parquet partitions, rebuilt by the daily schedule (and on demand).
 Analysts open ``published/<agency>/catalog.duckdb`` (read-only) and query
 ``meteorites`` etc.; the views read ``published/<agency>/<dataset>/*.parquet``, which each
 load swaps in atomically, so they never see half a partition and never hold a lock on the
-pipeline's working file (analysts never block a load).
+pipeline's working file (analysts never block a load). Those copies hide classified columns
+(``access/masking.py``); the agency's personal-data group opens
+``published/<agency>/_clear/catalog.duckdb`` instead: the same views, reading its copies.
 """
 
 import os
@@ -14,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from flux_pipelines.access.masking import ENTITLED_FOLDER
 from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.contracts.ddl import quote
 from flux_pipelines.contracts.registry import Agency, Registry
@@ -24,32 +27,66 @@ CATALOG_FILE = "catalog.duckdb"
 
 
 def write_catalog(warehouse: FluxWarehouse, agency: Agency) -> tuple[Path, dict[str, int]]:
-    """(Re)build the agency's catalog file atomically; returns its path and rows per view."""
-    return write_views(agency_published(warehouse.root, agency.id))
+    """(Re)build the agency's catalog file atomically; returns its path and rows per view.
+
+    The analysts' catalog reads the masked copies; when the agency has personal-data copies,
+    ``published/<agency>/_clear/catalog.duckdb`` is rebuilt too (same views, reading them)."""
+    root = agency_published(warehouse.root, agency.id)
+    result = write_views(root)
+    entitled = root / ENTITLED_FOLDER
+    if entitled.is_dir():
+        write_views(entitled, fallback=root)
+    return result
 
 
-def write_views(root: Path) -> tuple[Path, dict[str, int]]:
+def _tables(root: Path) -> dict[str, Path]:
+    return {
+        f.name: f
+        for f in sorted(root.iterdir())
+        if f.is_dir() and f.name[0] != "_" and any(f.glob("*.parquet"))
+    } | {f.stem: f for f in sorted(root.glob("*.parquet"))}
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _view_sql(source: Path, entitled: Path | None) -> str:
+    """A view over a table's daily folder (or single file); with ``entitled``, the days it
+    holds are read from there and the other days (nothing hidden) from ``source``."""
+    if source.is_file():
+        return f"SELECT * FROM read_parquet({_literal(source)}, union_by_name = true)"
+    days = source / "*.parquet"
+    if entitled is None or not any(entitled.glob("*.parquet")):
+        return f"SELECT * FROM read_parquet({_literal(days)}, union_by_name = true)"
+    clear = entitled / "*.parquet"
+    return (
+        f"SELECT * FROM read_parquet({_literal(clear)}, union_by_name = true) "
+        "UNION ALL BY NAME SELECT * EXCLUDE (filename) FROM "
+        f"read_parquet({_literal(days)}, union_by_name = true, filename = true) "
+        "WHERE parse_filename(filename) NOT IN "
+        f"(SELECT parse_filename(file) FROM glob({_literal(clear)}))"
+    )
+
+
+def write_views(root: Path, fallback: Path | None = None) -> tuple[Path, dict[str, int]]:
     """``root/catalog.duckdb`` with a view per published table: a folder of daily Parquet
-    partitions (datasets, risk scores) or a single Parquet file (cross-agency outputs)."""
+    partitions (datasets, risk scores) or a single Parquet file (cross-agency outputs).
+
+    With ``fallback`` (the personal-data catalog: ``root`` is ``<agency>/_clear``), a view
+    per table of ``fallback``, reading ``root``'s copy of a day where there is one."""
     import duckdb
 
     root.mkdir(parents=True, exist_ok=True)
     target = root / CATALOG_FILE
     tmp = root / f".{CATALOG_FILE}.tmp"
     tmp.unlink(missing_ok=True)
-    tables = {
-        f.name: f / "*.parquet"
-        for f in sorted(root.iterdir())
-        if f.is_dir() and f.name[0] != "_" and any(f.glob("*.parquet"))
-    } | {f.stem: f for f in sorted(root.glob("*.parquet"))}
+    tables = _tables(fallback if fallback is not None else root)
     rows: dict[str, int] = {}
     with duckdb.connect(str(tmp)) as conn:
-        for name, files in tables.items():
-            pattern = str(files).replace("'", "''")
-            conn.execute(
-                f"CREATE VIEW {quote(name)} AS SELECT * FROM read_parquet('{pattern}', "
-                "union_by_name = true)"
-            )
+        for name, source in tables.items():
+            entitled = root / name if fallback is not None else None
+            conn.execute(f"CREATE VIEW {quote(name)} AS {_view_sql(source, entitled)}")
             counted = conn.execute(f"SELECT count(*) FROM {quote(name)}").fetchall()
             rows[name] = int(counted[0][0])
     os.replace(tmp, target)

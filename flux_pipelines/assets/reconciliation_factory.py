@@ -3,10 +3,12 @@
 Storage follows the isolation rule: the agency-level reconciliation compares two datasets
 one agency (Treasury) delivers, so it lives in that agency's file and published folder;
 recipient links join every agency's transactions with Treasury's award file, so they are
-built from published, read-only copies into ``published/cross_agency/``.
+built from published, read-only copies into ``published/cross_agency/``: matched on names in
+clear (the personal-data copies), published with names as the cross-agency policy shows them.
 """
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,12 +17,23 @@ import polars as pl
 from dagster import AssetExecutionContext
 from pydantic import Field
 
+from flux_pipelines.access.masking import (
+    bind_key,
+    classified_columns,
+    select_list,
+    source_file,
+    strictest,
+    treatment,
+)
+from flux_pipelines.access.policy import Treatment
 from flux_pipelines.assets.cross_agency_factory import GROUP as CROSS_AGENCY
-from flux_pipelines.assets.cross_agency_factory import output_dir
+from flux_pipelines.assets.cross_agency_factory import certified_files, output_dir
 from flux_pipelines.assets.ingest_factory import agency_pool, asset_keys, transient_retries
+from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.contracts.ddl import DatasetTables, quote
 from flux_pipelines.contracts.registry import Agency, Registry
-from flux_pipelines.names import cross_agency_key
+from flux_pipelines.names import cross_agency_key, published_root
+from flux_pipelines.quality.certification import day_verdicts
 from flux_pipelines.reconcile.agency_totals import Tolerance, reconcile_agency_totals
 from flux_pipelines.reconcile.linking import LinkResult, LinkSettings, LinkSpec, link_records
 from flux_pipelines.resources.warehouse import FluxWarehouse
@@ -254,10 +267,30 @@ def recipient_links_asset(registry: Registry) -> list[dg.AssetsDefinition]:
     sources = [a for a in registry.agencies if CONTRACTS in a.datasets]
     if not sources or TRANSACTIONS not in registry.contracts:
         return []
-    return [build_recipient_links_asset(sources)]
+    return [build_recipient_links_asset(sources, names_treatment(registry))]
 
 
-def build_recipient_links_asset(sources: list[Agency]) -> dg.AssetsDefinition:
+def names_treatment(registry: Registry) -> Treatment:
+    """How the links show recipient names: the cross-agency treatment of the strictest of
+    the two name columns they join (hashed when personal, so analysts can still join the
+    links to their own copies, whose names are hashed with the same key)."""
+    names = {TRANSACTIONS: "recipient_name", CONTRACTS: "recipient"}
+    return strictest(
+        treatment(column, "cross_agency")
+        for dataset, name in names.items()
+        if dataset in registry.contracts
+        for column in classified_columns(registry.versions(dataset))
+        if column.name == name
+    )
+
+
+# Columns of the link tables holding a recipient name (or its normalised form).
+NAME_COLUMNS = ("left_name", "right_name", "recipient", "norm")
+
+
+def build_recipient_links_asset(
+    sources: list[Agency], names_as: Treatment = "clear"
+) -> dg.AssetsDefinition:
     key = cross_agency_key(RECIPIENT_LINKS)
 
     @dg.asset(
@@ -284,14 +317,21 @@ def build_recipient_links_asset(sources: list[Agency]) -> dg.AssetsDefinition:
     def _recipient_links(
         context: AssetExecutionContext, config: RecipientLinksConfig, warehouse: FluxWarehouse
     ) -> dg.MaterializeResult:
-        left = _transaction_recipients(output_dir(warehouse) / f"{TRANSACTIONS}.parquet")
+        # Names are linked in clear (fuzzy matching needs them) and published as the policy
+        # shows them across agencies.
+        left = _transaction_recipients(warehouse)
         right = _award_recipients(warehouse, sources)
         settings = LinkSettings(config.accept, config.review, config.margin)
         result = link_records(left, right, LINK_SPEC, settings)
         target = output_dir(warehouse)
         target.mkdir(parents=True, exist_ok=True)
         for name in LINK_TABLES:  # one file per table: a view each in the cross-agency catalog
-            getattr(result, name).write_parquet(target / f"{RECIPIENT_LINKS}_{name}.parquet")
+            _write_shown(
+                warehouse.root,
+                getattr(result, name),
+                target / f"{RECIPIENT_LINKS}_{name}.parquet",
+                dict.fromkeys(NAME_COLUMNS, names_as),
+            )
         counts = {name: getattr(result, name).height for name in LINK_TABLES}
         accounted = _accounted(result, left, right)
         context.log.info(f"recipient links: {counts}")
@@ -320,11 +360,36 @@ def build_recipient_links_asset(sources: list[Agency]) -> dg.AssetsDefinition:
 LINK_SPEC = LinkSpec("id", "recipient", "id", "recipient", "agency", "agency")
 
 
-def _transaction_recipients(path: Path) -> pl.DataFrame:
-    if not path.is_file():
+def _write_shown(
+    home: Path, frame: pl.DataFrame, target: Path, wanted: dict[str, Treatment]
+) -> None:
+    """Write ``frame`` with ``wanted`` applied to the columns it has, swapped in atomically."""
+    import duckdb
+
+    tmp = target.with_name(f".{target.name}.tmp")
+    literal = str(tmp).replace("'", "''")
+    with duckdb.connect() as conn:
+        if "hash" in wanted.values():
+            bind_key(conn, home)
+        conn.register("_flux_frame", frame)
+        conn.execute(
+            f"COPY (SELECT {select_list(frame.columns, wanted)} FROM _flux_frame) "
+            f"TO '{literal}' (FORMAT parquet, COMPRESSION zstd)"
+        )
+    os.replace(tmp, target)
+
+
+def _transaction_recipients(warehouse: FluxWarehouse) -> pl.DataFrame:
+    """(awarding agency, recipient) of every agency's certified transactions, names in
+    clear: the same days the cross-agency copy holds, read from their clearest copies."""
+    verdicts = day_verdicts(
+        published_root(warehouse.root), AuditTrail(warehouse.root), TRANSACTIONS
+    )
+    files = certified_files(warehouse, verdicts)
+    if not files:
         return pl.DataFrame(schema={"id": pl.String, "agency": pl.String, "recipient": pl.String})
     return (
-        pl.scan_parquet(path)
+        pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
         .select(
             pl.col("awarding_toptier_agency_name").alias("agency"),
             pl.col("recipient_name").alias("recipient"),
@@ -342,7 +407,7 @@ def _transaction_recipients(path: Path) -> pl.DataFrame:
 def _award_recipients(warehouse: FluxWarehouse, sources: list[Agency]) -> pl.DataFrame:
     """Distinct (agency, recipient) of each source's latest award obligations delivery."""
     files = [
-        max(days)
+        source_file(warehouse.root, a.id, CONTRACTS, max(days).stem)
         for a in sources
         if (days := sorted(warehouse.published_dir(a.id, CONTRACTS).glob("*.parquet")))
     ]

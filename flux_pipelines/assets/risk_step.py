@@ -21,6 +21,7 @@ import dagster as dg
 import polars as pl
 from pydantic import ValidationError
 
+from flux_pipelines.access.masking import classified_columns
 from flux_pipelines.assets.risk_factory import (
     DATASET,
     EVERY_TRANSACTION_SCORED,
@@ -33,7 +34,7 @@ from flux_pipelines.assets.risk_factory import (
 )
 from flux_pipelines.assets.step_plan import transient_retries
 from flux_pipelines.contracts.ddl import DatasetTables, quote
-from flux_pipelines.contracts.registry import Agency
+from flux_pipelines.contracts.registry import Agency, load_registry
 from flux_pipelines.names import model_key, scores_key
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
 from flux_pipelines.risk.features import FEATURE_COLUMNS
@@ -217,7 +218,9 @@ def _score_one(
         model=model,
         settings=settings,
     )
-    publish_partition(conn, warehouse, agency.id, SCORES, SCORES, day)
+    # A score row keeps its transaction's recipient: the transactions contract marks it.
+    classified = classified_columns(load_registry().versions(DATASET))
+    publish_partition(conn, warehouse, agency.id, SCORES, SCORES, day, columns=classified)
     return scores
 
 

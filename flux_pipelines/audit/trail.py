@@ -63,7 +63,13 @@ from flux_pipelines.home import resolve_home
 log = logging.getLogger(__name__)
 
 RecordKind = Literal[
-    "contract_version", "delivery", "load", "quarantine", "publication", "override", "report",
+    "contract_version",
+    "delivery",
+    "load",
+    "quarantine",
+    "publication",
+    "override",
+    "report",
     "access",
 ]
 RECORD_KINDS: tuple[str, ...] = get_args(RecordKind)

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from flux_pipelines.audit.cli import audit_app
+from flux_pipelines.cli.access import access_app
 from flux_pipelines.errors import ConfigurationError, TransientError
 from flux_pipelines.home import resolve_home
 
@@ -24,10 +25,22 @@ app = typer.Typer(
 contracts_app = typer.Typer(help="List and show data contracts.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(audit_app, name="audit")
+app.add_typer(access_app, name="access")
 quality_app = typer.Typer(
     help="The quality scorecard and the certification gate.", no_args_is_help=True
 )
 app.add_typer(quality_app, name="quality")
+
+
+@app.callback()
+def _private_files() -> None:
+    # Runs before every subcommand: files this process and its children (the servers and run
+    # workers `flux dev` starts) create are unreadable to others. Folder modes (`flux access
+    # apply`) are the guarantee; this keeps folders not yet secured private.
+    from flux_pipelines.access.permissions import private_umask
+
+    private_umask()
+
 
 HomeOption = Annotated[
     Path | None,
@@ -206,6 +219,11 @@ def validate(
     raise typer.Exit(verdict.exit_code)
 
 
+from flux_pipelines.cli.serve import serve  # noqa: E402 - FastAPI loads only when it runs
+
+app.command("serve")(serve)
+
+
 @contracts_app.command("list")
 def contracts_list() -> None:
     """Every dataset, its versions and the agencies delivering it."""
@@ -323,15 +341,70 @@ def quality_override(
     agency: Annotated[str, typer.Option(help="Agency id")],
     dataset: Annotated[str, typer.Option(help="Dataset id")],
     day: Annotated[str, typer.Option(help="Delivery day, YYYY-MM-DD")],
-    by: Annotated[str, typer.Option("--by", help="Who decides (name or e-mail)")],
     reason: Annotated[str, typer.Option(help="Why the held-back day may be published")],
+    token: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE",
+            help="A file holding your identity provider's access token ('-': read it from "
+            "stdin); default: $FLUX_TOKEN. Never the token itself (it would land in the shell "
+            "history); it is never echoed.",
+        ),
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", hidden=True)] = None,
     home: HomeOption = None,
 ) -> None:
-    """Certify an agency-day the anomaly monitors held back (recorded in the audit trail)."""
+    """Certify an agency-day the anomaly monitors held back, as the operator your token names.
+
+    The decision and the access (allowed or denied) are recorded in the audit trail.
+    Exit code: 0 certified, 2 refused (no valid token, not an operator, nothing to override).
+    """
+    import os
+
+    from flux_pipelines.access.identity import TokenVerifier
+    from flux_pipelines.access.policy import load_policy
     from flux_pipelines.audit.trail import AuditTrail
+    from flux_pipelines.contracts.registry import load_registry
+    from flux_pipelines.errors import AccessDenied, AuditTrailCorrupt, AuthenticationError
     from flux_pipelines.quality.certification import override
 
+    if by is not None:  # a typed name proves nothing: the person is who the token says
+        _fail(
+            "--by is gone: who overrides now comes from a verified token (--token FILE or "
+            "$FLUX_TOKEN), and only an operator may override"
+        )
     _ids_or_fail(agency, dataset)
+    try:
+        when = dt.date.fromisoformat(day)
+    except ValueError:
+        _fail(f"--day {day!r} is not YYYY-MM-DD")
+    if token is None:
+        raw = os.environ.get("FLUX_TOKEN", "")
+        source = "$FLUX_TOKEN"
+    else:
+        source = "stdin" if token == "-" else "the --token file"
+        try:
+            raw = sys.stdin.read() if token == "-" else Path(token).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:  # never echo the value: it may be a token
+            _fail(
+                f"cannot read the --token file ({getattr(exc, 'strerror', None) or 'not text'}); "
+                "--token takes a file "
+                "holding the token, or - for stdin; or set $FLUX_TOKEN"
+            )
+    raw = raw.strip()
+    if not raw:
+        _fail(
+            f"no token in {source}: sign in at the identity provider and pass its access token "
+            "(--token FILE, --token - for stdin, or $FLUX_TOKEN)"
+        )
+    try:
+        policy = load_policy()
+        agencies = {a.id for a in load_registry().agencies}
+        identity = TokenVerifier(policy).identify(raw, agencies)
+    except AuthenticationError as exc:
+        _fail(f"not authenticated: {exc}")
+    except (AccessDenied, ConfigurationError) as exc:
+        _fail(str(exc))
     root = resolve_home(home)
     try:
         verdict = override(
@@ -339,11 +412,14 @@ def quality_override(
             AuditTrail(root),
             agency=agency,
             dataset=dataset,
-            day=dt.date.fromisoformat(day),
-            who=by,
+            day=when,
+            identity=identity,
             reason=reason,
+            policy=policy,
         )
-    except (ConfigurationError, ValueError) as exc:
+    except AccessDenied as exc:
+        _fail(f"{exc} (the attempt is recorded in the audit trail)")
+    except (ConfigurationError, AuditTrailCorrupt, ValueError) as exc:
         _fail(str(exc))
     typer.echo(
         f"{verdict.agency}/{verdict.dataset} {verdict.day} certified by {verdict.overridden_by} "

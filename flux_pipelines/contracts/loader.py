@@ -9,8 +9,9 @@ contracts/README.md for the full convention):
   time is ``logicalType: date`` with ``physicalType: timestamp``), ``required``, ``unique``,
   ``primaryKey``, ``enum``, ``examples``, ``logicalTypeOptions`` (minimum, maximum,
   exclusiveMinimum / exclusiveMaximum as flags on them, pattern, minLength, maxLength,
-  format); customProperties ``sourceNames``, ``severity`` (rule kind -> fatal|warning),
-  ``unit``, ``caseInsensitive``.
+  format), ``classification`` (public | internal | restricted); customProperties
+  ``sourceNames``, ``severity`` (rule kind -> fatal|warning), ``unit``, ``caseInsensitive``,
+  ``personalData`` (true | false).
 - ``quality`` on the schema or a property: ``type: custom, engine: flux`` with a SQL boolean
   ``implementation`` that a valid row satisfies (or, on the schema, ``implementation: {rule:
   sumReconciliation, arguments: ...}``); ``type: library`` with ``rule: nullValues``
@@ -45,6 +46,7 @@ from flux_pipelines.contracts.model import (
     PRIMARY_KEY_RULE,
     AllowedValue,
     Category,
+    Classification,
     ColumnSpec,
     Contract,
     LogicalType,
@@ -374,7 +376,42 @@ def _column(prop: SchemaProperty) -> ColumnSpec:
             if custom.get("renamedFrom")
             else None
         ),
+        classification=_classification(prop.classification, name),
+        personal_data=_personal_data(custom.get("personalData", False), name),
     )
+
+
+_CLASSIFICATIONS: dict[str, Classification] = {
+    "public": "public",
+    "internal": "internal",
+    "restricted": "restricted",
+}
+
+
+def _classification(value: str | None, column: str) -> Classification:
+    """ODCS ``classification``, one of Flux's three levels (default public). Any other word
+    (``confidential``, a typo) is refused: masking must never guess what a level means."""
+    if value is None or not str(value).strip():
+        return "public"
+    level = _CLASSIFICATIONS.get(str(value).strip().lower())
+    if level is None:
+        raise ConfigurationError(
+            f"column {column}: classification {value!r} is not one of "
+            f"{', '.join(_CLASSIFICATIONS)} (contracts/access.yaml says what each reader sees "
+            "of each)"
+        )
+    return level
+
+
+def _personal_data(value: object, column: str) -> bool:
+    """customProperty ``personalData``: a YAML boolean, so a quoted 'false' cannot pass as
+    personal data published in clear (or the reverse)."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(
+            f"column {column}: customProperty personalData must be true or false (unquoted), "
+            f"got {value!r}"
+        )
+    return value
 
 
 def _bound(

@@ -32,6 +32,8 @@ RuleKind = Literal[
     "unique",
     "expression",
 ]
+# ODCS ``classification`` values Flux reads; what each reader sees is contracts/access.yaml.
+Classification = Literal["public", "internal", "restricted"]
 # The Broker classes its rules by what they test; Flux keeps the same three classes.
 Category = Literal["existence", "accuracy", "completeness"]
 
@@ -326,6 +328,10 @@ class ColumnSpec(BaseModel):
     # The column's name in the previous contract version (a rename): older days' rows are
     # stored under the new name, and deliveries still sending the old header map to it.
     renamed_from: str | None = None
+    # ODCS ``classification`` and customProperty ``personalData``: what a reader who is not
+    # entitled to them sees of the column in published copies (``access/masking.py``).
+    classification: Classification = "public"
+    personal_data: bool = False
 
 
 class Rule(BaseModel):

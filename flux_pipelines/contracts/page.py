@@ -44,8 +44,11 @@ def contract_page(contract: Contract, overrides: dict[str, dict[str, str]] | Non
         "",
         "## Columns",
         "",
-        "| column | type | required | unit | description |",
-        "|---|---|---|---|---|",
+        "Classification and personal data decide what analysts see of a column in published "
+        "copies (masked or hashed unless entitled; `contracts/access.yaml`).",
+        "",
+        "| column | type | required | unit | classification | personal data | description |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in contract.columns:
         desc = c.description.replace("\n", " ").replace("|", "\\|")
@@ -53,7 +56,8 @@ def contract_page(contract: Contract, overrides: dict[str, dict[str, str]] | Non
             desc += f" (renamed from `{c.renamed_from}`)"
         lines.append(
             f"| `{c.name}` | {c.logical_type} | {'yes' if c.required else ''} | "
-            f"{c.unit or ''} | {desc} |"
+            f"{c.unit or ''} | {c.classification} | {'yes' if c.personal_data else ''} | "
+            f"{desc} |"
         )
     catalogue = contract.catalogue()
     lines += [

@@ -366,17 +366,24 @@ def plain_numeral(text: pl.Expr, fmt: NumberFormat) -> pl.Expr:
 
 def integer_value(text: pl.Expr) -> pl.Expr:
     """An integer computed exactly from the numeral's digits, never through a float; null
-    when the text is no numeral, not a whole number, or outside the 64-bit range."""
-    plain = text.str.contains(_PLAIN_INTEGER)
-    spelled = pl.when(~plain).then(text).map_batches(_spelled_integers, return_dtype=pl.Int64)
-    return pl.when(plain).then(text.cast(pl.Int64, strict=False)).otherwise(spelled)
+    when the text is no numeral, not a whole number, or outside the 64-bit range.
+
+    polars' integer cast succeeds on exactly the plain spellings (``_PLAIN_INTEGER``) within
+    64 bits (pinned by ``test_casts_accept_exactly_the_numeral_spellings``), so the common
+    case costs one cast and no regular expression; the rest take the exact digit path."""
+    direct = text.cast(pl.Int64, strict=False)
+    others = pl.when(direct.is_null()).then(text)
+    return pl.coalesce(direct, others.map_batches(_spelled_integers, return_dtype=pl.Int64))
 
 
 def number_value(text: pl.Expr) -> pl.Expr:
-    """A 64-bit float, only when it keeps every delivered digit (``float_exact``)."""
+    """A 64-bit float, only when it keeps every delivered digit (``float_exact``).
+
+    A finite result of polars' float cast is a numeral (``NUMBER_TEXT``): the cast accepts no
+    other spelling that parses finite (pinned by ``test_casts_accept_exactly_the_numeral_
+    spellings``), so no regular expression runs over every value."""
     value = text.cast(pl.Float64, strict=False)
-    numeral = text.str.contains(NUMBER_TEXT) & value.is_finite()
-    return pl.when(numeral & float_exact(text, value)).then(value)
+    return pl.when(value.is_finite() & float_exact(text, value)).then(value)
 
 
 def float_exact(text: pl.Expr, value: pl.Expr) -> pl.Expr:
@@ -388,7 +395,11 @@ def float_exact(text: pl.Expr, value: pl.Expr) -> pl.Expr:
     A text of at most 15 bytes without an exponent always is kept (DBL_DIG), so only the
     longer ones are checked, one by one; the others are masked to null and skipped.
     """
-    suspect = (text.str.len_bytes() > _FLOAT_SAFE_BYTES) | text.str.contains("[eE]")
+    suspect = (
+        (text.str.len_bytes() > _FLOAT_SAFE_BYTES)
+        | text.str.contains("e", literal=True)
+        | text.str.contains("E", literal=True)
+    )
     pair = pl.when(suspect).then(pl.struct(text.alias("t"), value.alias("v")))
     return ~suspect | pair.map_batches(_digits_kept, return_dtype=pl.Boolean)
 

@@ -525,12 +525,15 @@ class PartitionLoader:
         # from the folder name and the deliveries log.
         text.write_parquet(part, compression="lz4", statistics=False)
         if self._keys:
-            keys = {name: self.validator.unique_key_expr(r) for name, r in self._keys.items()}
-            text.select(
+            # The keys first, then their hashes from the columns: an expression holding a
+            # Python step is not shared, so hashing the key expression computed it 3 times.
+            keys = text.select(
                 FILE,
                 ROW,
-                *[key.alias(name) for name, key in keys.items()],
-                *[_key_hash(key).alias(f"{name}__hash") for name, key in keys.items()],
+                *[self.validator.unique_key_expr(r).alias(name) for name, r in self._keys.items()],
+            )
+            keys.with_columns(
+                _key_hash(pl.col(name)).alias(f"{name}__hash") for name in self._keys
             ).write_parquet(self.staging / KEYS_DIR / part.name, compression="uncompressed")
 
     def _validate_and_split(self, text: pl.DataFrame, facts: FileFacts) -> None:

@@ -1,8 +1,9 @@
 """The certification gate: which agency-days may enter the cross-agency outputs.
 
 Like the Broker's certification, a day whose anomaly monitors raised ERROR is held back
-until a person overrides it; the override is an audit-trail record (who, why, when), so the
-gate's only memory of a decision is the tamper-evident trail itself.
+until an operator overrides it; the override is an audit-trail record (who, why, when), so
+the gate's only memory of a decision is the tamper-evident trail itself. Who comes from a
+verified token (``Identity.label``), never from a string the caller types.
 """
 
 from __future__ import annotations
@@ -10,13 +11,19 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from flux_pipelines.audit.trail import AuditTrail, override_record
 from flux_pipelines.contracts.ddl import PARTITION
-from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.errors import AccessDenied, ConfigurationError
 from flux_pipelines.quality.scorecard import scorecard_glob
 
+if TYPE_CHECKING:  # the access modules load PyJWT: not for definitions, which read verdicts
+    from flux_pipelines.access.identity import Identity
+    from flux_pipelines.access.policy import AccessPolicy
+
 CHECK = "anomalies"
+ACTION = "quality_override"  # the access record's action
 
 
 @dataclass(frozen=True)
@@ -70,12 +77,29 @@ def override(
     agency: str,
     dataset: str,
     day: dt.date,
-    who: str,
+    identity: Identity,
     reason: str,
+    policy: AccessPolicy | None = None,
 ) -> DayVerdict:
-    """Certify a held-back day; refuses days that are not held back (nothing to override)."""
-    if not who.strip() or len(reason.strip()) < 10:
-        raise ConfigurationError("an override needs who decided and a reason (10+ characters)")
+    """Certify a held-back day in the name of a verified identity; only a role allowed to
+    ``operate`` may (the policy's operators), checked here so every caller gets the check.
+
+    A refusal is recorded (an ``access`` record, outcome ``denied``) before ``AccessDenied``
+    is raised, and checked before the day is looked at, so a refused identity learns nothing
+    about which days are held back. An override is appended together with its ``access``
+    record (one write). Raises ``ConfigurationError`` for a day that is not held back.
+    """
+    from flux_pipelines.access.audit import record_access
+    from flux_pipelines.access.identity import authorize
+
+    where: dict[str, Any] = {"agency": agency, "dataset": dataset, "day": day}
+    try:
+        authorize(identity, "operate", agency, policy)
+    except AccessDenied as exc:
+        record_access(trail.home, identity, ACTION, "denied", **where, detail={"reason": exc.why})
+        raise
+    if len(reason.strip()) < 10:
+        raise ConfigurationError("an override needs a reason (10+ characters)")
     held = [
         v
         for v in day_verdicts(published_root, trail, dataset)
@@ -87,14 +111,14 @@ def override(
     if verdict.certified:
         state = "already overridden" if verdict.overridden_by else "not held back"
         raise ConfigurationError(f"{agency}/{dataset} {day} is {state}: nothing to override")
-    trail.append(
-        override_record(
-            who.strip(),
-            reason.strip(),
-            agency=agency,
-            dataset=dataset,
-            day=day.isoformat(),
-            overrides=f"{CHECK} ERROR: {verdict.summary}",
-        )
+    overrides = f"{CHECK} ERROR: {verdict.summary}"
+    decision = override_record(
+        identity.label, reason.strip(), agency=agency, dataset=dataset, day=day, overrides=overrides
     )
-    return DayVerdict(agency, dataset, day, verdict.anomaly_severity, verdict.summary, who)
+    record_access(
+        trail.home, identity, ACTION, "allowed", **where, detail={"overrides": overrides},
+        records=[decision],
+    )  # fmt: skip
+    return DayVerdict(
+        agency, dataset, day, verdict.anomaly_severity, verdict.summary, identity.label
+    )

@@ -3,6 +3,8 @@
     <home>/landing/<agency>/<dataset>/<YYYY-MM-DD>/<files>   what agencies drop
     <home>/warehouse/<agency>.duckdb                          the pipeline's working file
     <home>/published/<agency>/<dataset>/<YYYY-MM-DD>.parquet  read-only copies for analysts
+    <home>/published/<agency>/_clear/<dataset>/<YYYY-MM-DD>.parquet  the same, personal data
+                                                              in clear (access/masking.py)
 
 One writer per agency file is enforced by Dagster (a pool per agency); a file lock held by
 someone else is a TransientError after a short, jittered wait, never a silent hang.
@@ -14,7 +16,7 @@ import datetime as dt
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ from flux_pipelines.contracts.model import (
     DEFAULT_MAX_LINE_BYTES,
     MAX_FIELD_BYTES_ENV,
     MAX_LINE_BYTES_ENV,
+    ColumnSpec,
     Contract,
     SizeLimits,
 )
@@ -245,16 +248,22 @@ def publish_partition(
     dataset: str,
     table: str,
     day: dt.date,
+    *,
+    columns: Sequence[ColumnSpec],
 ) -> Path | None:
-    """Write the curated partition as a read-only Parquet copy, swapped in atomically.
+    """Write the curated partition as read-only Parquet copies, each swapped in atomically.
 
     Analysts read these (or ``published/<agency>/catalog.duckdb`` views over them), never the
-    working file, so a query can never block a load (analysts never block a load).
+    working file, so a query can never block a load (analysts never block a load). The
+    analysts' copy applies the ``agency_analyst`` treatments to the classified ``columns``
+    (``access/masking.py``); when that hides a column the agency's personal-data group may
+    see, the group's copy goes to ``published/<agency>/_clear/<dataset>/<day>.parquet`` (and
+    is removed when the day no longer needs it). Returns the analysts' copy.
     """
+    from flux_pipelines.access import masking
+
     target = warehouse.published_file(agency, dataset, day)
-    out_dir = target.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{day.isoformat()}.parquet.tmp"
+    entitled_target = masking.entitled_file(warehouse.root, agency, dataset, day.isoformat())
     # fetchall, not fetchone: DuckDB 2.0 keeps a half-read result open on the connection,
     # and the step reuses this connection for every partition of a backfill.
     ((count,),) = conn.execute(
@@ -262,11 +271,37 @@ def publish_partition(
     ).fetchall()
     if count == 0:
         target.unlink(missing_ok=True)
+        entitled_target.unlink(missing_ok=True)
         return None
-    literal = str(tmp).replace("'", "''")
-    conn.execute(
-        f"COPY (SELECT * FROM {quote(table)} WHERE _partition_date = DATE '{day.isoformat()}' "
-        f"ORDER BY _file, _row_number) TO '{literal}' (FORMAT parquet, COMPRESSION zstd)"
+    names = [
+        name
+        for (name,) in conn.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = current_schema() AND table_name = ? ORDER BY column_index",
+            [table],
+        ).fetchall()
+    ]
+    present = [c for c in columns if c.name in set(names)]
+    analysts = masking.treatments(present, "agency_analyst")
+    entitled = masking.treatments(present, "own_agency_personal")
+    if any(t == "hash" for t in (*analysts.values(), *entitled.values())):
+        masking.bind_key(conn, warehouse.root)
+    source = (
+        f"FROM {quote(table)} WHERE _partition_date = DATE '{day.isoformat()}' "
+        "ORDER BY _file, _row_number"
     )
-    os.replace(tmp, target)
+    copies = [(target, analysts)]
+    if entitled != analysts:
+        copies.append((entitled_target, entitled))
+    else:
+        entitled_target.unlink(missing_ok=True)
+    for path, held in copies:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{day.isoformat()}.parquet.tmp"
+        literal = str(tmp).replace("'", "''")
+        conn.execute(
+            f"COPY (SELECT {masking.select_list(names, held)} {source}) TO '{literal}' "
+            f"(FORMAT parquet, COMPRESSION zstd, {masking.footer(held)})"
+        )
+        os.replace(tmp, path)
     return target
