@@ -29,6 +29,9 @@ from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.domains import spending
 from flux_pipelines.home import FLUX_HOME_ENV
 from flux_pipelines.jobs import PARALLEL_EXECUTOR, agency_jobs, risk_jobs
+from flux_pipelines.ops.alert_sensors import alert_sensors
+from flux_pipelines.ops.logs import flux_loggers
+from flux_pipelines.ops.purge_job import purge_job, purge_schedule
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines.schedules.daily import daily_refresh_job, daily_refresh_schedule
 from flux_pipelines.sensors.landing import landing_sensors
@@ -46,6 +49,7 @@ def build_definitions() -> dg.Definitions:
     refresh = daily_refresh_job(registry)
     per_agency = agency_jobs(registry)
     delivery_status = build_delivery_status_asset(registry)
+    purge = purge_job(registry)
     return dg.Definitions.merge(
         spending.definitions(registry),
         dg.Definitions(
@@ -54,15 +58,18 @@ def build_definitions() -> dg.Definitions:
                 *catalog_assets(registry),
                 *cross_agency_assets(registry, [*recipient_links_asset(registry), delivery_status]),
             ],
-            jobs=[*per_agency.values(), *risk_jobs(registry).values(), refresh],
+            jobs=[*per_agency.values(), *risk_jobs(registry).values(), refresh, purge],
             sensors=[
                 *landing_sensors(registry, per_agency),
                 delivery_status_sensor(delivery_status),
+                *alert_sensors(registry),
             ],
-            schedules=[daily_refresh_schedule(refresh)],
+            schedules=[daily_refresh_schedule(refresh), purge_schedule(purge)],
             resources={"warehouse": warehouse_resource()},
             # Ad hoc selections and UI backfills may span agencies: run them in parallel.
             executor=PARALLEL_EXECUTOR,
+            # Dagster's console logger; JSON lines when FLUX_LOG_FORMAT=json (ops/logs.py).
+            loggers=flux_loggers(),
         ),
     )
 

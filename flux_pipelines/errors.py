@@ -195,3 +195,14 @@ class WitnessRefused(FluxError):
         )
         self.store = store
         self.problem = problem
+
+
+class BackupRefused(FluxError):
+    """A backup that cannot be trusted or a restore that would overwrite something: a file
+    differs from its manifest, the target home is not empty, or the restored home does not
+    match the manifest. Not transient: a human picks another backup or another target."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where = where
+        self.problem = problem

@@ -172,6 +172,7 @@ def test_compose_has_the_services() -> None:
         "oauth2-proxy",
         "oauth2-proxy-viewers",
         "intake",
+        "metrics",
     }
 
 

@@ -46,7 +46,13 @@ from flux_pipelines_tests.test_deploy import (
     validate_k8s,
 )
 
-NEW_MANIFESTS = ("network-policies.yaml", "intake.yaml", "agency-analyst.yaml", "auth-proxy.yaml")
+NEW_MANIFESTS = (
+    "network-policies.yaml",
+    "intake.yaml",
+    "agency-analyst.yaml",
+    "auth-proxy.yaml",
+    "metrics.yaml",
+)
 FLUX_HOME = "/var/lib/flux"
 PVC = "flux-home"
 PG_SECRET = "dagster-postgresql-secret"
@@ -133,6 +139,8 @@ INGRESS_CONTROLLER = Pod(
     "ingress-controller", {"app.kubernetes.io/name": "ingress-nginx"}, namespace=INGRESS_NAMESPACE
 )
 KUBE_DNS = Pod("kube-dns", {"k8s-app": "kube-dns"}, namespace="kube-system", ports=(53,))
+# The cluster's Prometheus, which scrapes the metrics exporter.
+PROMETHEUS = Pod("prometheus", {"app.kubernetes.io/name": "prometheus"}, namespace="monitoring")
 # Addresses outside the cluster (placeholders in network-policies.yaml, documented there).
 POSTGRES = ipaddress.ip_address("10.20.0.5")
 API_SERVER = ipaddress.ip_address("10.96.0.1")
@@ -276,9 +284,8 @@ def test_every_allow_names_a_real_workload() -> None:
                     if "ipBlock" in peer:
                         continue
                     if "namespaceSelector" in peer:
-                        assert any(peer_matches(peer, p) for p in (INGRESS_CONTROLLER, KUBE_DNS)), (
-                            f"{name}: {peer}"
-                        )
+                        outside = (INGRESS_CONTROLLER, KUBE_DNS, PROMETHEUS)
+                        assert any(peer_matches(peer, p) for p in outside), f"{name}: {peer}"
                     else:
                         assert any(peer_matches(peer, p) for p in ours), f"{name}: {peer}"
 
@@ -286,7 +293,7 @@ def test_every_allow_names_a_real_workload() -> None:
 def test_pods_reach_exactly_what_the_design_says() -> None:
     """Every allowed connection between pods (and from the ingress controller), computed
     from the policies, against the intended list."""
-    everyone = {**pods(), "ingress-controller": INGRESS_CONTROLLER}
+    everyone = {**pods(), "ingress-controller": INGRESS_CONTROLLER, "prometheus": PROMETHEUS}
     ports = policy_ports() | {p for pod in everyone.values() for p in pod.ports}
     ports.discard(53)
     reached = {
@@ -309,6 +316,7 @@ def test_pods_reach_exactly_what_the_design_says() -> None:
         ("dagster-webserver", "code-server", grpc),
         ("dagster-webserver-read-only", "code-server", grpc),
         ("dagster-daemon", "code-server", grpc),
+        ("prometheus", "flux-metrics", 9464),
     }
 
 
@@ -320,7 +328,7 @@ def test_pods_reach_exactly_the_outside_they_need() -> None:
     }  # fmt: skip
     dagster = {"dagster-webserver", "dagster-webserver-read-only", "dagster-daemon"}
     assert reached == {
-        *((name, "postgres") for name in dagster | {"code-server", "run-pod"}),
+        *((name, "postgres") for name in dagster | {"code-server", "run-pod", "flux-metrics"}),
         ("dagster-webserver", "api"),
         ("dagster-daemon", "api"),
         ("oauth2-proxy", "idp"),
@@ -560,8 +568,10 @@ def test_only_dagster_pods_get_the_postgres_secret() -> None:
         if doc["kind"] not in {"Deployment", "StatefulSet"}:
             continue
         names = set(secrets_referenced(doc["spec"]["template"]["spec"]))
-        assert PG_SECRET not in names and "flux-env" not in names, doc["metadata"]["name"]
-        if doc["metadata"]["name"].startswith("oauth2-proxy"):
+        assert "flux-env" not in names, doc["metadata"]["name"]
+        if doc["metadata"]["name"] == "flux-metrics":  # reads Dagster's instance
+            assert names == {PG_SECRET}
+        elif doc["metadata"]["name"].startswith("oauth2-proxy"):
             assert names == {"oauth2-proxy"}
         else:
             assert names == set(), doc["metadata"]["name"]
@@ -603,10 +613,11 @@ def test_compose_networks_stand_in_for_policies() -> None:
         "oauth2-proxy": {"edge", "ui-operators"},
         "oauth2-proxy-viewers": {"edge", "ui-viewers"},
         "intake": {"edge"},
+        "metrics": {"backend", "metrics"},
     }
     assert services()["flux-home-init"]["network_mode"] == "none"
     declared = compose()["networks"]
-    for name in ("backend", "ui-operators", "ui-viewers"):
+    for name in ("backend", "ui-operators", "ui-viewers", "metrics"):
         assert declared[name]["internal"] is True, name
     assert not (declared["edge"] or {}).get("internal")
 
@@ -659,6 +670,7 @@ def test_compose_services_mount_only_their_folders() -> None:
         "daemon": {f"{FLUX_HOME}/run_errors": ("run_errors", True)},
         "oauth2-proxy": {},
         "oauth2-proxy-viewers": {},
+        "metrics": {FLUX_HOME: ("", True)},  # reads only; never a DuckDB file
         "intake": {
             f"{FLUX_HOME}/landing": ("landing", False),
             f"{FLUX_HOME}/state": ("state", False),
@@ -709,4 +721,6 @@ def test_compose_only_dagster_services_get_the_postgres_password() -> None:
         name for name, svc in services().items()
         if any("PASSWORD" in key for key in (svc.get("environment") or {}))
     }  # fmt: skip
-    assert holders == {"postgres", "code-server", "webserver", "webserver-read-only", "daemon"}
+    assert holders == {
+        "postgres", "code-server", "webserver", "webserver-read-only", "daemon", "metrics",
+    }  # fmt: skip

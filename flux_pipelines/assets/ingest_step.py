@@ -62,6 +62,7 @@ from flux_pipelines.ingest.manifest import manifest_path
 from flux_pipelines.ingest.receipts import delivery_contents, write_receipt
 from flux_pipelines.instance.launcher import record_run_worker
 from flux_pipelines.names import ANOMALIES, CONSERVATION, CONTRACT_SCHEMA, published_root
+from flux_pipelines.ops.logs import day_fields, failure_fields
 from flux_pipelines.quality.monitors import forest_findings
 from flux_pipelines.quality.scorecard import scorecard_row, write_scorecard
 from flux_pipelines.reports import DeliveryReport
@@ -209,13 +210,16 @@ def _load_days(
                 raise
             except Exception as exc:  # classified below; the other days must still load
                 failed.append(DayLoadFailed(agency.id, dataset, partition, exc))
-                context.log.exception(str(failed[-1]))
+                context.log.exception(str(failed[-1]), extra=failure_fields(failed[-1]))
                 continue
             if load is None:
-                context.log.info(f"{agency.id}/{dataset} {day}: no delivery, nothing changed")
+                context.log.info(
+                    f"{agency.id}/{dataset} {day}: no delivery, nothing changed",
+                    extra={"agency": agency.id, "dataset": dataset, "partition": partition},
+                )
                 continue
             loads.append(load)
-            context.log.info(summary_line(load))
+            context.log.info(summary_line(load), extra=day_fields(load.result))
     finally:
         outputs.close()
     for load in loads:  # an error writing a report or the trail fails here
@@ -317,7 +321,8 @@ def republish_other_days(
     for migration in result.migrations:
         context.log.warning(
             f"{agency.id}: contract {result.contract.version}: {migration.describe()} "
-            "(recorded in _flux_migrations)"
+            "(recorded in _flux_migrations)",
+            extra={"agency": agency.id, "dataset": result.dataset},
         )
     curated = DatasetTables.for_dataset(result.dataset).curated
     days = [
@@ -327,7 +332,10 @@ def republish_other_days(
         publish_partition(
             conn, warehouse, agency.id, result.dataset, curated, other, columns=classified
         )
-    context.log.info(f"{agency.id}/{result.dataset}: republished {len(days) - 1} other day(s)")
+    context.log.info(
+        f"{agency.id}/{result.dataset}: republished {len(days) - 1} other day(s)",
+        extra={"agency": agency.id, "dataset": result.dataset},
+    )
 
 
 def recount_partition(

@@ -71,6 +71,7 @@ RecordKind = Literal[
     "override",
     "report",
     "access",
+    "purge",
 ]
 RECORD_KINDS: tuple[str, ...] = get_args(RecordKind)
 ProblemKind = Literal[

@@ -12,6 +12,8 @@ import typer
 
 from flux_pipelines.audit.cli import audit_app
 from flux_pipelines.cli.access import access_app
+from flux_pipelines.cli.ops import ops_app
+from flux_pipelines.cli.slo import slo_app
 from flux_pipelines.errors import ConfigurationError, TransientError
 from flux_pipelines.home import resolve_home
 
@@ -26,6 +28,8 @@ contracts_app = typer.Typer(help="List and show data contracts.", no_args_is_hel
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(access_app, name="access")
+app.add_typer(slo_app, name="slo")
+app.add_typer(ops_app)  # purge, backup, restore: top-level commands
 quality_app = typer.Typer(
     help="The quality scorecard and the certification gate.", no_args_is_help=True
 )
@@ -117,18 +121,34 @@ def dev(
     home: HomeOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Webserver port")] = 3000,
+    metrics_port: Annotated[
+        str,
+        typer.Option(
+            help="Port of the metrics and readiness exporter started beside them; 'off': none "
+            "(default: $FLUX_DEV_METRICS_PORT, else 9464)"
+        ),
+    ] = "env",
 ) -> None:
-    """Start Dagster's webserver and daemon (sensors, schedules, queued runs) on loopback.
+    """Start Dagster's webserver and daemon (sensors, schedules, queued runs) on loopback,
+    and the metrics exporter (/metrics, /healthz, /readyz).
 
     Storage: PostgreSQL when DAGSTER_PG_HOST is set, else embedded SQLite under
-    <home>/dagster_home. Ctrl-C or SIGTERM stops the webserver, daemon and code servers.
+    <home>/dagster_home. Ctrl-C or SIGTERM stops the webserver, daemon, code servers and
+    exporter.
     """
     from flux_pipelines.cli.dev import run_dev
     from flux_pipelines.contracts.registry import load_registry
 
     _registry_or_fail(load_registry)  # a broken contract fails here, before any server starts
     try:
-        code = run_dev(resolve_home(home), host, port)
+        chosen: int | str | None = metrics_port
+        if metrics_port == "off":
+            chosen = None
+        elif metrics_port != "env":
+            if not metrics_port.isdigit():
+                _fail(f"--metrics-port {metrics_port!r}: give a port number or 'off'")
+            chosen = int(metrics_port)
+        code = run_dev(resolve_home(home), host, port, chosen)
     except ConfigurationError as exc:
         _fail(str(exc))
     raise typer.Exit(code)
@@ -219,9 +239,11 @@ def validate(
     raise typer.Exit(verdict.exit_code)
 
 
+from flux_pipelines.cli.metrics import metrics  # noqa: E402 - prometheus loads when it runs
 from flux_pipelines.cli.serve import serve  # noqa: E402 - FastAPI loads only when it runs
 
 app.command("serve")(serve)
+app.command("metrics")(metrics)
 
 
 @contracts_app.command("list")

@@ -1,0 +1,194 @@
+"""Structured logs: one JSON object per line when ``FLUX_LOG_FORMAT=json``.
+
+Loki or ELK filter on fields, not on message text ("agency nasa, dataset meteorites, rule
+id.unique"), so every line carries, where they apply: ``run_id``, ``job``, ``step``,
+``agency``, ``dataset``, ``partition``, ``file``, ``rule`` (plus ``rules``: every rule's
+count for the day, and ``event``: Dagster's event type).
+
+- Run logs go through Dagster's own logger machinery: the code location's ``console``
+  logger (``flux_console_logger``, set as the definitions' default ``loggers=``) is Dagster's
+  colored console logger, or, in JSON mode, the same logger with :class:`FluxJsonFormatter`.
+  Run id, job and step come from Dagster's record metadata; agency, dataset, file and rule
+  from the ``extra=`` of Flux's ``context.log`` calls (``day_fields``), else from the run's
+  tags (``agency``, ``dataset``, ``dagster/partition``) or the event's partition.
+- Flux's own Python loggers (``flux``, ``flux_pipelines``) are Dagster managed loggers
+  (``python_logs`` in dagster.yaml), so inside a run they reach the same console logger. Out
+  of a run (sensors' helpers, the intake service) JSON mode gives the root logger the same
+  formatter plus :class:`ContextFilter`, which adds fields bound with :func:`log_context`;
+  Python warnings are routed into it too, so no plain-text line is left on stderr.
+
+The default stays human-readable (``flux demo``, ``flux dev`` in a terminal).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+if TYPE_CHECKING:
+    from flux_pipelines.errors import DayLoadFailed
+    from flux_pipelines.ingest.delivery import PartitionResult
+
+LOG_FORMAT_ENV = "FLUX_LOG_FORMAT"
+CONTEXT_FIELDS = ("agency", "dataset", "partition", "file", "rule")
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_DAGSTER = frozenset({"dagster_meta", "dagster_event", "dagster_event_batch_metadata"})
+_context: ContextVar[Mapping[str, object]] = ContextVar("flux_log_context", default={})  # noqa: B039 - never mutated
+
+
+def json_logs() -> bool:
+    """Whether this process logs JSON lines (``FLUX_LOG_FORMAT=json``)."""
+    return os.environ.get(LOG_FORMAT_ENV, "").strip().lower() == "json"
+
+
+@contextmanager
+def log_context(**fields: object) -> Iterator[None]:
+    """Bind context fields (agency, dataset, partition, file, rule) to every record logged
+    in the block by this thread or task, through :class:`ContextFilter`."""
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Adds the fields bound with :func:`log_context` a record does not carry itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _context.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+class FluxJsonFormatter(logging.Formatter):
+    """One JSON object per record, the filter fields at the top level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        meta: Mapping[str, Any] | None = getattr(record, "dagster_meta", None)
+        doc: dict[str, object] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": str(meta["orig_message"]) if meta else record.getMessage(),
+        }
+        if meta:
+            tags: Mapping[str, str] = meta.get("job_tags") or {}
+            event = meta.get("dagster_event")
+            doc |= {
+                "run_id": meta.get("run_id"),
+                "job": meta.get("job_name"),
+                "step": meta.get("step_key"),
+                "event": getattr(event, "event_type_value", None),
+                "agency": tags.get("agency"),
+                "dataset": tags.get("dataset"),
+                "partition": _event_partition(event) or tags.get("dagster/partition"),
+            }
+        for key, value in record.__dict__.items():  # the log call's extra= fields win
+            if key not in _STANDARD and key not in _DAGSTER and value is not None:
+                doc[key] = value
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps({k: v for k, v in doc.items() if v is not None}, default=str)
+
+
+def _event_partition(event: object) -> str | None:
+    try:
+        return getattr(event, "partition", None)
+    except Exception:  # an event kind without partition data
+        return None
+
+
+def json_handler() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(FluxJsonFormatter())
+    handler.addFilter(ContextFilter())
+    return handler
+
+
+def configure_python_logging() -> None:
+    """In JSON mode: the root logger writes JSON lines and Python warnings go through it.
+    Idempotent; does nothing in the default (human) mode."""
+    if not json_logs():
+        return
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, FluxJsonFormatter) for h in root.handlers):
+        return
+    for handler in list(root.handlers):  # a plain-text handler would break the JSON stream
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (
+            sys.stderr,
+            sys.stdout,
+        ):
+            root.removeHandler(handler)
+    root.addHandler(json_handler())
+    root.setLevel(min(root.level or logging.WARNING, logging.INFO))
+    logging.captureWarnings(True)
+
+
+@dg.logger(
+    {
+        "log_level": dg.Field(str, is_required=False, default_value="INFO"),
+        "name": dg.Field(str, is_required=False, default_value="dagster"),
+    },
+    description="Dagster's console logger; JSON lines with Flux's fields when "
+    "FLUX_LOG_FORMAT=json.",
+)
+def flux_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    """The run's console logger: Dagster's colored one, or JSON lines in JSON mode."""
+    from dagster._utils.log import create_console_logger
+
+    config = init_context.logger_config
+    level = logging.getLevelName(str(config["log_level"]).upper())
+    if not json_logs():
+        return create_console_logger(name=config["name"], level=level)
+    configure_python_logging()
+    logger = logging.getLoggerClass()(config["name"], level=level)
+    logger.addHandler(json_handler())
+    return logger
+
+
+def flux_loggers() -> dict[str, dg.LoggerDefinition]:
+    """The code location's default loggers (``console``: the key ``flux load`` configures)."""
+    configure_python_logging()
+    return {"console": flux_console_logger}
+
+
+# -- fields for Flux's log calls -----------------------------------------------------------
+
+
+def day_fields(result: PartitionResult) -> dict[str, object]:
+    """A loaded day's fields: ``file`` (the one file, or the files comma-joined), ``rule``
+    (the rule that quarantined most rows), ``rules`` (every rule's count)."""
+    top = sorted(result.rule_counts.items(), key=lambda rule: (-rule[1], rule[0]))
+    rejected = [f.rule_id for f in result.files if f.rule_id]
+    return {
+        "agency": result.agency,
+        "dataset": result.dataset,
+        "partition": result.day.isoformat(),
+        "file": ", ".join(f.file for f in result.files) or None,
+        "rule": top[0][0] if top else (rejected[0] if rejected else None),
+        "rules": dict(top) or None,
+    }
+
+
+def failure_fields(failed: DayLoadFailed) -> dict[str, object]:
+    """A failed day's fields (the cause's file and rule when it names them)."""
+    return {
+        "agency": failed.agency,
+        "dataset": failed.dataset,
+        "partition": failed.day,
+        "file": getattr(failed.cause, "file", None),
+        "rule": getattr(failed.cause, "rule_id", None),
+    }
