@@ -211,14 +211,16 @@ def check_sensors(
 ) -> list[Problem]:
     """Every sensor turned on has ticked within ``stale_seconds`` (or was turned on less
     than that ago): a sensor that stops ticking stops loading, silently."""
-    from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
-
     now = time.time() if now is None else now
     problems: list[Problem] = []
-    states = instance.all_instigator_state(
-        instigator_type=InstigatorType.SENSOR,
-        instigator_statuses={InstigatorStatus.RUNNING},
-    )
+    # Filtered by the enums' values: their classes are not public Dagster API. A sensor
+    # running because its code says so (DECLARED_IN_CODE: the landing sensors) counts too.
+    states = [
+        state
+        for state in instance.all_instigator_state()
+        if state.instigator_type.value == "SENSOR"
+        and state.status.value in ("RUNNING", "DECLARED_IN_CODE")
+    ]
     for state in states:
         ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
         if ticks:

@@ -147,12 +147,10 @@ def configure_python_logging() -> None:
 )
 def flux_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     """The run's console logger: Dagster's colored one, or JSON lines in JSON mode."""
-    from dagster._utils.log import create_console_logger
-
     config = init_context.logger_config
     level = logging.getLevelName(str(config["log_level"]).upper())
     if not json_logs():
-        return create_console_logger(name=config["name"], level=level)
+        return dg.colored_console_logger.logger_fn(init_context)
     configure_python_logging()
     logger = logging.getLoggerClass()(config["name"], level=level)
     logger.addHandler(json_handler())

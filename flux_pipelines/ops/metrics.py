@@ -217,7 +217,7 @@ class FluxCollector(Collector):
 
     def _steps(self) -> list[Metric]:
         import dagster as dg
-        from dagster._core.events import DagsterEventType
+        from dagster import DagsterEventType
 
         durations: dict[tuple[str, str], list[float]] = defaultdict(list)
         for record in self.instance.get_event_records(
@@ -258,7 +258,7 @@ class FluxCollector(Collector):
 
     def _advance_loads(self) -> None:
         import dagster as dg
-        from dagster._core.events import DagsterEventType
+        from dagster import DagsterEventType
 
         while True:
             with warnings.catch_warnings():  # fetch_materializations needs an asset key
@@ -412,7 +412,7 @@ class FluxCollector(Collector):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             import dagster as dg
-            from dagster._core.events import DagsterEventType
+            from dagster import DagsterEventType
 
             last_event = self.instance.get_event_records(
                 dg.EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION), limit=1
