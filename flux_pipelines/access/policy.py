@@ -13,9 +13,9 @@ from functools import cache
 from pathlib import Path
 from typing import Literal, get_args
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flux_pipelines.config_files import read_yaml, validated
 from flux_pipelines.errors import ConfigurationError
 
 Role = Literal["operator", "viewer", "agency_submitter", "agency_analyst"]
@@ -176,10 +176,7 @@ def load_policy(path: Path | None = None) -> AccessPolicy:
     """The policy file (default ``contracts/access.yaml``), with the environment's OIDC
     settings applied; ``ConfigurationError`` naming the file when it is unusable."""
     source = path or Path(os.environ.get("FLUX_ACCESS_POLICY") or POLICY_FILE)
-    try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigurationError(f"access policy {source}: cannot be read ({exc})") from exc
+    raw = read_yaml(source, "access policy")
     if not isinstance(raw, dict):
         raise ConfigurationError(f"access policy {source}: expected a mapping at the top")
     identity = dict(raw.get("identity") or {})
@@ -187,13 +184,7 @@ def load_policy(path: Path | None = None) -> AccessPolicy:
         if os.environ.get(env):
             identity[key] = os.environ[env]
     raw["identity"] = identity
-    try:
-        return AccessPolicy.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigurationError(f"access policy {source}: {problems}") from exc
+    return validated(AccessPolicy, raw, source, "access policy")
 
 
 @cache

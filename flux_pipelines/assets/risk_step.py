@@ -33,6 +33,7 @@ from flux_pipelines.assets.risk_factory import (
     RiskScoringConfig,
 )
 from flux_pipelines.assets.step_plan import transient_retries
+from flux_pipelines.config_files import problems
 from flux_pipelines.contracts.ddl import DatasetTables, quote
 from flux_pipelines.contracts.registry import Agency, load_registry
 from flux_pipelines.names import model_key, scores_key
@@ -56,7 +57,7 @@ def run_scoring(
     except ValidationError as exc:
         raise dg.Failure(
             description=f"{agency.id}: risk scoring config is out of range: "
-            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+            + problems(exc.errors()),
             allow_retries=False,
         ) from exc
     settings = ScoringSettings(alpha=config.alpha, flag_threshold=config.flag_threshold)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from flux_pipelines.config_files import problems
 from flux_pipelines.errors import UnsafePath
 from flux_pipelines.ingest.confine import (
     LANDING,
@@ -99,11 +100,8 @@ def read_manifest(path: Path) -> Manifest:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestInvalid(f"{path.name} is not readable JSON: {exc}") from exc
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
         raise ManifestInvalid(
-            f"{path.name} does not follow the manifest format: {problems}"
+            f"{path.name} does not follow the manifest format: {problems(exc.errors())}"
         ) from exc
 
 

@@ -27,6 +27,7 @@ from flux_pipelines.access.audit import Outcome, record_access
 from flux_pipelines.access.identity import Identity, TokenVerifier, authorize
 from flux_pipelines.access.policy import AccessPolicy, Action, load_policy
 from flux_pipelines.audit.trail import JSONValue
+from flux_pipelines.config_files import problems
 from flux_pipelines.contracts.registry import Agency, Registry, load_registry
 from flux_pipelines.errors import (
     AccessDenied,
@@ -633,11 +634,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        where = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
-            for e in exc.errors()
-        )
-        return _error(422, "bad_request", where[:500])
+        return _error(422, "bad_request", problems(exc.errors())[:500])
 
     @app.exception_handler(UnsafePath)
     async def unsafe(_: Request, exc: UnsafePath) -> JSONResponse:

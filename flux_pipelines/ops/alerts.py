@@ -31,10 +31,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flux_pipelines.errors import ConfigurationError, TransientError
+from flux_pipelines.config_files import load_model
+from flux_pipelines.errors import TransientError
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -149,21 +149,7 @@ def alerts_path(registry: Registry) -> Path:
 
 def load_alerts_config(path: Path) -> AlertsConfig:
     """The alerts file; an absent file configures no channel (alerts stay quiet)."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return AlertsConfig()
-    try:
-        doc = yaml.safe_load(raw) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"{path}: not valid YAML ({exc})") from exc
-    try:
-        return AlertsConfig.model_validate(doc)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigurationError(f"{path}: {problems}") from exc
+    return load_model(AlertsConfig, path, "alerts file", missing={})
 
 
 # -- notices ---------------------------------------------------------------------------------

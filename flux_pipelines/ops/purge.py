@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from flux_pipelines.config_files import load_model
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.names import DatasetTables
 
@@ -95,12 +96,7 @@ class Retention(BaseModel):
 
 
 def load_defaults(contracts_root: Path) -> Retention:
-    path = contracts_root / RETENTION_FILE
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else {}
-        return Retention.model_validate(doc or {})
-    except (yaml.YAMLError, ValueError) as exc:
-        raise ConfigurationError(f"{path}: {exc}") from exc
+    return load_model(Retention, contracts_root / RETENTION_FILE, "retention file", missing={})
 
 
 def dataset_override(registry: Registry, dataset: str) -> dict[str, Any]:

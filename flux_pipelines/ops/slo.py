@@ -42,9 +42,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from flux_pipelines.config_files import read_yaml, validated
 from flux_pipelines.errors import ConfigurationError, UnsafePath
 from flux_pipelines.names import LANDING_FINDINGS_FILE
 
@@ -136,19 +136,10 @@ def load_slos(path: Path | None = None) -> SloFile:
     """The objectives file (default ``contracts/slos.yaml``, or ``$FLUX_SLOS``);
     ``ConfigurationError`` naming the file and each bad entry when it is unusable."""
     source = path or Path(os.environ.get(SLO_FILE_ENV) or SLO_FILE)
-    try:
-        raw = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigurationError(f"SLO file {source}: cannot be read ({exc})") from exc
-    if not isinstance(raw, dict):
+    raw = read_yaml(source, "SLO file")
+    if raw is None:
         raise ConfigurationError(f"SLO file {source}: expected a mapping at the top")
-    try:
-        return SloFile.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigurationError(f"SLO file {source}: {problems}") from exc
+    return validated(SloFile, raw, source, "SLO file")
 
 
 @dataclass(frozen=True)
