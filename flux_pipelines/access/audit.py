@@ -22,7 +22,6 @@ never a duplicate or a missed ``role_change``.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import tempfile
@@ -40,6 +39,7 @@ from flux_pipelines.audit.trail import (
     TrailEntry,
     access_record,
 )
+from flux_pipelines.locks import exclusive_lock
 
 if TYPE_CHECKING:
     from flux_pipelines.access.identity import Identity
@@ -284,11 +284,5 @@ def _save(home: Path, seen: LastSeen) -> None:
 def _cache_locked(home: Path) -> Iterator[None]:
     """One reader-updater of the cache at a time, so two accesses of one newly promoted
     subject cannot both record its role change."""
-    lock = home / CACHE_LOCK
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(home / CACHE_LOCK):
         yield
-    finally:
-        os.close(fd)

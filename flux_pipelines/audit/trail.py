@@ -52,13 +52,14 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, get_args
 
 from flux_pipelines.errors import AuditAnchorMismatch, AuditTrailCorrupt
 from flux_pipelines.home import resolve_home
+from flux_pipelines.locks import exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -538,16 +539,14 @@ class AuditTrail:
                 self._write_anchor(path, end)
             return end
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> AbstractContextManager[None]:
         """flock a sibling file (never the trail: the trail is truncated when torn)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
+        return exclusive_lock(self.lock_path, mode=0o644)
+
+    def writers_locked(self) -> AbstractContextManager[None]:
+        """The writers' lock, for a reader that must see the trail and both anchors agree
+        while it copies them (a backup); nothing is appended while it is held."""
+        return self._locked()
 
     @contextmanager
     def _shared(self) -> Iterator[None]:

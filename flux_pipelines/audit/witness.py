@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from flux_pipelines.audit.trail import GENESIS_HASH, AuditTrail, canonical_json
 from flux_pipelines.errors import ConfigurationError, WitnessRefused
+from flux_pipelines.locks import exclusive_lock
 
 STORE_FILE = "witness.jsonl"
 LOCK_FILE = "witness.lock"
@@ -386,9 +386,5 @@ def _store_locked(store: Path) -> Iterator[None]:
     if not store.exists():
         store.mkdir(parents=True)
         store.chmod(0o755)  # others read (to verify), only the witness writes
-    fd = os.open(store / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(store / LOCK_FILE, mode=0o644):
         yield
-    finally:
-        os.close(fd)

@@ -42,7 +42,6 @@ disk block would reach the backup.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -56,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.errors import BackupRefused, ConfigurationError, TransientError
 
 MANIFEST = "MANIFEST.json"
@@ -146,16 +146,12 @@ def table_counts(conn: Any) -> dict[str, int]:
 @contextmanager
 def trail_locked(home: Path) -> Iterator[None]:
     """The audit writers' flock (``trail.py``): trail, head and state anchor agree inside."""
-    lock = home / "audit" / "trail.lock"
-    if not lock.parent.is_dir():
+    trail = AuditTrail(home)
+    if not trail.dir.is_dir():
         yield
         return
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with trail.writers_locked():
         yield
-    finally:
-        os.close(fd)
 
 
 def _pg_bin(name: str) -> str:
@@ -267,7 +263,7 @@ def _backup_agency(
 
 def backup(home: Path, to: Path, *, lock_wait_seconds: float = 120.0) -> BackupSummary:
     """Write a consistent snapshot of ``home`` to the empty (or new) folder ``to``."""
-    from flux_pipelines.audit.trail import AuditTrail
+
     from flux_pipelines.contracts.registry import contracts_dir
 
     started = time.monotonic()
@@ -396,7 +392,7 @@ def _rebase_views(db: Path, old_home: str, new_home: str) -> None:
 
 def restore(source: Path, home: Path) -> BackupSummary:
     """Rebuild a home from a verified backup into an empty ``home``, then check it."""
-    from flux_pipelines.audit.trail import AuditTrail
+
     from flux_pipelines.instance.config import postgres_configured
 
     started = time.monotonic()
