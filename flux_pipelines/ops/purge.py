@@ -9,7 +9,8 @@ raw customProperties so the contract model does not change. Artefact kinds:
 - ``quarantine``: the day's rows of ``<dataset>_quarantine`` and ``<dataset>_warnings``;
 - ``published``: ``published/<agency>/<dataset>/<day>.parquet`` and its ``_clear/`` copy;
 - ``reports``: ``outbox/<agency>/<dataset>/<day>/``;
-- ``runs``: finished Dagster runs (``instance.delete_run``; the event log goes with them);
+- ``runs``: finished Dagster runs (``instance.delete_run``; the event log goes with them),
+  except a run that recorded some asset partition's latest materialization;
 - the audit trail is never deleted: each purge that finds it grown writes a gzip copy named
   by its head (``audit/archive/trail-<seq>-<hash16>.jsonl.gz``) and leaves the trail in
   place. Moving sealed segments away would make ``verify()`` span two files and make a
@@ -238,7 +239,10 @@ def plan_agency(
 
 
 def plan_runs(registry: Registry, instance: dg.DagsterInstance, *, now: dt.date) -> list[Deletion]:
-    """Finished runs started before ``now - runs``."""
+    """Finished runs started before ``now - runs``, except a run holding the latest
+    materialization of an asset partition: deleting it would delete its events, and the UI
+    would show a day whose rows are curated as never materialized (the run history's last
+    copy of that partition)."""
     import dagster as dg
 
     days = load_defaults(registry.root).runs
@@ -248,7 +252,39 @@ def plan_runs(registry: Registry, instance: dg.DagsterInstance, *, now: dt.date)
     records = instance.get_run_records(
         filters=dg.RunsFilter(statuses=finished, created_before=cutoff)
     )
-    return [Deletion("runs", run_id=r.dagster_run.run_id) for r in records]
+    return [
+        Deletion("runs", run_id=r.dagster_run.run_id)
+        for r in records
+        if not _holds_a_latest_materialization(instance, r.dagster_run.run_id)
+    ]
+
+
+def _holds_a_latest_materialization(instance: dg.DagsterInstance, run_id: str) -> bool:
+    """Whether some asset partition's newest materialization was recorded by ``run_id``."""
+    import dagster as dg
+
+    events = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    seen: set[tuple[object, str | None]] = set()
+    for record in events:
+        event = record.event_log_entry.dagster_event
+        if event is None or event.asset_key is None:
+            continue
+        key = (event.asset_key, event.partition)
+        if key in seen:
+            continue
+        seen.add(key)
+        latest = instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=event.asset_key,
+                asset_partitions=[event.partition] if event.partition else None,
+            ),
+            limit=1,
+        ).records
+        if latest and latest[0].run_id == run_id:
+            return True
+    return False
 
 
 def plan_with_kept(
