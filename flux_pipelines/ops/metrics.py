@@ -12,7 +12,7 @@ a *cache of those stores* that spares re-reading what cannot have changed:
 - the scorecard verdicts (anomalies, holds), keyed by the scorecard files and the trail.
 
 The exporter never opens an agency's working DuckDB file under ``warehouse/`` (a reader
-there blocks every load into it, STACK_NOTES): receipts are JSON files beside them, and the
+there blocks every load into it: DuckDB lets one process hold a file): receipts are JSON files beside them, and the
 anomaly verdicts come from the published scorecard Parquet files.
 
 Windows, so that a scrape's cost does not grow with history: runs by job and status count
