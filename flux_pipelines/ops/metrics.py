@@ -11,9 +11,9 @@ a *cache of those stores* that spares re-reading what cannot have changed:
 - the audit trail's verdict, keyed by the trail's and anchors' size/mtime/inode;
 - the scorecard verdicts (anomalies, holds), keyed by the scorecard files and the trail.
 
-The exporter never opens an agency's working DuckDB file under ``warehouse/`` (a reader
-there blocks every load into it: DuckDB lets one process hold a file): receipts are JSON files beside them, and the
-anomaly verdicts come from the published scorecard Parquet files.
+The exporter never opens an agency's working DuckDB file under ``warehouse/`` (DuckDB lets
+one process hold a file, so a reader there blocks every load into it): receipts are JSON
+files beside them, and the anomaly verdicts come from the published scorecard Parquet files.
 
 Windows, so that a scrape's cost does not grow with history: runs by job and status count
 the latest ``run_window`` runs; step durations cover the latest ``step_window`` STEP_SUCCESS
