@@ -39,13 +39,6 @@ def ingest_selection(agencies: list[Agency]) -> dg.AssetSelection:
     )  # fmt: skip
 
 
-# Every run of Flux's jobs (sensor, schedule, backfill, launchpad) logs through the code
-# location's console logger (``ops/logs.py``: Dagster's colored console, or JSON lines with
-# agency, dataset, partition, file and rule when FLUX_LOG_FORMAT=json); Dagster starts a
-# job's loggers only when its run config names them. DEBUG keeps the default verbosity.
-RUN_LOGGERS = {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}
-
-
 def agency_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition]:
     """Agency id -> its ingest job (in one process: its steps share one DuckDB file)."""
     return {
@@ -56,7 +49,6 @@ def agency_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition
             description=f"Validate and load {agency.name}'s deliveries for a day.",
             tags={"agency": agency.key},
             executor_def=dg.in_process_executor,
-            config=RUN_LOGGERS,
         )
         for agency in registry.agencies
     }
@@ -80,7 +72,6 @@ def cohort_job(name: str, agencies: list[Agency]) -> dg.UnresolvedAssetJobDefini
         description="Validate and load several agencies' deliveries for a day, agencies in "
         "parallel, one writer per agency file.",
         executor_def=PARALLEL_EXECUTOR,
-        config=RUN_LOGGERS,
     )
 
 
@@ -116,7 +107,6 @@ def risk_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition]:
             "(blended with its Isolation Forest once one is trained).",
             tags={"agency": a.key},
             executor_def=dg.in_process_executor,
-            config=RUN_LOGGERS,
         )
         for a in registry.agencies
         if DATASET in a.datasets

@@ -18,9 +18,8 @@ from flux_pipelines.instance.config import instance_config
 
 AGENCY, DATASET, DAY = "nasa", "meteorites", "2026-01-05"
 
-# The agency's ingest job, in process, against the home's instance, with no run config: as a
-# landing sensor's run request, a schedule or the launchpad starts it (the job's own default
-# config names the console logger).
+# What `flux load` does (the agency's ingest job, in process, against the home's instance),
+# with the console logger at DEBUG instead of CRITICAL.
 RUN = """
 import dagster as dg
 from flux_pipelines.assets.ingest_factory import asset_keys
@@ -33,6 +32,7 @@ result = defs.resolve_job_def(agency_job_name(agency)).execute_in_process(
     instance=dg.DagsterInstance.get(),
     asset_selection=list(asset_keys(agency, "meteorites")),
     partition_key="2026-01-05",
+    run_config={"loggers": {"console": {"config": {"log_level": "DEBUG"}}}},
     raise_on_error=False,
 )
 """

@@ -11,7 +11,6 @@ import dagster as dg
 from flux_pipelines.assets.cross_agency_factory import GROUP as CROSS_AGENCY_GROUP
 from flux_pipelines.assets.reconciliation_factory import agency_totals_keys
 from flux_pipelines.contracts.registry import Registry
-from flux_pipelines.jobs import RUN_LOGGERS
 from flux_pipelines.names import catalog_key
 
 DAILY_REFRESH_JOB = "daily_refresh"
@@ -27,7 +26,6 @@ def daily_refresh_job(registry: Registry) -> dg.UnresolvedAssetJobDefinition:
         "the agency-level reconciliations, the cross-agency outputs behind the certification "
         "gate, the quality scorecard, the recipient links and the cross-agency catalog.",
         tags={"flux/kind": "refresh"},
-        config=RUN_LOGGERS,
     )
 
 
