@@ -105,10 +105,8 @@ class FluxJsonFormatter(logging.Formatter):
 
 
 def _event_partition(event: object) -> str | None:
-    try:
-        return getattr(event, "partition", None)
-    except Exception:  # an event kind without partition data
-        return None
+    """The event's partition (``DagsterEvent.partition``: None for kinds without one)."""
+    return getattr(event, "partition", None)
 
 
 def json_handler() -> logging.Handler:

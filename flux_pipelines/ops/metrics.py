@@ -102,12 +102,13 @@ def rule_counts(table: object) -> dict[str, int]:
 def arrival_time(home: Path, agency: str, dataset: str, day: str, run_id: str) -> float | None:
     """When the day's delivery arrived: the newest file mtime its receipt recorded when the
     load read it; None without a receipt of that very run."""
+    from flux_pipelines.errors import StorageNotConfined
     from flux_pipelines.home import confined
     from flux_pipelines.ingest.receipts import read_receipt
 
     try:
         path = confined(home / "warehouse", agency, "receipts", dataset, f"{day}.json")
-    except Exception:  # a link where a folder belongs: no receipt to trust
+    except StorageNotConfined:  # a link where a folder belongs: no receipt to trust
         return None
     receipt = read_receipt(path)
     if receipt is None or receipt.run_id != run_id or not receipt.stats:
