@@ -18,21 +18,22 @@ from flux_pipelines.instance.config import instance_config
 
 AGENCY, DATASET, DAY = "nasa", "meteorites", "2026-01-05"
 
-# What `flux load` does (the agency's ingest job, in process, against the home's instance),
-# with the console logger at DEBUG instead of CRITICAL.
+# The agency's ingest job, in process, against the home's instance, with the run config a
+# landing sensor's run request carries (``CONSOLE_RUN_CONFIG``, pinned by the sensor tests).
 RUN = """
 import dagster as dg
 from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
 from flux_pipelines.jobs import agency_job_name
+from flux_pipelines.ops.logs import CONSOLE_RUN_CONFIG
 
 agency = load_registry().agency("nasa")
 result = defs.resolve_job_def(agency_job_name(agency)).execute_in_process(
     instance=dg.DagsterInstance.get(),
     asset_selection=list(asset_keys(agency, "meteorites")),
     partition_key="2026-01-05",
-    run_config={"loggers": {"console": {"config": {"log_level": "DEBUG"}}}},
+    run_config=CONSOLE_RUN_CONFIG,
     raise_on_error=False,
 )
 """

@@ -25,6 +25,7 @@ from flux_pipelines.definitions import defs
 from flux_pipelines.ingest.delivery import IGNORED_PREFIXES, TEMPORARY_SUFFIXES
 from flux_pipelines.ingest.manifest import write_manifest
 from flux_pipelines.ingest.receipts import delivery_contents, read_receipt, write_receipt
+from flux_pipelines.ops.logs import CONSOLE_RUN_CONFIG
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines.sensors import landing
 from flux_pipelines.sensors.landing import (
@@ -133,6 +134,8 @@ def test_new_delivery_requests_one_run_keyed_by_its_content(
     assert request.tags[DELIVERY_TAG] == delivery_hash(fingerprint)
     assert request.run_key is not None
     assert request.run_key.startswith(f"nasa/meteorites/{DAY}/{delivery_hash(fingerprint)}")
+    # the run starts the code location's console logger (JSON lines in JSON mode)
+    assert request.run_config == CONSOLE_RUN_CONFIG
     # the cursor remembers the folder: its fingerprint and each file's stat and sha256
     sha = hashlib.sha256((target / "meteorites.csv").read_bytes()).hexdigest()
     state = decode_cursor(first.cursor)[f"nasa/{DAY}"]

@@ -155,6 +155,13 @@ def flux_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     return logger
 
 
+# The run config that starts the code location's console logger (Dagster starts a job's
+# loggers only when the run config names them): what the landing sensors' run requests carry,
+# so the runs that load deliveries log JSON lines in JSON mode. DEBUG keeps the default
+# verbosity of Dagster's own console.
+CONSOLE_RUN_CONFIG: dict[str, object] = {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}
+
+
 def flux_loggers() -> dict[str, dg.LoggerDefinition]:
     """The code location's default loggers (``console``: the key ``flux load`` configures)."""
     configure_python_logging()

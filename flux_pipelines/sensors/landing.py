@@ -92,6 +92,7 @@ from flux_pipelines.names import (
     RANGE_START_TAG,
     outbox_root,
 )
+from flux_pipelines.ops.logs import CONSOLE_RUN_CONFIG
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 QUIET_SECONDS = 30.0  # default quiet period: a writer pausing longer needs a marker
@@ -727,6 +728,7 @@ def run_request(dataset: str, group: list[Delivery]) -> dg.RunRequest:
         job_name=agency_job_name(agency),
         asset_selection=list(asset_keys(agency, dataset)),
         tags=tags,
+        run_config=CONSOLE_RUN_CONFIG,
         **partition,
     )
 
