@@ -221,12 +221,32 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _checked_file(
+    intake: Intake,
+    request: Request,
+    audit: Audit,
+    agency: Agency | None,
+    raw: tuple[str, str, str],
+) -> checks.Target:
+    """The parts an upload and a validation share, checked in order (dataset, day, name,
+    declared type, size) and noted on the audit record as each is known."""
+    dataset, day, filename = raw
+    audit.dataset = checks.check_dataset(intake.registry, agency, dataset)
+    when = checks.check_day(day, agency)
+    audit.day = when.isoformat()
+    name = checks.check_name(filename)
+    audit.detail["file"] = name
+    fmt = checks.format_of(name)
+    checks.check_content_type(request.headers.get("content-type"), fmt)
+    _check_declared_size(request, intake.max_bytes)
+    return checks.Target(agency.id if agency else None, dataset, when, name, fmt)
+
+
 def _upload_target(
     intake: Intake, identity: Identity, request: Request, audit: Audit, raw: tuple[str, str, str]
 ) -> checks.Target:
     """Who uploads what where: the agency from the token, every part checked (in order: the
     role, another agency named in the request, dataset, day, name, declared type, size)."""
-    dataset, day, filename = raw
     allow(intake, identity, "submit", identity.agency)
     agency = intake.agency(identity.agency)
     if agency is None:
@@ -241,15 +261,7 @@ def _upload_target(
             f"{identity.label} delivers for {agency.id} only: the agency comes from the token, "
             f"never from the request (it named {named[:60]!r})"
         )
-    audit.dataset = checks.check_dataset(intake.registry, agency, dataset)
-    when = checks.check_day(day, agency)
-    audit.day = when.isoformat()
-    name = checks.check_name(filename)
-    audit.detail["file"] = name
-    fmt = checks.format_of(name)
-    checks.check_content_type(request.headers.get("content-type"), fmt)
-    _check_declared_size(request, intake.max_bytes)
-    return checks.Target(agency.id, dataset, when, name, fmt)
+    return _checked_file(intake, request, audit, agency, raw)
 
 
 def _check_declared_size(request: Request, limit: int) -> None:
@@ -516,22 +528,13 @@ async def validate(
 def _validation_target(
     intake: Intake, identity: Identity, request: Request, audit: Audit, raw: tuple[str, str, str]
 ) -> checks.Target:
-    dataset, day, filename = raw
     allow(intake, identity, "submit", identity.agency)
     agency = intake.agency(identity.agency)
     audit.agency = agency.id if agency else None
     named = request.query_params.get("agency") or request.headers.get(AGENCY_HEADER)
     if named is not None and (agency is None or named != agency.id):
         raise forbidden("the agency of a verdict comes from the token, never from the request")
-    audit.dataset = checks.check_dataset(intake.registry, agency, dataset)
-    when = checks.check_day(day, agency)
-    audit.day = when.isoformat()
-    name = checks.check_name(filename)
-    audit.detail["file"] = name
-    fmt = checks.format_of(name)
-    checks.check_content_type(request.headers.get("content-type"), fmt)
-    _check_declared_size(request, intake.max_bytes)
-    return checks.Target(agency.id if agency else None, dataset, when, name, fmt)
+    return _checked_file(intake, request, audit, agency, raw)
 
 
 def _judge(
