@@ -60,6 +60,10 @@ class DatasetTables:
 
 
 # --- asset keys ----------------------------------------------------------------------------
+# published/<agency>/_clear/<dataset>/<day>.parquet: the copy for the agency's personal-data
+# group (the ``own_agency_personal`` treatments of ``access/masking.py``), written only when it
+# differs from the analysts' copy. A leading "_" keeps it out of the analysts' catalog views.
+ENTITLED_FOLDER = "_clear"
 CROSS_AGENCY = "cross_agency"  # group and key prefix of the outputs built from every agency
 RISK_DATASET = "contract_transactions"  # the dataset risk scoring reads
 RISK_SCORES = f"{RISK_DATASET}_risk"

@@ -51,7 +51,7 @@ from flux_pipelines.contracts.ddl import quote
 from flux_pipelines.contracts.model import Classification, ColumnSpec, Contract
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.home import confined
-from flux_pipelines.names import published_root
+from flux_pipelines.names import ENTITLED_FOLDER, published_root
 
 if TYPE_CHECKING:
     import duckdb
@@ -63,10 +63,6 @@ KEY_FILE = ("state", "pii.key")
 MIN_KEY_CHARS = 32
 # The Parquet footer key holding a copy's treatments ({column: treatment}, hidden ones only).
 FOOTER_KEY = "flux_masking"
-# published/<agency>/_clear/<dataset>/<day>.parquet: the copy for the agency's personal-data
-# group (the ``own_agency_personal`` treatments), written only when it differs from the
-# analysts' copy. A leading "_" keeps it out of the analysts' catalog views.
-ENTITLED_FOLDER = "_clear"
 _STRICTNESS: dict[str, int] = {"clear": 0, "hash": 1, "mask": 2}
 _IPAD, _OPAD = "flux_pii_ipad", "flux_pii_opad"
 _BLOCK = 64  # SHA-256 block size (HMAC pads the key to it)

@@ -33,9 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flux_pipelines.access.masking import ENTITLED_FOLDER
 from flux_pipelines.errors import ConfigurationError
-from flux_pipelines.names import CROSS_AGENCY
+from flux_pipelines.names import CROSS_AGENCY, ENTITLED_FOLDER
 
 if TYPE_CHECKING:
     from flux_pipelines.access.policy import AccessPolicy, PosixGroups

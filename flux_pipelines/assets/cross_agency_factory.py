@@ -16,7 +16,6 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from flux_pipelines.access.masking import (
-    ENTITLED_FOLDER,
     bind_key,
     classified_columns,
     held_by,
@@ -29,7 +28,13 @@ from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.assets.publish_factory import write_views
 from flux_pipelines.audit.trail import AuditTrail, publication_record
 from flux_pipelines.contracts.registry import Registry
-from flux_pipelines.names import CATALOG, CROSS_AGENCY, cross_agency_key, published_root
+from flux_pipelines.names import (
+    CATALOG,
+    CROSS_AGENCY,
+    ENTITLED_FOLDER,
+    cross_agency_key,
+    published_root,
+)
 from flux_pipelines.quality.certification import DayVerdict, day_verdicts
 from flux_pipelines.quality.scorecard import scorecard_glob
 from flux_pipelines.resources.warehouse import FluxWarehouse

@@ -16,11 +16,10 @@ from pathlib import Path
 import dagster as dg
 from dagster import AssetExecutionContext
 
-from flux_pipelines.access.masking import ENTITLED_FOLDER
 from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.contracts.ddl import quote
 from flux_pipelines.contracts.registry import Agency, Registry
-from flux_pipelines.names import agency_published, catalog_key
+from flux_pipelines.names import ENTITLED_FOLDER, agency_published, catalog_key
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 CATALOG_FILE = "catalog.duckdb"
