@@ -108,6 +108,43 @@ def measure_baseline(csv: Path, threads: int, as_text: bool = False) -> dict[str
     return {"seconds": elapsed, "rows": rows, "peak_rss_mb": _peak_rss_mb(), "settings": settings}
 
 
+def measure_ceiling(
+    csv: Path, threads: int, contract_path: Path = BENCH_CONTRACT
+) -> dict[str, Any]:
+    """The least any loader that keeps Flux's zones can do, by DuckDB alone: read the
+    file's text once into a temporary table, write the raw copy (Parquet of the delivered
+    text) and the typed curated table from it, validating nothing and quarantining nothing.
+
+    Flux's path does all of this and more (hash, every rule, reasons), so the ratio of this
+    run to the bare load bounds Flux's ratio from above on these settings."""
+    from flux_pipelines.contracts.ddl import DUCKDB_TYPES, quote
+
+    contract = load_contract(contract_path)
+    names = contract.column_names
+    text_columns = "{" + ", ".join(f"'{n}': 'VARCHAR'" for n in names) + "}"
+    typed = ", ".join(
+        f"TRY_CAST(nullif(trim({quote(c.name)}), '') AS {DUCKDB_TYPES[c.logical_type]}) "
+        f"AS {quote(c.name)}"
+        for c in contract.columns
+    )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        bench_warehouse(Path(tmp), threads).connect("ceiling") as conn,
+    ):
+        settings = connection_settings(conn)
+        raw = str(Path(tmp) / "raw.parquet").replace("'", "''")
+        started = time.perf_counter()
+        conn.execute(
+            f"CREATE TEMP TABLE delivered AS SELECT * FROM read_csv('{csv}', "
+            f"columns = {text_columns}, header = true, auto_detect = false)"
+        )
+        conn.execute(f"COPY delivered TO '{raw}' (FORMAT parquet, COMPRESSION lz4)")
+        conn.execute(f"CREATE TABLE curated AS SELECT {typed} FROM delivered")
+        rows = conn.execute("SELECT count(*) FROM curated").fetchone()[0]  # type: ignore[index]
+        elapsed = time.perf_counter() - started
+    return {"seconds": elapsed, "rows": rows, "peak_rss_mb": _peak_rss_mb(), "settings": settings}
+
+
 def measure_flux(csv: Path, threads: int, contract_path: Path = BENCH_CONTRACT) -> dict[str, Any]:
     """Flux's load path: hash, validate, split, load raw + curated + quarantine, one
     transaction, on a connection opened the way the pipeline opens it."""
@@ -178,13 +215,14 @@ def paired_runs(
     pairs: int,
     contract: Path = BENCH_CONTRACT,
     baseline: str = "baseline",
+    other: str = "flux",
 ) -> tuple[dict[str, Any], dict[str, Any], list[tuple[float, float]]]:
-    """Baseline and Flux alternated (A B A B ...), each run in a fresh process; returns the
-    median run of each side (by time) and every pair's seconds."""
+    """Baseline and ``other`` (Flux) alternated (A B A B ...), each run in a fresh process;
+    returns the median run of each side (by time) and every pair's seconds."""
     base_runs, flux_runs = [], []
     for _ in range(pairs):
         base_runs.append(_child(baseline, csv, threads, contract))
-        flux_runs.append(_child("flux", csv, threads, contract))
+        flux_runs.append(_child(other, csv, threads, contract))
     seconds = [(b["seconds"], f["seconds"]) for b, f in zip(base_runs, flux_runs, strict=True)]
     return _median_run(base_runs), _median_run(flux_runs), seconds
 
@@ -278,6 +316,7 @@ def run_throughput_bench(
         f"peak memory {flux['peak_rss_mb'] / base['peak_rss_mb']:.2f}x the baseline's "
         f"(target <= 1.5x); curated {flux['curated']:,}, quarantined {flux['quarantined']:,}"
     )
+    typer.echo(ceiling_line(csv, threads))
     for line in other_files(workdir, rows, threads):
         typer.echo(line)
     storage, run = measure_partition_run(workdir)
@@ -299,6 +338,19 @@ def run_throughput_bench(
             f"peak {big_flux['peak_rss_mb']:.0f} MB (vs {flux['peak_rss_mb']:.0f} MB at "
             f"{csv.stat().st_size / 1e9:.2f} GB)"
         )
+
+
+def ceiling_line(csv: Path, threads: int) -> str:
+    """The bound no loader keeping a raw copy and a typed table can pass (``measure_ceiling``),
+    against the bare load, median of ``EXTRA_PAIRS`` pairs."""
+    base, ceiling, _ = paired_runs(csv, threads, EXTRA_PAIRS, other="ceiling")
+    ratio = base["seconds"] / ceiling["seconds"]
+    return (
+        f"ceiling, DuckDB alone validating nothing (text read once, raw Parquet + typed "
+        f"table written; median of {EXTRA_PAIRS} pairs): {ceiling['seconds']:.2f}s vs "
+        f"{base['seconds']:.2f}s bare, {ratio:.2f}x, peak {ceiling['peak_rss_mb']:.0f} MB: "
+        "no loader that keeps a raw copy of every row passes this ratio on these settings"
+    )
 
 
 def other_files(workdir: Path, rows: int, threads: int) -> list[str]:
@@ -336,9 +388,10 @@ def other_files(workdir: Path, rows: int, threads: int) -> list[str]:
 if __name__ == "__main__":
     kind, path, n_threads = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     contract_file = Path(sys.argv[4]) if len(sys.argv) > 4 else BENCH_CONTRACT
-    figures = (
-        measure_flux(path, n_threads, contract_file)
-        if kind == "flux"
-        else measure_baseline(path, n_threads, as_text=kind == "baseline-text")
-    )
+    if kind == "flux":
+        figures = measure_flux(path, n_threads, contract_file)
+    elif kind == "ceiling":
+        figures = measure_ceiling(path, n_threads, contract_file)
+    else:
+        figures = measure_baseline(path, n_threads, as_text=kind == "baseline-text")
     print(json.dumps(figures))
