@@ -98,11 +98,11 @@ def test_throughput_sides_run_with_the_pipelines_duckdb_settings(tmp_path: Path)
     threads = FluxWarehouse().threads  # the pipeline's resource default
     base = measure_baseline(csv, threads)
     flux = measure_flux(csv, threads)
-    ceiling = measure_ceiling(csv, threads)
+    ceilings = [measure_ceiling(csv, threads, raw_copy=raw) for raw in (True, False)]
     assert base["rows"] == flux["rows"] == 2_000
-    # The ceiling keeps every row it read (it validates nothing); Flux curates fewer.
-    assert ceiling["rows"] == 2_000 > flux["curated"]
-    assert base["settings"] == flux["settings"] == ceiling["settings"]
+    # The ceilings keep every row they read (they validate nothing); Flux curates fewer.
+    assert [c["rows"] for c in ceilings] == [2_000, 2_000] and flux["curated"] < 2_000
+    assert all(c["settings"] == base["settings"] == flux["settings"] for c in ceilings)
     # ... and they are the settings of a connection the pipeline's resource opens.
     with FluxWarehouse(home=str(tmp_path / "home")).connect("any") as conn:
         assert connection_settings(conn) == base["settings"]
