@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from flux_pipelines.access.run_pods import agency_run_tags
 from flux_pipelines.assets.ingest_factory import agency_partitions, asset_keys
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.errors import ConfigurationError
@@ -47,7 +48,7 @@ def agency_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition
             selection=ingest_selection([agency]),
             partitions_def=agency_partitions(agency),
             description=f"Validate and load {agency.name}'s deliveries for a day.",
-            tags={"agency": agency.key},
+            tags={"agency": agency.key, **agency_run_tags(agency.id)},
             executor_def=dg.in_process_executor,
         )
         for agency in registry.agencies
@@ -105,7 +106,7 @@ def risk_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition]:
             partitions_def=agency_partitions(a),
             description=f"Risk-score {a.name}'s contract transactions for a day range "
             "(blended with its Isolation Forest once one is trained).",
-            tags={"agency": a.key},
+            tags={"agency": a.key, **agency_run_tags(a.id)},
             executor_def=dg.in_process_executor,
         )
         for a in registry.agencies

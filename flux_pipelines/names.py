@@ -36,6 +36,9 @@ LANDING_FINDINGS_FILE = "landing_findings.json"
 REJECTED_ATTEMPTS_TABLE = "_flux_rejected_attempts"
 # one row per curated column converted to the type a new contract version gives it
 MIGRATIONS_TABLE = "_flux_migrations"
+# the reserved sub-folder of a delivery day holding its content files (a BagIt bag or files
+# with a Flux content manifest): landing/<agency>/<dataset>/<day>/<this>/; never a data file
+CONTENT_FOLDER = "content"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class DatasetTables:
     raw: str
     quarantine: str
     warnings: str
+    eligibility: str  # one row per curated record and use case (collections/eligibility.py)
 
     @classmethod
     @functools.cache  # asked for every asset key of every agency when definitions load
@@ -56,7 +60,13 @@ class DatasetTables:
             raw=f"raw_{base}",
             quarantine=f"{base}_quarantine",
             warnings=f"{base}_warnings",
+            eligibility=f"{base}_eligibility",
         )
+
+    @property
+    def content(self) -> str:
+        """One row per content file stored for the dataset (``flux_pipelines/content``)."""
+        return f"{self.curated}_content"
 
 
 # --- asset keys ----------------------------------------------------------------------------
@@ -103,6 +113,19 @@ def cross_agency_key(name: str) -> dg.AssetKey:
     return asset_key(CROSS_AGENCY, name)
 
 
+# --- use-case exports (flux_pipelines/exports) --------------------------------------------------
+EXPORTS_FOLDER = "exports"  # published/cross_agency/exports/<use case>/: manifest, datasheet
+
+
+def export_name(use_case: str) -> str:
+    """``export_ai_training``: the export's asset name, and its catalog views' prefix."""
+    return "export_" + use_case.replace("-", "_")
+
+
+def export_key(use_case: str) -> dg.AssetKey:
+    return cross_agency_key(export_name(use_case))
+
+
 # --- checks of every curated asset, and the run tags of a day range -------------------------
 CONSERVATION = "conservation"
 CONTRACT_SCHEMA = "contract_schema"
@@ -115,7 +138,7 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 # --- folders of the Flux home ----------------------------------------------------------------
 def published_root(home: Path) -> Path:
     """Read-only copies for analysts: ``published/<agency>/...``, ``published/cross_agency``."""
-    return home / "published"
+    return home / PUBLISHED_ZONE
 
 
 def outbox_root(home: Path) -> Path:
@@ -126,3 +149,77 @@ def outbox_root(home: Path) -> Path:
 
 def agency_published(home: Path, agency_id: str) -> Path:
     return confined(published_root(home), agency_id)
+
+
+# Every agency's files live in ``<zone>/<agency>/`` folders, never beside another agency's,
+# so a deployment can mount one agency's folders and nothing of the others' (a run pod of
+# that agency's job: ``access/run_pods.py``).
+LANDING_ZONE = "landing"  # what agencies drop (the pipeline only reads it)
+WAREHOUSE_ZONE = "warehouse"  # the pipeline's working files: DuckDB file, raw Parquet, models
+RECEIPTS_ZONE = "receipts"  # load receipts: which content of a delivery day was last loaded
+PUBLISHED_ZONE = "published"
+OUTBOX_ZONE = "outbox"
+# (zone, written by a run of the agency's job), in the order a run pod mounts them
+AGENCY_ZONES: tuple[tuple[str, bool], ...] = (
+    (LANDING_ZONE, False),
+    (WAREHOUSE_ZONE, True),
+    (RECEIPTS_ZONE, True),
+    (PUBLISHED_ZONE, True),
+    (OUTBOX_ZONE, True),
+)
+DB_SUFFIX = ".duckdb"
+
+
+def warehouse_root(home: Path) -> Path:
+    return home / WAREHOUSE_ZONE
+
+
+def agency_db(home: Path, agency_id: str) -> Path:
+    """An agency's working DuckDB file, ``warehouse/<agency>/<agency>.duckdb``: inside the
+    agency's own folder (mountable alone), named after the agency (DuckDB names the attached
+    database after the file, so queries and views keep saying ``<agency>``)."""
+    return confined(warehouse_root(home), agency_id, f"{agency_id}{DB_SUFFIX}")
+
+
+def legacy_agency_db(home: Path, agency_id: str) -> Path:
+    """Where the working file lay before per-agency folders: ``warehouse/<agency>.duckdb``
+    (moved by ``FluxWarehouse.migrate_layout``)."""
+    return confined(warehouse_root(home), f"{agency_id}{DB_SUFFIX}")
+
+
+def agency_receipts(home: Path, agency_id: str) -> Path:
+    """An agency's load receipts, ``receipts/<agency>/<dataset>/<day>.json``: apart from the
+    working files, so the intake can read delivery status without any DuckDB file."""
+    return confined(home / RECEIPTS_ZONE, agency_id)
+
+
+def legacy_agency_receipts(home: Path, agency_id: str) -> Path:
+    """Where load receipts lay before: ``warehouse/<agency>/receipts/``."""
+    return confined(warehouse_root(home), agency_id, "receipts")
+
+
+def agencies_with_db(home: Path) -> list[str]:
+    """Agency ids with a working file in either layout, sorted (backup, tools)."""
+    root = warehouse_root(home)
+    if not root.is_dir():
+        return []
+    found = set()
+    for entry in root.iterdir():
+        name = entry.name.removesuffix(DB_SUFFIX)
+        if entry.is_symlink() or not _is_slug(name):
+            continue
+        in_folder = entry.is_dir() and agency_db(home, name).is_file()
+        if in_folder or (entry.is_file() and entry.name.endswith(DB_SUFFIX)):
+            found.add(name)
+    return sorted(found)
+
+
+def _is_slug(name: str) -> bool:
+    from flux_pipelines.contracts.slugs import check_slug
+    from flux_pipelines.errors import ConfigurationError
+
+    try:
+        check_slug(name, "agency")
+    except ConfigurationError:
+        return False
+    return True

@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -36,6 +37,7 @@ from typer.testing import CliRunner
 from flux_pipelines.access.permissions import PRIVATE_UMASK, required_groups, secure_home
 from flux_pipelines.access.policy import POLICY_FILE, AccessPolicy, load_policy
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.names import agency_db, agency_receipts
 
 A, B = "nasa", "nga"  # agency A's analyst attacks agency B
 A_DATASET, B_DATASET = "meteorites", "constituents"
@@ -44,6 +46,7 @@ DAY, DAY2 = "2026-02-03", "2026-02-04"
 PROBE = r"""
 import json, os, pwd, sys
 import duckdb
+from flux_pipelines.names import agency_db, agency_receipts
 
 user, attempts = sys.argv[1], json.loads(sys.argv[2])
 pw = pwd.getpwnam(user)
@@ -266,10 +269,10 @@ def _b_paths(home: Path) -> list[tuple[str, Path]]:
         ("read", out / "error_report.csv"),
         ("read", out / "summary.html"),
         ("list", home / "outbox" / B),
-        ("duckdb_file", home / "warehouse" / f"{B}.duckdb"),
+        ("duckdb_file", agency_db(home, B)),
         ("parquet", raw),
         ("read", raw),
-        ("read", home / "warehouse" / B / "receipts" / B_DATASET / f"{DAY}.json"),
+        ("read", agency_receipts(home, B) / B_DATASET / f"{DAY}.json"),
         ("list", home / "landing" / B),
         ("read", home / "landing" / B / B_DATASET / DAY / f"{B_DATASET}.csv"),
         ("write", home / "landing" / B / B_DATASET / DAY),
@@ -288,7 +291,7 @@ def _private_paths(home: Path) -> list[tuple[str, Path]]:
         ("read", home / "audit" / "trail.jsonl"),
         ("read", home / "state" / "audit_anchor.json"),
         ("list", home / "dagster_home"),
-        ("duckdb_file", home / "warehouse" / f"{A}.duckdb"),
+        ("duckdb_file", agency_db(home, A)),
         ("write", home / "landing" / A / A_DATASET / DAY),
         ("write", home / "published" / A),
     ]
@@ -434,3 +437,138 @@ def _app():  # type: ignore[no-untyped-def]
     from flux_pipelines.cli.main import app
 
     return app
+
+
+def test_apply_moves_an_old_layout_and_check_reports_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A home of the layout before per-agency folders: `check` names what is out of place,
+    `apply` moves it into the agency's folders (then secured like the rest), once."""
+    home = Path(tempfile.mkdtemp(prefix="flux-access-layout-"))
+    monkeypatch.setenv("FLUX_ACCESS_POLICY", str(world.policy_file))
+    args = ["--home", str(home), "--agency", A, "--agency", B]
+    runner = CliRunner()
+    try:
+        old_db = home / "warehouse" / f"{A}.duckdb"
+        old_db.parent.mkdir(parents=True)
+        with duckdb.connect(str(old_db)) as conn:
+            conn.execute("CREATE TABLE meteorites AS SELECT range AS id FROM range(7)")
+        old_receipt = home / "warehouse" / A / "receipts" / A_DATASET / f"{DAY}.json"
+        old_receipt.parent.mkdir(parents=True)
+        old_receipt.write_text('{"kept": true}', encoding="utf-8")
+
+        checked = runner.invoke(_app(), ["access", "check", *args])
+        assert checked.exit_code == 1
+        assert f"{old_db}: layout before per-agency folders" in checked.output
+        assert old_db.exists()  # checking moves nothing
+
+        applied = runner.invoke(_app(), ["access", "apply", *args])
+        assert applied.exit_code == 0, applied.output
+        assert f"moved {old_db} -> {agency_db(home, A)}" in applied.output
+        with duckdb.connect(str(agency_db(home, A)), read_only=True) as conn:
+            assert conn.execute("SELECT count(*) FROM meteorites").fetchall() == [(7,)]
+        moved = agency_receipts(home, A) / A_DATASET / f"{DAY}.json"
+        assert moved.read_text(encoding="utf-8") == '{"kept": true}'
+        assert not old_db.exists() and not old_receipt.exists()
+        for private in (agency_db(home, A), moved):  # secured as the zone wants
+            assert stat.S_IMODE(os.stat(private).st_mode) & 0o077 == 0
+        assert runner.invoke(_app(), ["access", "check", *args]).exit_code == 0
+        again = runner.invoke(_app(), ["access", "apply", *args])
+        assert again.exit_code == 0 and "moved" not in again.output
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# --- group membership against access.yaml's members ------------------------------------------
+
+
+def _policy_with_members(folder: Path, prefix: str, members: dict[str, Any]) -> Path:
+    path = _test_policy(folder, prefix)
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc["members"] = members
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def test_group_membership_drift_is_found_with_real_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real users and groups: one analyst misses the all-analysts group, an intruder sits
+    in nasa's analysts group without a role, a listed user does not exist. `check` lists
+    each with the command that fixes it; once fixed, membership is clean."""
+    _require_root()
+    prefix = f"fxt{secrets.token_hex(3)}"
+    analyst, entitled, submitter = f"{prefix}-an", f"{prefix}-pii", f"{prefix}-sub"
+    intruder, ghost = f"{prefix}-intruder", f"{prefix}-ghost"
+    members = {A: {"analysts": [analyst, entitled, ghost], "submitters": [submitter],
+                   "personal_data": [entitled]}}  # fmt: skip
+    try:
+        _run("groupadd", prefix)
+        policy_file = _policy_with_members(tmp_path, prefix, members)
+        policy = load_policy(policy_file)
+        g, everyone = policy.posix.for_agency(A), policy.posix.all_analysts
+        home = tmp_path / "home"
+        home.mkdir()
+        secure_home(home, [A], create_groups=True, policy=policy)  # makes the groups
+        memberships = {
+            analyst: [g.analysts, g.report_readers],  # not in the all-analysts group
+            entitled: [g.analysts, g.report_readers, everyone, g.personal_data],
+            submitter: [g.submitters, g.report_readers],
+            intruder: [g.analysts],  # holds no role in members
+        }
+        for user, groups in memberships.items():
+            _run("useradd", "-M", "-N", "-g", prefix, "-G", ",".join(groups), user)
+
+        outcome = secure_home(home, [A], fix=False, policy=policy)
+        assert sorted(outcome.membership) == sorted(
+            [
+                f"membership: access.yaml members names user {ghost!r}, who does not exist "
+                "on this host; create it (useradd) or remove it from members",
+                f"membership: {analyst} is not in {everyone} though access.yaml provisions "
+                f"it; add it: gpasswd -a {analyst} {everyone}",
+                f"membership: {intruder} is in {g.analysts} though access.yaml gives it no "
+                f"role that needs it; remove it: gpasswd -d {intruder} {g.analysts} (or "
+                "change its primary group)",
+            ]
+        )
+        assert not outcome.clean and set(outcome.membership) <= set(outcome.refused)
+        monkeypatch.setenv("FLUX_ACCESS_POLICY", str(policy_file))
+        checked = CliRunner().invoke(_app(), ["access", "check", "--home", str(home),
+                                              "--agency", A])  # fmt: skip
+        assert checked.exit_code == 1 and f"gpasswd -d {intruder} {g.analysts}" in checked.output
+
+        _run("gpasswd", "-a", analyst, everyone)
+        _run("gpasswd", "-d", intruder, g.analysts)
+        members[A]["analysts"].remove(ghost)
+        fixed = load_policy(_policy_with_members(tmp_path, prefix, members))
+        assert secure_home(home, [A], fix=False, policy=fixed).membership == []
+        # without members in the policy, membership is the directory service's: not checked
+        _run("gpasswd", "-a", intruder, g.analysts)
+        assert secure_home(home, [A], fix=False, policy=policy.model_copy(
+            update={"members": None})).membership == []  # fmt: skip
+    finally:
+        _remove(prefix)
+
+
+@pytest.mark.parametrize(
+    ("members", "match"),
+    [
+        ({A: {"analysts": ["ann"]}, B: {"submitters": ["ann"]}}, "one identity acts for one"),
+        ({A: {"analysts": ["ann"], "personal_data": ["bob"]}}, "not analysts of this agency"),
+        ({A: {"analysts": ["Ann Smith"]}}, "not POSIX user names"),
+        ({"NASA!": {"analysts": ["ann"]}}, "not a valid id"),
+    ],
+)
+def test_members_that_cannot_be_provisioned_are_refused(
+    tmp_path: Path, members: dict[str, Any], match: str
+) -> None:
+    path = _policy_with_members(tmp_path, "fxtbad", members)
+    with pytest.raises(ConfigurationError, match=match):
+        load_policy(path)
+
+
+def test_members_of_an_unregistered_agency_are_refused(tmp_path: Path) -> None:
+    policy = load_policy(_policy_with_members(tmp_path, "fxtbad", {"atlantis": {}}))
+    (tmp_path / "home").mkdir()
+    with pytest.raises(ConfigurationError, match="atlantis is no registered agency"):
+        secure_home(tmp_path / "home", [A], policy=policy)

@@ -331,6 +331,8 @@ PERSONAL = {
     },
     "objects_constituents": {"zipcode"},
     "meteorites": {"observed_by"},
+    "artworks": {"all_artists"},
+    "audio_items": {"contributors"},
 }  # fmt: skip
 
 

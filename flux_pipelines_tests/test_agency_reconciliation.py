@@ -17,6 +17,7 @@ from flux_pipelines.assets.reconciliation_factory import (
     agency_totals_key,
 )
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.names import agency_db
 from flux_pipelines.reconcile.agency_totals import (
     Tolerance,
     match_agency_names,
@@ -115,7 +116,7 @@ def test_real_fy18_contracts_reconcile_with_q4_account_obligations(
     )
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    with duckdb.connect(str(tmp_path / "warehouse" / "treasury.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(tmp_path, "treasury")), read_only=True) as conn:
         totals = conn.sql(f"SELECT * FROM {AGENCY_TOTALS}").pl()
         matches = conn.sql(f"SELECT * FROM {NAME_MATCHES}").pl()
     # Recomputed with plain polars from the files (curated rows only: the ingest has run).

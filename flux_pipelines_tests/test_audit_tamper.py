@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from flux_pipelines.audit import AuditRecord, AuditTrail
 from flux_pipelines.audit.cli import audit_app
 from flux_pipelines.errors import AuditAnchorMismatch
+from flux_pipelines.names import agency_db
 from flux_pipelines_tests.conftest import deliver, materialize
 
 runner = CliRunner()
@@ -196,7 +197,7 @@ def test_anchors_left_behind_by_a_crash_are_only_a_notice(tmp_path: Path) -> Non
 
 
 def _curated(home: Path, agency: str, table: str) -> list[tuple[Any, ...]]:
-    path = home / "warehouse" / f"{agency}.duckdb"
+    path = agency_db(home, agency)
     if not path.exists():
         return []
     with duckdb.connect(str(path), read_only=True) as conn:

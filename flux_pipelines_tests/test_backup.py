@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from flux_pipelines.cli.main import app
 from flux_pipelines.faults import arm, faults_dir
 from flux_pipelines.instance.config import prepare_dagster_home
-from flux_pipelines.names import asset_key
+from flux_pipelines.names import agencies_with_db, agency_db, asset_key
 from flux_pipelines.ops.backup import MANIFEST, backup
 from flux_pipelines_tests.conftest import deliver, materialize
 
@@ -55,7 +55,7 @@ def load_days(home: Path, days: tuple[str, ...] = DAYS) -> None:
 def every_row(home: Path) -> dict[str, list[tuple[Any, ...]]]:
     """file/table -> its rows in a total order (ORDER BY ALL)."""
     rows: dict[str, list[tuple[Any, ...]]] = {}
-    for db in sorted((home / "warehouse").glob("*.duckdb")):
+    for db in (agency_db(home, a) for a in agencies_with_db(home)):
         with duckdb.connect(str(db), read_only=True) as conn:
             tables = conn.execute(
                 "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
@@ -168,10 +168,10 @@ def test_backup_waits_for_a_running_load_and_holds_all_of_it(
             ).fetchall()
         return int(n)
 
-    loaded = curated(home / "warehouse" / "nasa.duckdb")
+    loaded = curated(agency_db(home, "nasa"))
     assert loaded > 250
-    assert curated(tmp_path / "backup" / "home" / "warehouse" / "nasa.duckdb") == loaded
-    assert summary.tables["warehouse/nasa.duckdb"]["meteorites"] == loaded
+    assert curated(agency_db(tmp_path / "backup" / "home", "nasa")) == loaded
+    assert summary.tables["warehouse/nasa/nasa.duckdb"]["meteorites"] == loaded
 
     # A non-empty target and a tampered backup are refused; nothing is written.
     busy = tmp_path / "busy"

@@ -21,6 +21,7 @@ from flux_pipelines.bench.backfill import (
     day_range,
 )
 from flux_pipelines.cli.main import app
+from flux_pipelines.names import agency_db
 
 
 def test_overlap_finds_two_writers_on_one_agency() -> None:
@@ -62,7 +63,7 @@ def test_account_problems_name_each_gap() -> None:
 
 
 def _table_rows(home: Path, agency: str, table: str) -> int:
-    with duckdb.connect(str(home / "warehouse" / f"{agency}.duckdb"), read_only=True) as c:
+    with duckdb.connect(str(agency_db(home, agency)), read_only=True) as c:
         return c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # type: ignore[index]
 
 

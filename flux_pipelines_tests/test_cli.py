@@ -16,6 +16,7 @@ from flux_pipelines.cli.main import app
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
 from flux_pipelines.demo.generator import generate_rows, write_delivery
+from flux_pipelines.names import agency_db
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 runner = CliRunner()
@@ -89,7 +90,7 @@ def test_demo_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert result.exit_code == 0, result.output
     registry = load_registry()
     for agency in ("nasa", "nga", "smithsonian-serc"):
-        with duckdb.connect(str(home / "warehouse" / f"{agency}.duckdb"), read_only=True) as c:
+        with duckdb.connect(str(agency_db(home, agency)), read_only=True) as c:
             for dataset in registry.agency(agency).datasets:
                 rows_in, curated, quarantined = c.execute(
                     "SELECT sum(rows_read), sum(rows_curated), sum(rows_quarantined) "
@@ -107,7 +108,7 @@ def test_demo_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     for agency in ("nasa", "nga", "smithsonian-serc"):
         catalog = home / "published" / agency / "catalog.duckdb"
         assert f"{catalog}: " in result.output
-        working = home / "warehouse" / f"{agency}.duckdb"
+        working = agency_db(home, agency)
         with duckdb.connect(str(working), read_only=True) as c:
             curated = {d: _count(c, d) for d in registry.agency(agency).datasets}
         with duckdb.connect(str(catalog), read_only=True) as c:
@@ -122,7 +123,7 @@ def test_demo_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         ).fetchall()[0][0]
     delivered = 0
     for agency in ("nasa", "nga", "smithsonian-serc"):
-        with duckdb.connect(str(home / "warehouse" / f"{agency}.duckdb"), read_only=True) as c:
+        with duckdb.connect(str(agency_db(home, agency)), read_only=True) as c:
             delivered += c.execute(
                 "SELECT count(DISTINCT (dataset, _partition_date)) FROM _flux_deliveries"
             ).fetchall()[0][0]

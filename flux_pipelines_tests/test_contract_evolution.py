@@ -22,7 +22,7 @@ from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.registry import Registry, load_registry
 from flux_pipelines.ingest.delivery import PartitionLoader, PartitionResult, load_partition
-from flux_pipelines.names import MIGRATIONS_TABLE
+from flux_pipelines.names import MIGRATIONS_TABLE, agency_db
 from flux_pipelines_tests.conftest import contract_doc, write_contract
 
 DAY1 = dt.date(2026, 3, 2)
@@ -314,7 +314,7 @@ def test_flux_load_migrates_the_table_and_republishes_earlier_days(tmp_path: Pat
     _retyping_version(contracts)  # the deployment gains version 3
     second = _flux_load(tmp_path, contracts, V3_DAY)
     assert second.returncode == 0, second.stdout + second.stderr
-    with duckdb.connect(str(tmp_path / "home" / "warehouse" / "nasa.duckdb"), read_only=True) as c:
+    with duckdb.connect(str(agency_db(tmp_path / "home", "nasa")), read_only=True) as c:
         assert c.execute("SELECT id, mass_g FROM meteorites ORDER BY id").fetchall() == [
             (1, "5.5"),
             (2, "5 g"),

@@ -27,6 +27,7 @@ from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
 from flux_pipelines.faults import arm
 from flux_pipelines.instance.config import prepare_dagster_home
+from flux_pipelines.names import agency_db
 from flux_pipelines_tests.conftest import deliver, materialize
 from flux_pipelines_tests.run_worker import nasa_meteorites, two_agencies
 
@@ -71,7 +72,7 @@ def latest_run(instance: dg.DagsterInstance) -> dg.RunRecord:
 
 
 def curated(home: Path, agency: str = "nasa", dataset: str = "meteorites") -> list[tuple]:
-    with duckdb.connect(str(home / "warehouse" / f"{agency}.duckdb"), read_only=True) as c:
+    with duckdb.connect(str(agency_db(home, agency)), read_only=True) as c:
         return c.execute(
             f"SELECT * EXCLUDE (_run_id, _loaded_at) FROM {dataset} "
             "WHERE _partition_date = ? ORDER BY _file, _row_number",
@@ -81,7 +82,7 @@ def curated(home: Path, agency: str = "nasa", dataset: str = "meteorites") -> li
 
 def accounting(home: Path, agency: str = "nasa", dataset: str = "meteorites") -> dict[str, Any]:
     """What the agency file and the folders beside it say about the partition."""
-    db = home / "warehouse" / f"{agency}.duckdb"
+    db = agency_db(home, agency)
     raw = home / "warehouse" / agency / "raw" / dataset
     published = home / "published" / agency / dataset / f"{DAY}.parquet"
     with duckdb.connect(str(db), read_only=True) as c:

@@ -18,6 +18,7 @@ from flux_pipelines.cli.demo import run_demo
 from flux_pipelines.cli.main import DEMO_FIRST_DAY
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.demo.generator import planted_anomalies
+from flux_pipelines.names import agency_db
 
 AGENCIES = ["nasa", "national-archives"]
 DAYS = [DEMO_FIRST_DAY + dt.timedelta(days=i) for i in range(7)]
@@ -75,7 +76,7 @@ def test_every_day_shows_its_own_row_count(demo_home: Path) -> None:
     compared = 0
     for agency_id in AGENCIES:
         agency = registry.agency(agency_id)
-        path = demo_home / "warehouse" / f"{agency_id}.duckdb"
+        path = agency_db(demo_home, agency_id)
         with duckdb.connect(str(path), read_only=True) as conn:
             for dataset in agency.datasets:
                 curated = asset_keys(agency, dataset)[1]

@@ -497,8 +497,8 @@ def test_intake_is_behind_tls_with_no_secret_and_only_its_folders() -> None:
         f"{FLUX_HOME}/audit": ("audit", False),
         f"{FLUX_HOME}/outbox": ("outbox", True),
         f"{FLUX_HOME}/published": ("published", True),
-        f"{FLUX_HOME}/warehouse": ("warehouse", True),
-    }
+        f"{FLUX_HOME}/receipts": ("receipts", True),
+    }  # never warehouse/: no working DuckDB file, raw Parquet or model in its reach
 
 
 def analyst_agency(doc: dict[str, Any]) -> str:
@@ -546,15 +546,16 @@ def test_analyst_template_mounts_only_its_agency_read_only() -> None:
 
 
 def test_code_server_cannot_write_published_or_warehouse() -> None:
-    """Runs execute in run pods, not in the code server: its published/ and warehouse/ are
-    mounted read-only over its (read-write, for the landing findings) home."""
+    """Runs execute in run pods, not in the code server: its landing/, published/,
+    warehouse/ and receipts/ are mounted read-only over its (read-write, for the landing
+    findings) home."""
     (deployment,) = helm()["dagster-user-deployments"]["deployments"]
     claims = {
         v["name"] for v in deployment["volumes"]
         if v.get("persistentVolumeClaim", {}).get("claimName") == PVC
     }  # fmt: skip
     mounted = {m["mountPath"]: m for m in deployment["volumeMounts"] if m["name"] in claims}
-    for folder in ("published", "warehouse"):
+    for folder in ("landing", "published", "warehouse", "receipts"):
         mount = mounted[f"{FLUX_HOME}/{folder}"]
         assert mount["subPath"] == folder and mount["readOnly"] is True
     launcher = helm()["runLauncher"]["config"]["k8sRunLauncher"]
@@ -664,7 +665,10 @@ def test_compose_services_mount_only_their_folders() -> None:
     expected = {
         "flux-home-init": {FLUX_HOME: ("", False)},
         "postgres": {},
-        "code-server": {FLUX_HOME: ("", False)},  # runs execute here (README: limitation)
+        "code-server": {  # runs execute here (README: limitation); none writes landing/
+            FLUX_HOME: ("", False),
+            f"{FLUX_HOME}/landing": ("landing", True),
+        },
         "webserver": {},
         "webserver-read-only": {},
         "daemon": {f"{FLUX_HOME}/run_errors": ("run_errors", True)},
@@ -677,7 +681,7 @@ def test_compose_services_mount_only_their_folders() -> None:
             f"{FLUX_HOME}/audit": ("audit", False),
             f"{FLUX_HOME}/outbox": ("outbox", True),
             f"{FLUX_HOME}/published": ("published", True),
-            f"{FLUX_HOME}/warehouse": ("warehouse", True),
+            f"{FLUX_HOME}/receipts": ("receipts", True),
         },
     }
     assert {name: home_volume_mounts(svc) for name, svc in services().items()} == expected

@@ -15,7 +15,7 @@ import dagster as dg
 import duckdb
 
 from flux_pipelines.audit.trail import AuditTrail
-from flux_pipelines.names import REJECTED_ATTEMPTS_TABLE
+from flux_pipelines.names import REJECTED_ATTEMPTS_TABLE, agency_db
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import deliver, ingest_assets, ingest_keys, materialize
 
@@ -28,7 +28,7 @@ def _sha(path: Path) -> str:
 
 
 def _curated(home: Path, day: str) -> list[tuple[object, ...]]:
-    with duckdb.connect(str(home / "warehouse" / f"{AGENCY}.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(home, AGENCY)), read_only=True) as conn:
         return conn.execute(
             f"SELECT * FROM {DATASET} WHERE _partition_date = ? ORDER BY _file, _row_number",
             [day],
@@ -71,7 +71,7 @@ def test_a_redelivery_rejected_whole_keeps_the_days_earlier_load(tmp_path: Path)
     assert attempt.name == again.run_id
     errors = (attempt / "error_report.csv").read_text(encoding="utf-8")
     assert "delivery.bad_encoding" in errors and "meteorites.csv" in errors
-    with duckdb.connect(str(tmp_path / "warehouse" / f"{AGENCY}.duckdb")) as conn:
+    with duckdb.connect(str(agency_db(tmp_path, AGENCY))) as conn:
         logged = conn.execute(
             f"SELECT file, status, rule_id, run_id FROM {REJECTED_ATTEMPTS_TABLE}"
         ).fetchall()
@@ -96,7 +96,7 @@ def test_a_first_delivery_rejected_whole_is_recorded_as_the_day(tmp_path: Path) 
     assert not result.success
     assert "keeps its earlier load" not in _failure_message(result)
     assert not (tmp_path / "outbox" / AGENCY / DATASET / DAY / "rejected").exists()
-    with duckdb.connect(str(tmp_path / "warehouse" / f"{AGENCY}.duckdb")) as conn:
+    with duckdb.connect(str(agency_db(tmp_path, AGENCY))) as conn:
         assert conn.execute(
             f"SELECT rule_id FROM {DATASET}_quarantine WHERE _file = 'meteorites.csv'"
         ).fetchall() == [("delivery.bad_encoding",)]

@@ -39,6 +39,7 @@ from flux_pipelines.ingest.delivery import (
 )
 from flux_pipelines.ingest.manifest import COMPLETION_MARKER, ManifestInvalid, write_manifest
 from flux_pipelines.ingest.readers import FileProblem, inspect_file, read_chunks
+from flux_pipelines.names import agencies_with_db, agency_db
 from flux_pipelines.reports import write_delivery_report
 from flux_pipelines_tests.conftest import deliver, materialize
 
@@ -55,7 +56,7 @@ def day_folder(home: Path, agency: str, dataset: str, day: str = DAY) -> Path:
 
 def deliveries(home: Path, agency: str) -> dict[str, dict[str, Any]]:
     """The agency's deliveries log: file -> status, rule, reason, rows read."""
-    with duckdb.connect(str(home / "warehouse" / f"{agency}.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(home, agency)), read_only=True) as conn:
         rows = conn.execute(
             "SELECT file, status, rule_id, reason, rows_read FROM _flux_deliveries"
         ).fetchall()
@@ -80,7 +81,7 @@ def published_rows(home: Path, agency: str, dataset: str, day: str = DAY) -> pl.
 def everything_written(home: Path) -> str:
     """Every text Flux wrote for agencies and operators: outbox reports, deliveries logs."""
     texts = [p.read_text(errors="replace") for p in (home / "outbox").rglob("*") if p.is_file()]
-    for db in (home / "warehouse").glob("*.duckdb"):
+    for db in (agency_db(home, a) for a in agencies_with_db(home)):
         with duckdb.connect(str(db), read_only=True) as conn:
             texts += [str(r) for r in conn.execute("SELECT * FROM _flux_deliveries").fetchall()]
     return "\n".join(texts)
@@ -412,7 +413,7 @@ def test_report_replaces_a_link_at_a_report_name_instead_of_writing_through(
     (folder / "error_report.csv").symlink_to(victim)
     contract = load_registry().contract_for("media_items", dt.date(2026, 2, 2))
 
-    with duckdb.connect(str(tmp_path / "warehouse" / "nga.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(tmp_path, "nga")), read_only=True) as conn:
         report = write_delivery_report(
             conn, agency="nga", contract=contract, day=dt.date(2026, 2, 2),
             outbox_root=tmp_path / "outbox",
@@ -422,7 +423,7 @@ def test_report_replaces_a_link_at_a_report_name_instead_of_writing_through(
     assert not report.error_report.is_symlink() and report.error_report.is_file()
     with (
         pytest.raises(UnsafePath) as foreign,
-        duckdb.connect(str(tmp_path / "warehouse" / "nga.duckdb"), read_only=True) as conn,
+        duckdb.connect(str(agency_db(tmp_path, "nga")), read_only=True) as conn,
     ):
         write_delivery_report(
                 conn, agency="nga", contract=contract, day=dt.date(2026, 2, 2),

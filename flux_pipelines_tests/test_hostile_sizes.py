@@ -56,6 +56,7 @@ from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.ingest.confine import LANDING_RULES
 from flux_pipelines.ingest.delivery import PartitionLoader, PartitionResult, load_partition
 from flux_pipelines.ingest.readers import FileProblem, RecordScan, inspect_file, read_chunks
+from flux_pipelines.names import agency_db
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import (
     DAY,
@@ -507,7 +508,7 @@ def test_the_ingest_step_applies_the_environment_limits(
     monkeypatch.setenv(MAX_FIELD_BYTES_ENV, "64KiB")
     result = materialize(tmp_path, [("nga", "media_items")], day)
     assert not result.success
-    with duckdb.connect(str(tmp_path / "warehouse" / "nga.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(tmp_path, "nga")), read_only=True) as conn:
         log = dict(conn.execute("SELECT file, rule_id FROM _flux_deliveries").fetchall())
     assert log == {"big.csv": "delivery.field_too_long", "media_items.csv": None}
 
@@ -527,7 +528,7 @@ def test_the_ingest_step_applies_the_resource_limits(tmp_path: Path) -> None:
         resources={"warehouse": FluxWarehouse(home=str(tmp_path), max_field_bytes=64 * KiB)},
         instance=dg.DagsterInstance.ephemeral(),
     )
-    with duckdb.connect(str(tmp_path / "warehouse" / "nga.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(tmp_path, "nga")), read_only=True) as conn:
         log = dict(conn.execute("SELECT file, rule_id FROM _flux_deliveries").fetchall())
     assert log["big.csv"] == "delivery.field_too_long"
 

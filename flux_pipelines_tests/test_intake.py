@@ -232,6 +232,27 @@ def test_after_a_real_load_status_has_counts_and_reports_download(
     }  # fmt: skip
 
 
+def test_delivery_status_and_reports_need_no_warehouse(
+    client: TestClient, issuer: Issuer, home: Path, meteorites: bytes
+) -> None:
+    """What the deployments mount for the intake (receipts/, outbox/, the trail; never
+    warehouse/) is all it reads: with warehouse/ gone, a loaded delivery still shows."""
+    import shutil
+
+    from flux_pipelines_tests.conftest import materialize
+
+    delivery = put(client, issuer, NASA_SUBMITTER, meteorites).json()
+    assert materialize(home, [("nasa", "meteorites")], DAY).success
+    me = bearer(issuer, NASA_SUBMITTER)
+    with_warehouse = client.get(f"/v1/deliveries/{delivery['id']}", headers=me).json()
+    shutil.move(home / "warehouse", home.parent / f"{home.name}-warehouse-elsewhere")
+    without = client.get(f"/v1/deliveries/{delivery['id']}", headers=me).json()
+    assert without == with_warehouse and without["status"] == "loaded"
+    assert without["counts"]["rows_read"] == 40
+    report = client.get(f"/v1/deliveries/{delivery['id']}/report", headers=me)
+    assert report.status_code == 200 and "Rule Message" in report.text
+
+
 def test_a_report_is_not_served_before_the_delivery_is_loaded(
     client: TestClient, issuer: Issuer, meteorites: bytes
 ) -> None:
@@ -412,23 +433,34 @@ def test_another_agency_named_in_the_request_is_refused_and_lands_nowhere(
     assert outcomes[:2] == [("denied", "nasa"), ("denied", "nasa")]
 
 
+EVIL_ISSUER = "https://evil.example/realms/flux"
+UPLOAD_ROUTE = "PUT /v1/deliveries/{dataset}/{day}/{filename:path}"
+
+
 @pytest.mark.parametrize(
-    ("token_kwargs", "match"),
+    ("token_kwargs", "match", "reason"),
     [
-        ({"lifetime": -120}, "expired"),
-        ({"key": rsa.generate_private_key(public_exponent=65537, key_size=2048)}, "not valid"),
-        ({"audience": "another-app"}, "not for Flux"),
-        ({"issuer": "https://evil.example/realms/flux"}, "not issued by"),
+        ({"lifetime": -120}, "expired", "expired"),
+        (
+            {"key": rsa.generate_private_key(public_exponent=65537, key_size=2048)},
+            "not valid",
+            "bad_signature",
+        ),
+        ({"audience": "another-app"}, "not for Flux", "wrong_audience"),
+        ({"issuer": EVIL_ISSUER}, "not issued by", "wrong_issuer"),
     ],
 )
-def test_expired_forged_and_foreign_tokens_get_401(
+def test_expired_forged_and_foreign_tokens_get_401_and_are_audited_unverified(
     client: TestClient,
     issuer: Issuer,
     home: Path,
     meteorites: bytes,
     token_kwargs: dict,
     match: str,
+    reason: str,
 ) -> None:
+    from flux_pipelines.access.audit import last_seen
+
     headers = {"Content-Type": "text/csv", **bearer(issuer, NASA_SUBMITTER, **token_kwargs)}
     response = client.put(
         f"/v1/deliveries/meteorites/{DAY}/meteorites.csv", content=meteorites, headers=headers
@@ -437,6 +469,22 @@ def test_expired_forged_and_foreign_tokens_get_401(
     assert match in body["message"]
     assert response.headers["www-authenticate"].startswith('Bearer realm="flux", error=')
     assert landed(home) == []
+    # the attempt is in the trail, naming nobody: what the token claimed is labelled unverified
+    [record] = access_records(home)
+    payload = record["payload"]
+    assert payload["identity"] == {
+        "verified": False, "subject": None, "email": None, "role": None, "agency": None,
+    }  # fmt: skip
+    assert (payload["action"], payload["outcome"], payload["reason"]) == (
+        "authenticate", "denied", reason,
+    )  # fmt: skip
+    assert payload["unverified_subject"] == NASA_SUBMITTER[0]
+    claimed_issuer = token_kwargs.get("issuer", "https://login.test/realms/flux")
+    assert payload["unverified_issuer"] == claimed_issuer
+    assert (payload["client"], payload["endpoint"]) == ("testclient", UPLOAD_ROUTE)
+    assert (payload["attempts"], payload["aggregated"]) == (1, False)
+    assert (record["agency"], record["dataset"], record["day"]) == (None, None, None)
+    assert last_seen(home).subjects == {}  # a forged "ada" gave ada no role history
 
 
 @pytest.mark.parametrize("authorization", [None, "", "Basic YWRhOnB3", "Bearer ", "Bearer a.b.c"])
@@ -452,7 +500,10 @@ def test_missing_or_malformed_tokens_get_401(
     assert_json_error(response, 401, "unauthenticated")
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert client.get(f"/v1/deliveries/{'0' * 32}").status_code == 401
-    assert landed(home) == [] and access_records(home) == []
+    assert landed(home) == []
+    # no bearer token presented: nothing to audit; a token that is no JWT: one attempt
+    reasons = [r["payload"]["reason"] for r in access_records(home)]
+    assert reasons == (["malformed"] if authorization == "Bearer a.b.c" else [])
 
 
 @pytest.mark.parametrize("who", [VIEWER, NASA_ANALYST, OPERATOR])

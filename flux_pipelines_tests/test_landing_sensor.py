@@ -25,6 +25,7 @@ from flux_pipelines.definitions import defs
 from flux_pipelines.ingest.delivery import IGNORED_PREFIXES, TEMPORARY_SUFFIXES
 from flux_pipelines.ingest.manifest import write_manifest
 from flux_pipelines.ingest.receipts import delivery_contents, read_receipt, write_receipt
+from flux_pipelines.names import agency_db, agency_receipts
 from flux_pipelines.ops.logs import CONSOLE_RUN_CONFIG
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines.sensors import landing
@@ -508,7 +509,7 @@ def _execute(request: dg.RunRequest, instance: dg.DagsterInstance) -> dg.Execute
 
 
 def _curated_by_day(home: Path, agency: str, dataset: str) -> dict[str, int]:
-    with duckdb.connect(str(home / "warehouse" / f"{agency}.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(home, agency)), read_only=True) as conn:
         rows = conn.execute(
             f"SELECT CAST(_partition_date AS VARCHAR), count(*) FROM {dataset} GROUP BY 1"
         ).fetchall()
@@ -600,7 +601,7 @@ def test_receipt_round_trips_and_is_the_sensors_fingerprint(tmp_path: Path) -> N
     assert set(contents) == {"manifest.json", "meteorites.csv"}
     path = receipt_for(tmp_path, contents, status="rejected", run_id="abc")
 
-    assert path == tmp_path / "warehouse" / "nasa" / "receipts" / "meteorites" / f"{DAY}.json"
+    assert path == agency_receipts(tmp_path, "nasa") / "meteorites" / f"{DAY}.json"
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # nothing left aside
     got = read_receipt(path)
     assert got is not None

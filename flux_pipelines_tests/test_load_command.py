@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from flux_pipelines.cli.main import app
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.demo.generator import generate_rows, write_delivery
+from flux_pipelines.names import agency_db
 from flux_pipelines_tests.conftest import deliver
 
 runner = CliRunner()
@@ -60,7 +61,7 @@ def day_rows(output: str) -> dict[str, dict[str, str]]:
 
 def deliveries(home: Path) -> dict[str, tuple[int, int, int, int]]:
     """Per day from the agency file: files, rows read, curated, quarantined."""
-    with duckdb.connect(str(home / "warehouse" / "nasa.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(home, "nasa")), read_only=True) as conn:
         rows = conn.execute(
             "SELECT CAST(_partition_date AS VARCHAR), count(*), sum(rows_read), "
             "sum(rows_curated), sum(rows_quarantined) FROM _flux_deliveries "
@@ -70,7 +71,7 @@ def deliveries(home: Path) -> dict[str, tuple[int, int, int, int]]:
 
 
 def top_rule(home: Path, day: str) -> tuple[str, int]:
-    with duckdb.connect(str(home / "warehouse" / "nasa.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(home, "nasa")), read_only=True) as conn:
         ((rule, n),) = conn.execute(
             "SELECT rule_id, count(*) n FROM meteorites_quarantine "
             "WHERE _partition_date = ? GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",

@@ -35,6 +35,7 @@ from flux_pipelines.ingest.manifest import (
     read_manifest,
     write_manifest,
 )
+from flux_pipelines.names import agency_db
 from flux_pipelines_tests.conftest import (
     DAY,
     check_results,
@@ -421,7 +422,7 @@ BAD = dt.date.fromisoformat(BAD_DAY)
 
 
 def _db(home: Path) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(home / "warehouse" / "nasa.duckdb"), read_only=True)
+    return duckdb.connect(str(agency_db(home, "nasa")), read_only=True)
 
 
 def _landed(home: Path, day: str) -> Path:

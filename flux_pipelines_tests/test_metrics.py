@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flux_pipelines.cli.metrics import build_server
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.instance.config import prepare_dagster_home
+from flux_pipelines.names import agency_db
 from flux_pipelines.quality.delivery_status import classify, day_range
 from flux_pipelines_tests.conftest import deliver, materialize
 
@@ -102,7 +103,7 @@ def exporter(loaded: tuple[Path, Any]) -> Iterator[str]:
 
 def warehouse_counts(home: Path) -> tuple[int, int]:
     """Curated rows and quarantined rows, as the agency file holds them."""
-    with duckdb.connect(str(home / "warehouse" / f"{AGENCY}.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(home, AGENCY)), read_only=True) as conn:
         (curated,) = conn.execute(f"SELECT count(*) FROM {DATASET}").fetchone()
         (quarantined,) = conn.execute(
             f"SELECT count(DISTINCT (_file, _partition_date, _row_number)) "

@@ -19,6 +19,7 @@ from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.cli.main import app
 from flux_pipelines.contracts.registry import Registry, contracts_dir, load_registry
 from flux_pipelines.instance.config import prepare_dagster_home
+from flux_pipelines.names import agency_db
 from flux_pipelines.ops.purge import apply, plan, plan_with_kept, retention_for
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import deliver, materialize
@@ -68,7 +69,7 @@ def published(home: Path, agency: str, dataset: str, day: str) -> Path:
 
 
 def rows(home: Path, agency: str, table: str, day: str) -> int:
-    with duckdb.connect(str(home / "warehouse" / f"{agency}.duckdb"), read_only=True) as c:
+    with duckdb.connect(str(agency_db(home, agency)), read_only=True) as c:
         ((n,),) = c.execute(
             f"SELECT count(*) FROM {table} WHERE _partition_date = ?", [day]
         ).fetchall()

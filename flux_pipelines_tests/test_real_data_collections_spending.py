@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from flux_pipelines.names import agency_db
 from flux_pipelines_tests.conftest import check_results, land, land_by_awarding_agency, materialize
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
@@ -18,7 +19,7 @@ DAY = "2026-01-06"  # meteorites 1.0.0 is in force (2.0.0 from 2026-01-09)
 
 
 def _db(home: Path, agency: str) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(home / "warehouse" / f"{agency}.duckdb"), read_only=True)
+    return duckdb.connect(str(agency_db(home, agency)), read_only=True)
 
 
 def _scalar(conn: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> int:

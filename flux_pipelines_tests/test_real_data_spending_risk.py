@@ -19,6 +19,7 @@ import pytest
 from flux_pipelines.assets.cross_agency_factory import cross_agency_key
 from flux_pipelines.assets.risk_factory import SCORES, scores_key
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.names import agencies_with_db, agency_db
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import (
     assets_holding,
@@ -70,7 +71,7 @@ def test_every_curated_transaction_is_scored_with_reasons(scored: tuple[Path, An
     assert len(checks) == 2 * 22 and all(checks.values()), checks
     scores = _all_scores(home)
     curated = 0
-    for db in (home / "warehouse").glob("*.duckdb"):
+    for db in (agency_db(home, a) for a in agencies_with_db(home)):
         with duckdb.connect(str(db), read_only=True) as conn:
             tables = {t for (t,) in conn.execute("SHOW TABLES").fetchall()}
             if "contract_transactions" in tables:

@@ -18,6 +18,7 @@ from flux_pipelines.assets.ingest_factory import ingest_step_name
 from flux_pipelines.assets.risk_factory import MODEL, SCORES, model_key, scores_key
 from flux_pipelines.assets.risk_step import retrain_due
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.names import agency_db
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines.risk.model import RiskModel
 from flux_pipelines.risk.recipient_history import STATE_TABLE
@@ -64,7 +65,7 @@ def _metadata(result: Any, key: dg.AssetKey) -> dict[str, Any]:
 
 
 def _table(home: Path, sql: str) -> pl.DataFrame:
-    with duckdb.connect(str(home / "warehouse" / f"{AGENCY}.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(home, AGENCY)), read_only=True) as conn:
         return conn.sql(sql).pl()
 
 

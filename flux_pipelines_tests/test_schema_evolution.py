@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.names import agency_db
 from flux_pipelines_tests.conftest import check_results, materialize
 
 V1_HEADER = (
@@ -61,7 +62,7 @@ def test_each_day_uses_the_version_in_force_and_rows_keep_one_layout(tmp_path: P
     _deliver(tmp_path, "2026-01-07", V1_HEADER, ["6,Delta,Valid,CM2,3,Found,2031,3.0,3.0,,,"])
     _load(tmp_path, "2026-01-07")
 
-    with duckdb.connect(str(tmp_path / "warehouse" / "nasa.duckdb"), read_only=True) as conn:
+    with duckdb.connect(str(agency_db(tmp_path, "nasa")), read_only=True) as conn:
         columns = [
             r[0]
             for r in conn.execute(

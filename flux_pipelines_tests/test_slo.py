@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from flux_pipelines.cli.main import app
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.names import agency_receipts
 from flux_pipelines.ops.slo import SloFile, evaluate, load_slos
 from flux_pipelines_tests.conftest import deliver, materialize
 
@@ -161,7 +162,7 @@ def _files_without_receipt(home: Path) -> set[str]:
     found = set()
     landing = home / "landing" / AGENCY / DATASET
     for day in sorted(p.name for p in landing.iterdir()):
-        receipt = home / "warehouse" / AGENCY / "receipts" / DATASET / f"{day}.json"
+        receipt = agency_receipts(home, AGENCY) / DATASET / f"{day}.json"
         named = json.loads(receipt.read_text())["files"] if receipt.exists() else {}
         found |= {f"{day}/{f.name}" for f in (landing / day).iterdir() if f.name not in named}
     return found

@@ -31,9 +31,12 @@ BUILDERS = {
     "link",
     [
         "warehouse/nasa.duckdb",
+        "warehouse/nasa/nasa.duckdb",
         "warehouse/nasa",
         "warehouse/nasa/raw",
         "warehouse/nasa/receipts/meteorites",
+        "receipts/nasa",
+        "receipts/nasa/meteorites",
         "published/nasa",
         "published/nasa/meteorites",
         f"published/nasa/meteorites/{DAY}.parquet",
@@ -58,10 +61,10 @@ def test_a_link_in_an_agencys_storage_is_refused(tmp_path: Path, link: str) -> N
 def _crosses(link: str, what: str) -> bool:
     """Whether the path ``what`` names lies at or below ``link``."""
     plain = {
-        "agency file": "warehouse/nasa.duckdb",
+        "agency file": "warehouse/nasa/nasa.duckdb",
         "raw": "warehouse/nasa/raw/meteorites",
         "models": "warehouse/nasa/models/model",
-        "receipt": f"warehouse/nasa/receipts/meteorites/{DAY}.json",
+        "receipt": f"receipts/nasa/meteorites/{DAY}.json",
         "published": "published/nasa/meteorites",
         "published file": f"published/nasa/meteorites/{DAY}.parquet",
         "catalog folder": "published/nasa",

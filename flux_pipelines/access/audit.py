@@ -2,7 +2,9 @@
 
 Every authenticated action Flux allows or refuses (an upload, a report download, a
 validation, a published read, a quality override) goes through ``record_access``, so the
-trail answers "who touched agency A's data, with which role, and was it allowed".
+trail answers "who touched agency A's data, with which role, and was it allowed". A token
+that fails verification has no identity to name: ``record_unverified_access`` records the
+attempt (aggregated by ``access/failed_tokens.py``, so a flood cannot grow the trail).
 
 Role changes: the identity provider decides roles (its groups), so a person promoted to
 operator, or moved to another agency, shows up in Flux only as a token with other claims.
@@ -165,6 +167,27 @@ def record_access(
             seen.apply(entry.to_dict())
         _save(home, seen)
     return entries
+
+
+def record_unverified_access(
+    home: Path | str, action: str, outcome: Outcome, *, detail: dict[str, JSONValue]
+) -> TrailEntry:
+    """Append an ``access`` record of a request no identity could be established for (a
+    token that failed verification): the identity is marked unverified and names nobody,
+    so no subject's role history is touched; what the token *claimed* belongs in
+    ``detail`` under keys saying it is unverified."""
+    if outcome not in OUTCOMES:
+        raise ValueError(f"access outcome {outcome!r} is not one of {OUTCOMES}")
+    if clash := _RESERVED & set(detail):
+        raise ValueError(f"access detail may not set {sorted(clash)}: the record's own fields")
+    nobody: dict[str, JSONValue] = {
+        "verified": False,
+        "subject": None,
+        "email": None,
+        "role": None,
+        "agency": None,
+    }
+    return AuditTrail(Path(home)).append(access_record(nobody, action, outcome, detail=detail))
 
 
 def last_seen(home: Path | str) -> LastSeen:

@@ -19,6 +19,7 @@ from flux_pipelines.access.policy import AccessPolicy, Action, Role, default_pol
 from flux_pipelines.errors import AccessDenied, AuthenticationError, ConfigurationError
 
 LEEWAY_SECONDS = 30  # clock skew tolerated between the provider and this host
+CLAIMED_MAX_CHARS = 200  # of a claim read from an unverified token, for the audit trail
 # One identity holds at most one role: the most capable of its groups', so a user in both
 # the viewers' and the operators' groups acts as an operator (and is audited as one).
 _RANK: dict[Role, int] = {"operator": 3, "agency_analyst": 2, "agency_submitter": 1, "viewer": 0}
@@ -53,6 +54,52 @@ class Identity:
         }
 
 
+class TokenRejected(AuthenticationError):
+    """A presented token failed verification; ``reason`` is its class for the audit trail
+    (expired, bad_signature, wrong_audience, wrong_issuer, unknown_key, bad_algorithm,
+    not_yet_valid, missing_claim, malformed, too_long, invalid)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# PyJWT's errors, most specific first (subclasses before their bases), and their class.
+_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "expired"),
+    (jwt.ImmatureSignatureError, "not_yet_valid"),
+    (jwt.InvalidAudienceError, "wrong_audience"),
+    (jwt.InvalidIssuerError, "wrong_issuer"),
+    (jwt.InvalidSignatureError, "bad_signature"),
+    (jwt.InvalidAlgorithmError, "bad_algorithm"),
+    (jwt.MissingRequiredClaimError, "missing_claim"),
+    (jwt.PyJWKClientError, "unknown_key"),
+    (jwt.DecodeError, "malformed"),
+)
+
+
+def rejection_reason(exc: Exception) -> str:
+    """The reason class of a PyJWT error (``invalid`` for one not listed)."""
+    return next((reason for kind, reason in _REASONS if isinstance(exc, kind)), "invalid")
+
+
+def unverified_claims(token: str) -> dict[str, str]:
+    """``sub`` and ``iss`` as the token *claims* them, read without verifying anything: for
+    the audit record of a rejected token only, never to decide anything. Each is cut to
+    ``CLAIMED_MAX_CHARS``; a token that cannot be decoded claims nothing."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except (jwt.PyJWTError, ValueError, TypeError):
+        return {}
+    if not isinstance(claims, dict):
+        return {}
+    return {
+        name: str(claims[name])[:CLAIMED_MAX_CHARS]
+        for name in ("sub", "iss")
+        if isinstance(claims.get(name), str | int | float)
+    }
+
+
 class TokenVerifier:
     """Verifies bearer tokens against the policy's issuer, audience and keys."""
 
@@ -72,6 +119,7 @@ class TokenVerifier:
             )
 
     def claims(self, token: str) -> dict[str, Any]:
+        """The verified claims; ``TokenRejected`` (with its reason class) otherwise."""
         settings = self.policy.identity
         try:
             key = self._signing_key(token)
@@ -84,20 +132,8 @@ class TokenVerifier:
                 leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "iat", "iss", "aud", "sub"]},
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthenticationError("the token has expired; sign in again") from exc
-        except jwt.InvalidAudienceError as exc:
-            raise AuthenticationError(
-                f"the token is not for Flux (audience is not {settings.audience!r})"
-            ) from exc
-        except jwt.InvalidIssuerError as exc:
-            raise AuthenticationError(
-                f"the token was not issued by {settings.issuer}; sign in through Flux's provider"
-            ) from exc
-        except jwt.PyJWKClientError as exc:
-            raise AuthenticationError(f"the token's signing key is unknown ({exc})") from exc
         except jwt.PyJWTError as exc:
-            raise AuthenticationError(f"the token is not valid: {exc}") from exc
+            raise TokenRejected(rejection_reason(exc), _message(exc, settings)) from exc
 
     def identify(self, token: str, agencies: set[str]) -> Identity:
         """The identity a valid token carries; ``agencies``: the registered agency ids."""
@@ -111,7 +147,22 @@ class TokenVerifier:
         for key in self._jwks.keys:
             if kid is None or key.key_id == kid:
                 return key.key
-        raise AuthenticationError(f"the token's signing key {kid!r} is not among the provider's")
+        raise TokenRejected(
+            "unknown_key", f"the token's signing key {kid!r} is not among the provider's"
+        )
+
+
+def _message(exc: Exception, settings: Any) -> str:
+    """What the client is told: which check failed and what to do, never the token."""
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "the token has expired; sign in again"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return f"the token is not for Flux (audience is not {settings.audience!r})"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return f"the token was not issued by {settings.issuer}; sign in through Flux's provider"
+    if isinstance(exc, jwt.PyJWKClientError):
+        return f"the token's signing key is unknown ({exc})"
+    return f"the token is not valid: {exc}"
 
 
 def identity_from_claims(

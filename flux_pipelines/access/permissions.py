@@ -6,7 +6,9 @@ whose mode gives others nothing, whatever a file's own mode; the working DuckDB 
 Parquet, landing zone, audit trail and Dagster instance are the pipeline user's alone.
 
     <home>/                       0711  traverse only
-    landing/ warehouse/ audit/    0700  pipeline user only (state/ and dagster_home/ too)
+    landing/ warehouse/ receipts/ 0700  pipeline user only (audit/, state/, dagster_home/
+                                        too); their <agency>/ folders are made here too,
+                                        so a deployment can mount each agency's folder
     published/  outbox/           0711  traverse only: nobody lists agencies
     published/<agency>/           2750  group <analysts of the agency>
     published/<agency>/_clear/    2750  group <personal-data readers of the agency>
@@ -18,6 +20,12 @@ Folders in the shared zones are setgid, so what the pipeline writes later keeps 
 differs (``flux access check``). Nothing is followed through a symbolic link: every entry is
 opened with ``O_NOFOLLOW`` relative to its parent's descriptor and changed through that
 descriptor, so a link planted in a folder can never redirect a chmod or chown.
+
+Applying also moves an agency's files out of the layout before per-agency folders
+(``FluxWarehouse.migrate_layout``); checking reports them. When ``contracts/access.yaml``
+says who holds which agency role (``members:``, for a host without a directory service),
+both also compare each group's members with what those roles provision (``membership``):
+drift is listed with the command that fixes it, never changed by Flux.
 """
 
 from __future__ import annotations
@@ -34,13 +42,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flux_pipelines.errors import ConfigurationError
-from flux_pipelines.names import CROSS_AGENCY, ENTITLED_FOLDER
+from flux_pipelines.names import (
+    CROSS_AGENCY,
+    ENTITLED_FOLDER,
+    LANDING_ZONE,
+    RECEIPTS_ZONE,
+    WAREHOUSE_ZONE,
+)
 
 if TYPE_CHECKING:
     from flux_pipelines.access.policy import AccessPolicy, PosixGroups
 
 PRIVATE_UMASK = 0o027  # new files: group may read, others nothing
-PRIVATE_ZONES = ("landing", "warehouse", "audit", "state", "dagster_home")
+PRIVATE_ZONES = ("landing", "warehouse", "receipts", "audit", "state", "dagster_home")
+# Private zones with one folder per agency (what an agency's run pod mounts, names.AGENCY_ZONES)
+PER_AGENCY_PRIVATE = (LANDING_ZONE, WAREHOUSE_ZONE, RECEIPTS_ZONE)
 SHARED_ROOTS = ("published", "outbox")
 TRAVERSE_ONLY = 0o711
 PRIVATE_DIR = 0o700
@@ -90,6 +106,9 @@ class Outcome:
     refused: list[str] = field(default_factory=list)
     groups_created: list[str] = field(default_factory=list)
     zones: list[str] = field(default_factory=list)  # one line per zone: the layout applied
+    # group membership that differs from access.yaml's ``members`` (also listed in refused:
+    # Flux reports membership, the directory service or an administrator changes it)
+    membership: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -154,7 +173,10 @@ def layout(
     known = frozenset(agencies) | others
     zones = [
         Zone((), TRAVERSE_ONLY, nested=frozenset(PRIVATE_ZONES + SHARED_ROOTS), create=False),
-        *(Zone((name,), PRIVATE_DIR) for name in PRIVATE_ZONES),
+        *(
+            Zone((name,), PRIVATE_DIR, nested=known if name in PER_AGENCY_PRIVATE else frozenset())
+            for name in PRIVATE_ZONES
+        ),
         Zone(("published",), TRAVERSE_ONLY, nested=known | {CROSS_AGENCY}),
         Zone(("outbox",), TRAVERSE_ONLY, nested=known),
         Zone(("published", CROSS_AGENCY), SHARED_DIR, gids[posix.all_analysts], shared=True),
@@ -171,6 +193,7 @@ def layout(
                 shared=True,
             ),
             Zone(("outbox", agency), SHARED_DIR, gids[g.report_readers], shared=True),
+            *(Zone((name, agency), PRIVATE_DIR) for name in PER_AGENCY_PRIVATE),
         ]  # fmt: skip
     return zones
 
@@ -193,16 +216,112 @@ def secure_home(
     """
     from flux_pipelines.access.policy import load_policy
 
-    posix = (policy or load_policy()).posix
+    chosen = policy or load_policy()
+    unknown = sorted(set(chosen.members or {}) - set(agencies) - set(leave))
+    if unknown:
+        raise ConfigurationError(
+            f"access policy members: {', '.join(unknown)} is no registered agency "
+            "(contracts/agencies.yaml); fix the members section of contracts/access.yaml"
+        )
+    posix = chosen.posix
     names = required_groups(posix, agencies)
     gids, created = ensure_groups(names, create=create_groups and fix)
     if not home.is_dir():
         raise ConfigurationError(f"Flux home {home} is not a folder: nothing to secure")
     uid = _owner_uid(home, owner)
     outcome = Outcome(groups_created=created)
+    _move_old_layout(home, agencies, outcome, fix=fix)
     for zone in layout(posix, agencies, gids, leave=leave):
         _secure_zone(home, zone, uid, outcome, fix=fix)
+    if chosen.members is not None:
+        outcome.membership = membership_drift(chosen, agencies, exempt={uid})
+        outcome.refused += outcome.membership
     return outcome
+
+
+def _move_old_layout(home: Path, agencies: Sequence[str], outcome: Outcome, *, fix: bool) -> None:
+    """Move (or, checking, report) agencies' files of the layout before per-agency folders,
+    before the zones are secured, so the moved files get their zone's owner and modes."""
+    from flux_pipelines.access.layout import migrate_home, old_layout
+
+    if fix:
+        outcome.changes += [f"moved {line}" for line in migrate_home(home, agencies)]
+        return
+    outcome.changes += [
+        f"{path}: layout before per-agency folders; `flux access apply` moves it"
+        for path in old_layout(home, agencies)
+    ]
+
+
+def membership_drift(
+    policy: AccessPolicy, agencies: Sequence[str], *, exempt: Collection[int] = ()
+) -> list[str]:
+    """Each difference between the groups' members and what ``policy.members`` provisions,
+    with the command that fixes it. Users whose uid is in ``exempt`` (the pipeline user,
+    which may be in every group) are neither required nor flagged."""
+    wanted = provisioned_members(policy, agencies)
+    actual = group_members(list(wanted))
+    users = {u.pw_name: u.pw_uid for u in pwd.getpwall()}
+    drift: list[str] = []
+    named = sorted({u for members in wanted.values() for u in members})
+    drift += [
+        f"membership: access.yaml members names user {u!r}, who does not exist on this host; "
+        f"create it (useradd) or remove it from members"
+        for u in named
+        if u not in users
+    ]
+    for group, members in wanted.items():
+        have = actual[group]
+        for user in sorted(members - have):
+            if user in users and users[user] not in exempt:
+                drift.append(
+                    f"membership: {user} is not in {group} though access.yaml provisions it; "
+                    f"add it: gpasswd -a {user} {group}"
+                )
+        for user in sorted(have - members):
+            if users.get(user) not in exempt:
+                drift.append(
+                    f"membership: {user} is in {group} though access.yaml gives it no role "
+                    f"that needs it; remove it: gpasswd -d {user} {group} (or change its "
+                    "primary group)"
+                )
+    return drift
+
+
+def provisioned_members(policy: AccessPolicy, agencies: Sequence[str]) -> dict[str, set[str]]:
+    """Group name -> the users ``policy.members`` puts in it: an agency's analysts in its
+    analysts, report readers and the all-analysts group; its submitters in its submitters
+    and report readers; its personal-data readers in its personal-data group. Every agency's
+    groups are listed (empty when nobody holds a role), the all-analysts group from every
+    agency named in ``members``."""
+    posix, members = policy.posix, policy.members or {}
+    wanted: dict[str, set[str]] = {posix.group(posix.all_analysts): set()}
+    for agency in agencies:
+        g = posix.for_agency(agency)
+        for name in (g.analysts, g.submitters, g.report_readers, g.personal_data):
+            wanted.setdefault(name, set())
+    for agency, roles in members.items():
+        wanted[posix.group(posix.all_analysts)] |= set(roles.analysts)
+        if agency not in agencies:
+            continue
+        g = posix.for_agency(agency)
+        wanted[g.analysts] |= set(roles.analysts)
+        wanted[g.submitters] |= set(roles.submitters)
+        wanted[g.report_readers] |= set(roles.analysts) | set(roles.submitters)
+        wanted[g.personal_data] |= set(roles.personal_data)
+    return wanted
+
+
+def group_members(names: Sequence[str]) -> dict[str, set[str]]:
+    """Group name -> its members: the group database's member list plus every user whose
+    primary group it is (``id`` counts both)."""
+    gids = {name: _require_gid(name) for name in names}
+    by_gid: dict[int, set[str]] = {}
+    for user in pwd.getpwall():
+        by_gid.setdefault(user.pw_gid, set()).add(user.pw_name)
+    return {
+        name: set(grp.getgrgid(gid).gr_mem) | by_gid.get(gid, set()) for name, gid in gids.items()
+    }
 
 
 def _owner_uid(home: Path, owner: str | None) -> int:

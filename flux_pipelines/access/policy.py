@@ -16,6 +16,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flux_pipelines.config_files import read_yaml, validated
+from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import ConfigurationError
 
 Role = Literal["operator", "viewer", "agency_submitter", "agency_analyst"]
@@ -139,18 +140,67 @@ class PosixGroups(_Strict):
         )
 
 
+# POSIX user names (what useradd accepts everywhere): as group names, plus a trailing '$'.
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
+
+
+class AgencyMembers(_Strict):
+    """Who holds one agency's roles on this host (``members:``), by POSIX user name."""
+
+    analysts: tuple[str, ...] = ()
+    submitters: tuple[str, ...] = ()
+    personal_data: tuple[str, ...] = ()  # analysts of the agency entitled to personal data
+
+    @model_validator(mode="after")
+    def _names_and_entitlement(self) -> AgencyMembers:
+        for field in ("analysts", "submitters", "personal_data"):
+            bad = [u for u in getattr(self, field) if not _USER_NAME.match(u) or len(u) > 32]
+            if bad:
+                raise ValueError(f"{field}: {bad} are not POSIX user names")
+        outsiders = sorted(set(self.personal_data) - set(self.analysts))
+        if outsiders:
+            raise ValueError(
+                f"personal_data: {outsiders} are not analysts of this agency; only its "
+                "analysts can be entitled to its personal data"
+            )
+        return self
+
+    def users(self) -> set[str]:
+        return {*self.analysts, *self.submitters, *self.personal_data}
+
+
 class AccessPolicy(_Strict):
     version: str
     identity: IdentitySettings
     roles: dict[Role, RoleSpec]
     masking: Masking
     posix: PosixGroups = Field(default_factory=PosixGroups)
+    # Optional: agency id -> who holds its roles, for a host without a directory service;
+    # `flux access check` then compares group membership with it (None: not checked).
+    members: dict[str, AgencyMembers] | None = None
 
     @model_validator(mode="after")
     def _every_role_defined(self) -> AccessPolicy:
         missing = [r for r in ROLES if r not in self.roles]
         if missing:
             raise ValueError(f"roles: {', '.join(missing)} not defined")
+        return self
+
+    @model_validator(mode="after")
+    def _one_agency_per_user(self) -> AccessPolicy:
+        seen: dict[str, str] = {}
+        for agency, roles in (self.members or {}).items():
+            try:
+                check_slug(agency, "members: agency")
+            except ConfigurationError as exc:
+                raise ValueError(str(exc)) from exc
+            for user in sorted(roles.users()):
+                if user in seen and seen[user] != agency:
+                    raise ValueError(
+                        f"members: user {user!r} holds roles of {seen[user]} and {agency}; "
+                        "one identity acts for one agency"
+                    )
+                seen[user] = agency
         return self
 
     def allows(self, role: Role, action: Action) -> bool:

@@ -43,7 +43,7 @@ from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.instance.config import prepare_dagster_home
 from flux_pipelines.jobs import QUIET_LOGS
-from flux_pipelines.names import RANGE_END_TAG, RANGE_START_TAG
+from flux_pipelines.names import RANGE_END_TAG, RANGE_START_TAG, agency_db
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -325,7 +325,7 @@ def account(home: Path, landing: Landing) -> list[DatasetAccount]:
     """Sum each dataset's deliveries log in its agency file (read only)."""
     accounts = []
     for agency in landing.agencies:
-        path = home / "warehouse" / f"{agency}.duckdb"
+        path = agency_db(home, agency)
         if not path.exists():  # nothing loaded: accounting_problems names each dataset
             continue
         with duckdb.connect(str(path), read_only=True) as conn:

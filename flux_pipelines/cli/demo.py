@@ -27,7 +27,7 @@ from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.instance.config import prepare_dagster_home
 from flux_pipelines.jobs import QUIET_LOGS
-from flux_pipelines.names import RANGE_END_TAG, RANGE_START_TAG
+from flux_pipelines.names import RANGE_END_TAG, RANGE_START_TAG, agency_db
 
 
 def run_demo(
@@ -193,7 +193,7 @@ def print_risk_summary(home: Path, agencies: list[str]) -> None:
 
     typer.echo(f"\n{'agency':<20} {'scored':>7} {'flagged':>8}  basis of the last day; top reasons")
     for agency_id in agencies:
-        with duckdb.connect(str(home / "warehouse" / f"{agency_id}.duckdb"), read_only=True) as c:
+        with duckdb.connect(str(agency_db(home, agency_id)), read_only=True) as c:
             scored, flagged = c.execute(
                 f"SELECT count(*), count(*) FILTER (flagged) FROM {SCORES}"
             ).fetchall()[0]
@@ -215,7 +215,7 @@ def print_summary(home: Path, agencies: list[str], registry) -> None:  # type: i
         f"{'quarant.':>8} {'reject':>7}  top rules"
     )
     for agency_id in agencies:
-        path = home / "warehouse" / f"{agency_id}.duckdb"
+        path = agency_db(home, agency_id)
         if not path.exists():
             raise ConfigurationError(f"no warehouse file for {agency_id} at {path}")
         with duckdb.connect(str(path), read_only=True) as conn:

@@ -1,7 +1,7 @@
 """Delivery receipts: which content of an (agency, dataset, day) delivery was last loaded.
 
 Whatever loads a day (a sensor's run, ``flux demo``, ``flux load``, a backfill: they all go
-through the ingest step) writes ``<home>/warehouse/<agency>/receipts/<dataset>/<day>.json``
+through the ingest step) writes ``<home>/receipts/<agency>/<dataset>/<day>.json``
 (``FluxWarehouse.receipt_path``) holding the delivery's *fingerprint*, the status (loaded /
 rejected), the run id and the time. A landing sensor that finds a folder its cursor does not
 know (a fresh cursor after ``flux demo``, say) asks the receipt before requesting a run, so

@@ -3,16 +3,18 @@
 Every route but ``/healthz`` needs ``Authorization: Bearer <token>``; the identity (role and
 agency) comes from the verified token only. Refusals are JSON ``{"error", "message"}`` with
 the status that says what to fix; every decision on an authenticated request (allowed,
-denied, refused) is appended to the audit trail before the answer is sent.
+denied, refused) is appended to the audit trail before the answer is sent, and so is every
+token that fails verification (aggregated per reason and client: ``access/failed_tokens.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -24,7 +26,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flux_pipelines.access.audit import Outcome, record_access
-from flux_pipelines.access.identity import Identity, TokenVerifier, authorize
+from flux_pipelines.access.failed_tokens import WINDOW_SECONDS, FailedTokenLedger, TokenFailure
+from flux_pipelines.access.identity import (
+    Identity,
+    TokenRejected,
+    TokenVerifier,
+    authorize,
+    unverified_claims,
+)
 from flux_pipelines.access.policy import AccessPolicy, Action, load_policy
 from flux_pipelines.audit.trail import JSONValue
 from flux_pipelines.config_files import problems
@@ -66,6 +75,7 @@ class Intake:
     registry: Registry
     verifier: TokenVerifier
     max_bytes: int
+    failed_tokens: FailedTokenLedger
     agency_ids: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -81,22 +91,27 @@ def create_app(
     max_bytes: int | None = None,
     policy: AccessPolicy | None = None,
     registry: Registry | None = None,
+    failed_token_window: float = WINDOW_SECONDS,
 ) -> FastAPI:
     """The intake app over ``home``; fails fast (``ConfigurationError``) without signing keys,
-    with a bad policy, registry or size limit."""
+    with a bad policy, registry or size limit. ``failed_token_window``: seconds over which
+    rejected tokens of one reason and client are counted into one audit record."""
     chosen = policy or load_policy()
+    root = resolve_home(home)
     intake = Intake(
-        home=resolve_home(home),
+        home=root,
         policy=chosen,
         registry=registry or load_registry(),
         verifier=TokenVerifier(chosen),
         max_bytes=max_bytes_setting(max_bytes),
+        failed_tokens=FailedTokenLedger(root, window_seconds=failed_token_window),
     )
     app = FastAPI(
         title="Flux intake",
         summary="Agencies deliver files and read their reports; analysts read published rows.",
         docs_url=None,
         redoc_url=None,
+        lifespan=_flushing(intake.failed_tokens),
     )
     app.state.intake = intake
     _add_error_handlers(app)
@@ -119,16 +134,69 @@ def bearer_token(header: str | None) -> str:
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationError("the Authorization header is not 'Bearer <token>'")
     if len(token) > MAX_TOKEN_BYTES:
-        raise AuthenticationError("the token is too long to be one Flux's provider issues")
+        raise TokenRejected("too_long", "the token is too long to be one Flux's provider issues")
     return token
 
 
 def current_identity(request: Request) -> Identity:
     """The verified identity of the request (a sync dependency: fetching the provider's keys
-    blocks, so FastAPI runs it on a worker thread)."""
+    blocks, so FastAPI runs it on a worker thread). A presented token that fails, or that
+    grants no Flux role, is noted for the audit trail before the refusal; a request with no
+    bearer token at all presented nothing to audit."""
     intake = _intake(request)
-    token = bearer_token(request.headers.get("authorization"))
-    return intake.verifier.identify(token, intake.agency_ids)
+    header = request.headers.get("authorization")
+    try:
+        token = bearer_token(header)
+        return intake.verifier.identify(token, intake.agency_ids)
+    except TokenRejected as exc:
+        intake.failed_tokens.note(_failure(request, exc.reason, header))
+        raise
+    except AccessDenied:  # a valid token whose groups grant no (or an ambiguous) Flux role
+        intake.failed_tokens.note(_failure(request, "no_role", header, verified=True))
+        raise
+
+
+def _failure(
+    request: Request, reason: str, header: str | None, *, verified: bool = False
+) -> TokenFailure:
+    """What the audit record says of a rejected token: claims read without trusting them."""
+    token = (header or "").strip().partition(" ")[2].strip()
+    claimed = unverified_claims(token) if len(token) <= MAX_TOKEN_BYTES else {}
+    route = request.scope.get("route")
+    endpoint = f"{request.method} {getattr(route, 'path', request.url.path[:100])}"
+    forwarded = request.headers.get("x-forwarded-for")
+    return TokenFailure(
+        reason=reason,
+        client=request.client.host if request.client else "unknown",
+        endpoint=endpoint,
+        claimed_subject=claimed.get("sub"),
+        claimed_issuer=claimed.get("iss"),
+        forwarded_for=forwarded[:200] if forwarded else None,
+        token_verified=verified,
+    )
+
+
+def _flushing(ledger: FailedTokenLedger) -> Any:
+    """The app's lifespan: aggregated failed-token counts reach the trail when their window
+    ends (checked every few seconds) and when the intake stops."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async def periodically() -> None:
+            while True:
+                await asyncio.sleep(min(ledger.window_seconds / 4, 15.0))
+                await run_in_threadpool(ledger.flush)
+
+        task = asyncio.create_task(periodically())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            await run_in_threadpool(ledger.flush, force=True)
+
+    return lifespan
 
 
 CurrentIdentity = Annotated[Identity, Depends(current_identity)]

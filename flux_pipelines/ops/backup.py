@@ -9,7 +9,7 @@ Layout of a backup folder::
     dagster.pgdump           pg_dump (custom format) of the run storage, when Postgres
 
 What is in it: each agency's working DuckDB file, ``warehouse/<agency>/`` (raw Parquet,
-receipts, models), ``published/``, ``outbox/`` (reports), ``audit/`` (trail + head),
+models), ``receipts/<agency>/``, ``published/``, ``outbox/`` (reports), ``audit/`` (trail + head),
 ``state/`` (the second anchor, the PII key, mode kept) and ``dagster_home/`` (SQLite run
 storage via sqlite3's online backup API, or the pg_dump). Not ``landing/``: deliveries are
 the agencies' own copies, re-sent on request, and the receipts say what was loaded.
@@ -57,6 +57,7 @@ from typing import Any
 
 from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.errors import BackupRefused, ConfigurationError, TransientError
+from flux_pipelines.names import DB_SUFFIX, agencies_with_db
 
 MANIFEST = "MANIFEST.json"
 FORMAT = 1
@@ -64,7 +65,7 @@ HOME_DIR = "home"
 CONTRACTS_DIR = "contracts"
 PG_DUMP = "dagster.pgdump"
 # Per-agency folders copied under the agency file's lock.
-AGENCY_ZONES = ("warehouse", "published", "outbox")
+AGENCY_ZONES = ("warehouse", "receipts", "published", "outbox")
 # Copied whole, outside any agency lock (the trail is handled separately).
 OTHER_ZONES = ("state",)
 AUDIT_FILES = ("audit/trail.jsonl", "audit/head.json", "state/audit_anchor.json")
@@ -112,7 +113,8 @@ def _quote(name: str) -> str:
 
 def _copy_tree(src: Path, dst: Path, *, skip_suffixes: tuple[str, ...] = ()) -> None:
     """Copy a folder's regular files (modes kept); links and hidden temp files are skipped
-    (``.staging-*``/``.old-*`` of a killed load, ``.*.tmp`` of a publish)."""
+    (``.staging-*``/``.old-*`` of a killed load, ``.*.tmp`` of a publish), and files ending
+    in ``skip_suffixes`` (a live DuckDB file, copied consistently on its own)."""
     if not src.is_dir():
         return
     for root, dirs, files in os.walk(src):
@@ -236,11 +238,9 @@ def _backup_agency(
     from flux_pipelines.resources.warehouse import FluxWarehouse
 
     warehouse = FluxWarehouse(home=str(home), lock_wait_seconds=lock_wait_seconds)
-    target = out / HOME_DIR / "warehouse" / f"{agency}.duckdb"
-    target.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     try:
-        connection = warehouse.connect(agency)
+        connection = warehouse.connect(agency)  # moves an old layout first
         conn = connection.__enter__()
     except TransientError as exc:
         raise TransientError(
@@ -250,13 +250,17 @@ def _backup_agency(
         ) from exc
     try:
         summary.waited_seconds = max(summary.waited_seconds, time.monotonic() - started)
+        rel = warehouse.agency_db(agency).relative_to(home).as_posix()
+        target = out / HOME_DIR / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
         ((source,),) = conn.execute("SELECT current_database()").fetchall()
         conn.execute(f"ATTACH {_sql_literal(str(target))} AS flux_backup")
         conn.execute(f"COPY FROM DATABASE {_quote(source)} TO flux_backup")
         conn.execute("DETACH flux_backup")
-        summary.tables[f"warehouse/{agency}.duckdb"] = table_counts(conn)
+        summary.tables[rel] = table_counts(conn)
+        live = (DB_SUFFIX, f"{DB_SUFFIX}.wal")  # the working file was copied just above
         for zone in AGENCY_ZONES:  # a load changes these only while holding this lock
-            _copy_tree(home / zone / agency, out / HOME_DIR / zone / agency)
+            _copy_tree(home / zone / agency, out / HOME_DIR / zone / agency, skip_suffixes=live)
     finally:
         connection.__exit__(None, None, None)
 
@@ -277,7 +281,7 @@ def backup(home: Path, to: Path, *, lock_wait_seconds: float = 120.0) -> BackupS
     to.mkdir(parents=True, exist_ok=True)
     summary = BackupSummary(path=to)
     _backup_dagster(home, to, summary)
-    agencies = sorted(p.stem for p in (home / "warehouse").glob("*.duckdb") if p.is_file())
+    agencies = agencies_with_db(home)
     for agency in agencies:
         _backup_agency(home, agency, to, lock_wait_seconds, summary)
     # published/ and outbox/ files of no agency with a file (cross_agency, catalog, findings)

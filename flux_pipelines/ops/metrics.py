@@ -103,11 +103,11 @@ def arrival_time(home: Path, agency: str, dataset: str, day: str, run_id: str) -
     """When the day's delivery arrived: the newest file mtime its receipt recorded when the
     load read it; None without a receipt of that very run."""
     from flux_pipelines.errors import StorageNotConfined
-    from flux_pipelines.home import confined
     from flux_pipelines.ingest.receipts import read_receipt
+    from flux_pipelines.resources.warehouse import FluxWarehouse
 
     try:
-        path = confined(home / "warehouse", agency, "receipts", dataset, f"{day}.json")
+        path = FluxWarehouse(home=str(home)).receipt_path(agency, dataset, day)
     except StorageNotConfined:  # a link where a folder belongs: no receipt to trust
         return None
     receipt = read_receipt(path)

@@ -180,9 +180,8 @@ def plan_agency(
     warehouse = FluxWarehouse(home=str(home))
     deletions: list[Deletion] = []
     kept: list[Deletion] = []
-    db = warehouse.agency_db(agency.id)
     counts: dict[str, dict[str, int]] = {}
-    if db.exists():
+    if warehouse.has_db(agency.id):  # in either layout: connect moves an old one
         with warehouse.connect(agency.id, read_only=True) as conn:
             for dataset in agency.datasets:
                 t = DatasetTables.for_dataset(dataset)

@@ -293,12 +293,15 @@ def deliveries(home: Path, agencies: Iterable[Agency], since: dt.datetime) -> li
     """Every delivery with a file that arrived after ``since``, from the landing zone and the
     receipts (a day whose landing folder retention purged still counts by its receipt)."""
     from flux_pipelines.ingest.receipts import is_delivery_name, read_receipt
+    from flux_pipelines.names import agency_receipts, legacy_agency_receipts
 
     landing, findings = home / "landing", _findings(home)
     found: list[Delivery] = []
     for agency in agencies:
         for dataset in agency.datasets:
-            receipts = home / "warehouse" / agency.id / "receipts" / dataset
+            receipts = agency_receipts(home, agency.id) / dataset
+            if not receipts.is_dir():  # an old layout not moved yet (FluxWarehouse.migrate_layout)
+                receipts = legacy_agency_receipts(home, agency.id) / dataset
             receipt_days = _receipt_days(receipts, since)
             days = set(_day_names(landing / agency.id / dataset)) | set(receipt_days)
             for day in sorted(days):

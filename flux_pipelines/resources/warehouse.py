@@ -1,10 +1,18 @@
 """The storage layout: landing zone, one working DuckDB file per agency, published copies.
 
     <home>/landing/<agency>/<dataset>/<YYYY-MM-DD>/<files>   what agencies drop
-    <home>/warehouse/<agency>.duckdb                          the pipeline's working file
+    <home>/warehouse/<agency>/<agency>.duckdb                 the pipeline's working file
+    <home>/warehouse/<agency>/raw/, models/                   raw Parquet, trained models
+    <home>/receipts/<agency>/<dataset>/<YYYY-MM-DD>.json      load receipts
     <home>/published/<agency>/<dataset>/<YYYY-MM-DD>.parquet  read-only copies for analysts
     <home>/published/<agency>/_clear/<dataset>/<YYYY-MM-DD>.parquet  the same, personal data
                                                               in clear (access/masking.py)
+
+Everything of one agency sits in ``<zone>/<agency>/`` folders (names.py), so a deployment
+can mount one agency's folders alone. A home of the layout before that (the working file
+at ``warehouse/<agency>.duckdb``, receipts in ``warehouse/<agency>/receipts/``) is moved
+on the first open of the agency's file (``FluxWarehouse.migrate_layout``, under the file's
+own DuckDB lock) or by ``flux access apply``; both are idempotent.
 
 One writer per agency file is enforced by Dagster (a pool per agency); a file lock held by
 someone else is a TransientError after a short, jittered wait, never a silent hang.
@@ -12,6 +20,7 @@ someone else is a TransientError after a short, jittered wait, never a silent ha
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import random
@@ -42,9 +51,18 @@ from flux_pipelines.contracts.model import (
     SizeLimits,
 )
 from flux_pipelines.contracts.slugs import check_slug
-from flux_pipelines.errors import TransientError
+from flux_pipelines.errors import ConfigurationError, StorageNotConfined, TransientError
 from flux_pipelines.home import confined, resolve_home
-from flux_pipelines.names import published_root
+from flux_pipelines.locks import exclusive_lock
+from flux_pipelines.names import (
+    LANDING_ZONE,
+    WAREHOUSE_ZONE,
+    agency_db,
+    agency_receipts,
+    legacy_agency_db,
+    legacy_agency_receipts,
+    published_root,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -52,6 +70,10 @@ if TYPE_CHECKING:
     from flux_pipelines.contracts.evolution import TypeMigration
 
 LOCK_MARKERS = ("Could not set lock", "Conflicting lock", "lock on file")
+LAYOUT_LOCK = ".layout.lock"  # in warehouse/<agency>/: one mover of an agency's old layout
+# Left in the agency's folder only by loads (raw Parquet, models): proof the working file
+# existed, so a missing one is not a fresh start (see ``_refuse_hidden_file``).
+LOAD_TRACES = ("raw", "models")
 
 
 class FluxWarehouse(dg.ConfigurableResource):
@@ -97,7 +119,7 @@ class FluxWarehouse(dg.ConfigurableResource):
 
     @property
     def landing_root(self) -> Path:
-        return self.root / "landing"
+        return self.root / LANDING_ZONE
 
     def landing_dir(self, agency: str, dataset: str, day: str) -> Path:
         return (
@@ -105,27 +127,115 @@ class FluxWarehouse(dg.ConfigurableResource):
         )
 
     def agency_db(self, agency: str) -> Path:
-        return confined(self.root / "warehouse", f"{check_slug(agency, 'agency')}.duckdb")
+        """The agency's working DuckDB file (``names.agency_db``)."""
+        return agency_db(self.root, check_slug(agency, "agency"))
 
     def raw_root(self, agency: str, dataset: str) -> Path:
         """A dataset's raw Parquet partitions (behind the ``raw_<dataset>`` view)."""
         return confined(
-            self.root / "warehouse", check_slug(agency, "agency"), "raw",
+            self.root / WAREHOUSE_ZONE, check_slug(agency, "agency"), "raw",
             check_slug(dataset, "dataset"),
         )  # fmt: skip
 
     def models_dir(self, agency: str, name: str) -> Path:
         """Trained models of an agency (beside its file: they are derived from its data)."""
-        return confined(self.root / "warehouse", check_slug(agency, "agency"), "models", name)
+        return confined(self.root / WAREHOUSE_ZONE, check_slug(agency, "agency"), "models", name)
 
     def receipt_path(self, agency: str, dataset: str, day: str | dt.date) -> Path:
-        """The delivery receipt of a day (ingest/receipts.py): what content was last loaded."""
+        """The delivery receipt of a day (ingest/receipts.py): what content was last loaded.
+
+        Until the agency's old layout is moved (``migrate_layout``), a receipt found only
+        where the old layout kept it is returned from there, so readers (landing sensors,
+        the intake, metrics) keep seeing what was loaded."""
         # Parsed, so a day is always YYYY-MM-DD and never a path
         name = (day if isinstance(day, dt.date) else dt.date.fromisoformat(day)).isoformat()
-        return confined(
-            self.root / "warehouse", check_slug(agency, "agency"), "receipts",
-            check_slug(dataset, "dataset"), f"{name}.json",
-        )  # fmt: skip
+        agency, dataset = check_slug(agency, "agency"), check_slug(dataset, "dataset")
+        path = confined(agency_receipts(self.root, agency), dataset, f"{name}.json")
+        if path.exists():
+            return path
+        try:
+            old = confined(legacy_agency_receipts(self.root, agency), dataset, f"{name}.json")
+        except StorageNotConfined:  # a link where the old layout was: never read through
+            return path
+        return old if old.is_file() else path
+
+    def has_db(self, agency: str) -> bool:
+        """Whether the agency has a working file yet, in either layout."""
+        agency = check_slug(agency, "agency")
+        return agency_db(self.root, agency).exists() or legacy_agency_db(self.root, agency).exists()
+
+    def old_layout(self, agency: str) -> list[Path]:
+        """What of the agency is still where the layout before per-agency folders kept it."""
+        agency = check_slug(agency, "agency")
+        found = [legacy_agency_db(self.root, agency), legacy_agency_receipts(self.root, agency)]
+        return [p for p in found if os.path.lexists(p)]
+
+    def migrate_layout(self, agency: str) -> list[str]:
+        """Move the agency's files of the old layout into its folders; idempotent.
+
+        The working file moves under its own DuckDB lock (opened read-write with the usual
+        bounded wait, checkpointed, renamed while held, so no other process can open it
+        between), receipts file by file (they may sit on another mount in a pod). Returns
+        one line per move. ``ConfigurationError`` when both layouts hold a working file,
+        ``TransientError`` when another process holds the old file past the wait."""
+        agency = check_slug(agency, "agency")
+        if not self.old_layout(agency):
+            return []
+        folder = confined(self.root / WAREHOUSE_ZONE, agency)
+        folder.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(folder / LAYOUT_LOCK):
+            return self._move_db(agency) + self._move_receipts(agency)
+
+    def _move_db(self, agency: str) -> list[str]:
+        old, new = legacy_agency_db(self.root, agency), agency_db(self.root, agency)
+        if not old.exists():
+            return []
+        if new.exists():
+            raise ConfigurationError(
+                f"agency {agency}: both {old} (the layout before per-agency folders) and {new} "
+                "hold a working file; Flux will not guess which holds the agency's data. Open "
+                "both read-only, keep the one with the loaded days, move the other out of "
+                f"{self.root / WAREHOUSE_ZONE}, then run again"
+            )
+        conn = self._open(old, read_only=False)
+        try:
+            conn.execute("CHECKPOINT")
+            try:
+                os.rename(old, new)  # the held lock moves with the file (same inode)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"agency {agency}: cannot move {old} to {new} ({exc.strerror}); run "
+                    "`python -m flux_pipelines.access.layout` where the whole warehouse/ "
+                    "folder is one mount"
+                ) from exc
+            wal = old.with_name(old.name + ".wal")
+            if wal.exists():
+                os.rename(wal, new.with_name(new.name + ".wal"))
+            _fsync_dirs(old.parent, new.parent)
+        finally:
+            conn.close()
+        return [f"{old} -> {new}"]
+
+    def _move_receipts(self, agency: str) -> list[str]:
+        old, new = legacy_agency_receipts(self.root, agency), agency_receipts(self.root, agency)
+        if not old.is_dir() or old.is_symlink():
+            return []
+        moved = 0
+        for source in sorted(old.rglob("*")):
+            if source.is_symlink() or not source.is_file():
+                continue
+            if source.name.startswith(".") and source.name.endswith(".tmp"):
+                source.unlink()  # a writer's leftover from a crash: never a receipt
+                continue
+            if source.suffix != ".json" or source.name.startswith("."):
+                continue  # not Flux's: left in place, so the old layout stays reported
+            target = confined(new, *source.relative_to(old).parts)
+            if not target.exists():  # a receipt already there was written later: it wins
+                _copy_atomically(source, target)
+                moved += 1
+            source.unlink()
+        _remove_empty(old)
+        return [f"{old} -> {new} ({moved} receipt(s))"]
 
     def published_dir(self, agency: str, dataset: str) -> Path:
         return confined(
@@ -140,14 +250,37 @@ class FluxWarehouse(dg.ConfigurableResource):
     def connect(
         self, agency: str, *, read_only: bool = False
     ) -> Iterator[duckdb.DuckDBPyConnection]:
-        """Open the agency's file, waiting briefly (with jitter) if another process holds it."""
+        """Open the agency's file, waiting briefly (with jitter) if another process holds it.
+
+        The first open after an upgrade moves the agency's old layout (``migrate_layout``)."""
+        self.migrate_layout(agency)
         path = self.agency_db(agency)
+        if not path.exists():
+            self._refuse_hidden_file(agency, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._open(path, read_only=read_only)
         try:
             yield conn
         finally:
             conn.close()
+
+    def _refuse_hidden_file(self, agency: str, path: Path) -> None:
+        """A missing working file beside earlier loads' raw Parquet or models is not a fresh
+        start: in a pod that mounts only ``warehouse/<agency>/``, the old layout's file lies
+        outside the mount. Creating an empty file would split the agency's data in two."""
+        traces = [confined(path.parent, t) for t in LOAD_TRACES]
+        if any(t.is_dir() for t in traces):
+            raise ConfigurationError(
+                f"agency {agency}: {path} is missing, yet {path.parent} holds earlier loads "
+                f"({', '.join(t.name for t in traces if t.is_dir())}/). If the working file "
+                "is still in the layout before per-agency folders (warehouse/<agency>.duckdb, "
+                "not visible where only the agency's folders are mounted), move it where the "
+                "whole home is mounted: `flux access apply --home <home>` on a host, `python "
+                "-m flux_pipelines.access.layout --home <home>` anywhere (Kubernetes: the Job "
+                "deploy/k8s/jobs/flux-home-layout.yaml); if it was deleted, "
+                f"restore it (flux restore) or move {path.parent} away to start the agency "
+                "afresh"
+            )
 
     def _open(self, path: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         import duckdb  # at first use: the definitions, which hold this resource, must not
@@ -175,6 +308,40 @@ class FluxWarehouse(dg.ConfigurableResource):
                     ) from exc
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 2.0)
+
+
+def _fsync_dirs(*folders: Path) -> None:
+    """Make renames in these folders durable (a crash must not bring an old name back)."""
+    for folder in dict.fromkeys(folders):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    """``source``'s bytes at ``target``, whole or absent (temp file, fsync, rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        with source.open("rb") as src, tmp.open("wb") as out:
+            while block := src.read(1 << 16):
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_empty(folder: Path) -> None:
+    """Remove ``folder`` and its sub-folders when nothing is left in them."""
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
 
 
 @dataclass(frozen=True)
@@ -286,9 +453,10 @@ def publish_partition(
     entitled = masking.treatments(present, "own_agency_personal")
     if any(t == "hash" for t in (*analysts.values(), *entitled.values())):
         masking.bind_key(conn, warehouse.root)
+    # Rows in delivery order (a content table has files, not rows: its path orders it).
+    order = ", ".join(c for c in ("_file", "_row_number", "path") if c in names)
     source = (
-        f"FROM {quote(table)} WHERE _partition_date = DATE '{day.isoformat()}' "
-        "ORDER BY _file, _row_number"
+        f"FROM {quote(table)} WHERE _partition_date = DATE '{day.isoformat()}' ORDER BY {order}"
     )
     copies = [(target, analysts)]
     if entitled != analysts:
