@@ -8,21 +8,13 @@ and the shipped sensors evaluated the way the daemon would.
 from __future__ import annotations
 
 import datetime as dt
-import email
-import email.policy
 import json
-import socket
-import threading
 from collections.abc import Iterator
-from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
 import yaml
-from aiosmtpd.controller import Controller
 
 from flux_pipelines.audit.trail import AuditTrail, override_record
 from flux_pipelines.contracts.registry import Registry, load_registry
@@ -35,6 +27,7 @@ from flux_pipelines.ops.alert_sensors import (
 )
 from flux_pipelines.ops.alerts import load_alerts_config, read_ledger
 from flux_pipelines_tests.conftest import deliver, materialize
+from flux_pipelines_tests.receivers import Mailbox, Receiver, started_mailbox, started_receiver
 
 AGENCY, DATASET, DAY = "nasa", "meteorites", "2026-02-02"
 OWNER = "collections-team@flux.example"  # nasa's owner in agencies.yaml
@@ -42,78 +35,16 @@ OPS, SUBMITTER = "ops@flux.example", "submit@nasa.example"
 HOOK_ENV = "FLUX_TEST_ALERT_WEBHOOK"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Mailbox:
-    """An SMTP server on a fixed port that can be stopped and started again."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.messages: list[EmailMessage] = []
-        self.controller: Controller | None = None
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        message["X-Rcpt"] = ", ".join(envelope.rcpt_tos)
-        self.messages.append(message)
-        return "250 OK"
-
-    def start(self) -> None:
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    def stop(self) -> None:
-        if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-
-    def subjects(self) -> list[str]:
-        return [str(m["Subject"]).strip() for m in self.messages]
-
-
-class Receiver:
-    """A webhook receiver collecting the JSON bodies posted to it."""
-
-    def __init__(self) -> None:
-        bodies: list[dict[str, Any]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                bodies.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.bodies = bodies
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox()
-    box.start()
+    box = started_mailbox()
     yield box
     box.stop()
 
 
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
-    hook = Receiver()
+    hook = started_receiver()
     monkeypatch.setenv(HOOK_ENV, hook.url)
     yield hook
     hook.close()
@@ -350,3 +281,155 @@ def test_alerts_config_errors_are_clear_and_no_channel_means_stopped(tmp_path: P
     loud = alert_sensors(load_registry(), config_path=path)
     assert {s.default_status for s in loud} == {dg.DefaultSensorStatus.RUNNING}
     assert len(loud) == 3  # one set for every agency
+
+
+OPS_HOOK_ENV, AGENCIES_HOOK_ENV, NASA_HOOK_ENV = (
+    "FLUX_TEST_OPS_WEBHOOK", "FLUX_TEST_AGENCIES_WEBHOOK", "FLUX_TEST_NASA_WEBHOOK",
+)  # fmt: skip
+
+
+@pytest.fixture
+def hooks(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Receiver]]:
+    """Three real webhook receivers: the operators', every agency's, and nasa's own."""
+    found = {env: started_receiver() for env in (OPS_HOOK_ENV, AGENCIES_HOOK_ENV, NASA_HOOK_ENV)}
+    for env, hook in found.items():
+        monkeypatch.setenv(env, hook.url)
+    yield found
+    for hook in found.values():
+        hook.close()
+
+
+def _routed_config(tmp_path: Path, mailbox: Mailbox) -> Path:
+    path = tmp_path / "alerts.yaml"
+    doc = {
+        "channels": {
+            "email": {"host": "127.0.0.1", "port": mailbox.port, "from": "flux@flux.example"},
+            "webhook": {
+                "format": "slack",
+                "operators": {"url_env": OPS_HOOK_ENV},
+                "agencies": {"url_env": AGENCIES_HOOK_ENV},
+                "by_agency": {AGENCY: {"url_env": NASA_HOOK_ENV, "format": "teams"}},
+            },
+        },
+        "audiences": {"operators": [OPS], "agencies": {AGENCY: [SUBMITTER]}},
+        "thresholds": {"late_lookback_days": 1},
+    }
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def test_a_webhook_per_audience_reaches_operators_and_each_agency_on_their_own(
+    tmp_path: Path, mailbox: Mailbox, hooks: dict[str, Receiver], instance: dg.DagsterInstance
+) -> None:
+    ops, agencies, nasa = (hooks[e] for e in (OPS_HOOK_ENV, AGENCIES_HOOK_ENV, NASA_HOOK_ENV))
+    registry = load_registry()
+    two = tuple(
+        registry.agency(a).model_copy(update={"datasets": (d,), "delivery_deadline": "0 9 * * *"})
+        for a, d in ((AGENCY, DATASET), ("national-archives", "constituents"))
+    )
+    config = _routed_config(tmp_path, mailbox)
+
+    # late (operators + owner): each agency's owner hears on its own webhook, operators on theirs
+    after_deadline = dt.datetime(2026, 2, 2, 10, 0, tzinfo=dt.UTC)
+    late = Sensors(
+        instance, config, tmp_path, registry.model_copy(update={"agencies": two}), after_deadline
+    )
+    late.tick(LATE_SENSOR)
+    late.tick(LATE_SENSOR)
+    assert sorted(ops.texts()) == [
+        f"[Flux FIRING] Late delivery: {AGENCY}/{DATASET} {DAY}",
+        f"[Flux FIRING] Late delivery: national-archives/constituents {DAY}",
+    ]
+    assert nasa.texts() == [f"[Flux FIRING] Late delivery: {AGENCY}/{DATASET} {DAY}"]
+    assert nasa.bodies[0]["@type"] == "MessageCard"  # nasa's own format
+    assert agencies.texts() == [
+        f"[Flux FIRING] Late delivery: national-archives/constituents {DAY}"
+    ]
+    assert "blocks" in agencies.bodies[0]  # the block's default format: Slack
+
+    # a file rejected whole: the run failure to the operators, the rejection to nasa only
+    sensors = Sensors(instance, config, tmp_path)
+    _reject(tmp_path)
+    failed = materialize(tmp_path, [(AGENCY, DATASET)], DAY, instance=instance)
+    assert not failed.success
+    sensors.run_failed(failed.run_id)
+    sensors.tick(QUALITY_SENSOR)
+    sensors.tick(QUALITY_SENSOR)
+    assert ops.texts()[2:] == [f"[Flux FIRING] Run failed: {AGENCY}/{DATASET} {DAY}"]
+    assert nasa.texts()[1:] == [f"[Flux FIRING] File rejected: {AGENCY}/{DATASET} {DAY}"]
+    assert len(agencies.bodies) == 1  # nothing of nasa's reached the shared agencies' channel
+    rejected = [m for m in mailbox.messages if "File rejected" in str(m["Subject"])]
+    assert [m["X-Rcpt"] for m in rejected] == [SUBMITTER]
+
+    # one agency's webhook down: its notice waits for it; the operators' still goes out
+    nasa.close()
+    _replace_with_good(tmp_path)
+    assert materialize(tmp_path, [(AGENCY, DATASET)], DAY, instance=instance).success
+    sensors.tick(QUALITY_SENSOR)
+    assert ops.texts()[3:] == [f"[Flux RESOLVED] Resolved: Run failed: {AGENCY}/{DATASET} {DAY}"]
+    ledger = read_ledger(instance).entries
+    assert f"run_failure|{AGENCY}|{DATASET}|{DAY}" not in ledger  # resolved everywhere
+    rejection = ledger[f"rejected|{AGENCY}|{DATASET}|{DAY}"]  # its resolve is still due
+    assert rejection.sent == ["email", "webhook:agency:nasa"]
+    assert rejection.resolved_sent == ["email"]
+
+
+def test_webhook_routes_are_validated_and_the_single_url_form_still_holds(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.yaml"
+    path.write_text("channels:\n  webhook: {url_env: ONE, format: teams}\n", encoding="utf-8")
+    single = load_alerts_config(path).channels.webhook
+    assert single is not None and single.targets() == {"webhook": single.targets()["webhook"]}
+    assert {single.route(a, AGENCY) for a in ("operators", "owner", "agency")} == {"webhook"}
+
+    path.write_text(
+        "channels:\n  webhook:\n    url_env: REST\n    operators: {url_env: OPS}\n",
+        encoding="utf-8",
+    )
+    mixed = load_alerts_config(path).channels.webhook
+    assert mixed is not None
+    assert (mixed.route("operators", AGENCY), mixed.route("owner", AGENCY)) == (
+        "webhook:operators",
+        "webhook",
+    )
+
+    path.write_text("channels:\n  webhook: {format: slack}\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError, match=r"channels\.webhook.*no webhook URL"):
+        load_alerts_config(path)
+    path.write_text(
+        "channels:\n  webhook:\n    operators: {url: https://hooks.example/x}\n", encoding="utf-8"
+    )
+    with pytest.raises(ConfigurationError, match=r"operators.*url_env"):
+        load_alerts_config(path)
+    path.write_text(
+        "channels:\n  webhook:\n    by_agency:\n      nassa: {url_env: X}\n", encoding="utf-8"
+    )
+    with pytest.raises(ConfigurationError, match=r"alerts\.yaml.*nassa.*agencies\.yaml"):
+        alert_sensors(load_registry(), config_path=path)
+
+
+def test_a_resolve_owed_to_a_channel_removed_from_the_file_does_not_linger(
+    tmp_path: Path, mailbox: Mailbox, receiver: Receiver, instance: dg.DagsterInstance
+) -> None:
+    """A notice sent on the single-URL webhook, then the file moves to per-audience
+    webhooks: the resolve goes where it still can, and the ledger forgets the cause."""
+    _reject(tmp_path)
+    failed = materialize(tmp_path, [(AGENCY, DATASET)], DAY, instance=instance)
+    before = Sensors(instance, _config(tmp_path, mailbox), tmp_path)  # the single-URL form
+    before.run_failed(failed.run_id)
+    assert read_ledger(instance).entries[f"run_failure|{AGENCY}|{DATASET}|{DAY}"].sent == [
+        "email",
+        "webhook",
+    ]
+    routed = _config(tmp_path, mailbox)
+    doc = yaml.safe_load(routed.read_text(encoding="utf-8"))
+    doc["channels"]["webhook"] = {"operators": {"url_env": HOOK_ENV}}
+    routed.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    after = Sensors(instance, routed, tmp_path)
+    _replace_with_good(tmp_path)
+    assert materialize(tmp_path, [(AGENCY, DATASET)], DAY, instance=instance).success
+    after.tick(QUALITY_SENSOR)
+    assert (
+        mailbox.subjects()[-1] == f"[Flux RESOLVED] Resolved: Run failed: {AGENCY}/{DATASET} {DAY}"
+    )
+    assert len(receiver.bodies) == 1  # the webhook it went to is gone: no resolve there
+    assert f"run_failure|{AGENCY}|{DATASET}|{DAY}" not in read_ledger(instance).entries

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from flux_pipelines.contracts.registry import Registry
+from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.home import resolve_home
 from flux_pipelines.names import ANOMALIES, CONSERVATION, ingest_keys
 from flux_pipelines.ops.alerts import (
@@ -44,6 +45,7 @@ from flux_pipelines.ops.alerts import (
     ledger_session,
     load_alerts_config,
     notice,
+    unknown_agencies,
 )
 
 if TYPE_CHECKING:
@@ -194,7 +196,7 @@ def run_failure_alerts(
     @dg.run_failure_sensor(
         name=RUN_FAILURE_SENSOR,
         default_status=default_status,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=ctx.config.thresholds.run_failure_interval_seconds,
         description="Notifies the operators of a failed run that Dagster will not retry: one "
         "notice per agency, dataset and day, and a resolve notice when the day loads.",
     )
@@ -529,7 +531,15 @@ def alert_sensors(
     clock: Clock = _utcnow,
 ) -> list[dg.SensorDefinition]:
     """The three alert sensors for every agency (tests pass a config file, home and clock)."""
-    config = load_alerts_config(config_path or alerts_path(registry))
+    path = config_path or alerts_path(registry)
+    config = load_alerts_config(path)
+    unknown = unknown_agencies(config, {a.id for a in registry.agencies})
+    if unknown:
+        raise ConfigurationError(
+            f"alerts file {path}: agency {', '.join(unknown)} is not in "
+            f"{registry.root / 'agencies.yaml'} (named under channels.webhook.by_agency or "
+            "audiences.agencies); use an agency id from that file or remove the entry"
+        )
     status = (
         dg.DefaultSensorStatus.RUNNING if config.has_channels else dg.DefaultSensorStatus.STOPPED
     )

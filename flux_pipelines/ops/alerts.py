@@ -12,8 +12,11 @@ SQLite or PostgreSQL), not in a file beside it: it survives restarts of the daem
 server, and a notice already sent is never sent again. A channel that fails is logged with
 the reason and retried on the next tick; it never stops the other channel.
 
-Configuration is one file, ``contracts/alerts.yaml``; secrets (the webhook URL, the SMTP
-password) come from environment variables the file names, never from the file.
+Configuration is one file, ``contracts/alerts.yaml``; secrets (the webhook URLs, the SMTP
+password) come from environment variables the file names, never from the file. E-mail goes
+to each audience's addresses; webhooks go to one URL for every audience, or to one per
+audience (operators; every agency's owner and submitters; one agency's), each its own
+channel in the ledger, so one webhook that is down delays only its own notices.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ALERTS_FILE = "alerts.yaml"
+WEBHOOK = "webhook"  # the single-URL webhook's channel name (kept in the ledger's `sent`)
 LEDGER_KEY = "flux/alerts/ledger"  # Dagster's key-value store (run storage)
 
 
@@ -104,10 +108,58 @@ class EmailConfig(_Strict):
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
 
+WebhookFormat = Literal["slack", "teams"]
+
+
+class WebhookTarget(_Strict):
+    """One webhook: the environment variable holding its URL (a secret), and its format
+    (default: the webhook block's)."""
+
+    url_env: str = Field(min_length=1)
+    format: WebhookFormat | None = None
+
+
 class WebhookConfig(_Strict):
-    url_env: str
-    format: Literal["slack", "teams"] = "slack"
+    """Where webhook notices go, per audience. ``url_env`` alone is the single-URL form
+    (every audience on one channel); ``operators``, ``agencies`` (every agency's owner and
+    submitters) and ``by_agency`` (one agency's) give an audience its own channel, and
+    ``url_env`` then serves the audiences left without one."""
+
+    url_env: str | None = Field(default=None, min_length=1)
+    format: WebhookFormat = "slack"
     timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    operators: WebhookTarget | None = None
+    agencies: WebhookTarget | None = None
+    by_agency: dict[str, WebhookTarget] = {}
+
+    @model_validator(mode="after")
+    def _has_a_target(self) -> WebhookConfig:
+        if self.url_env is None and not (self.operators or self.agencies or self.by_agency):
+            raise ValueError(
+                "no webhook URL: name url_env (every audience), or operators / agencies / "
+                "by_agency with a url_env each"
+            )
+        return self
+
+    def targets(self) -> dict[str, WebhookTarget]:
+        """Channel name -> target; ``webhook`` is the single-URL (default) target."""
+        found = {WEBHOOK: WebhookTarget(url_env=self.url_env)} if self.url_env else {}
+        if self.operators:
+            found[f"{WEBHOOK}:operators"] = self.operators
+        if self.agencies:
+            found[f"{WEBHOOK}:agencies"] = self.agencies
+        found |= {f"{WEBHOOK}:agency:{a}": t for a, t in sorted(self.by_agency.items())}
+        return found
+
+    def route(self, audience: str, agency: str) -> str | None:
+        """The channel name one audience of a notice about ``agency`` hears on (None: no
+        webhook for it)."""
+        default = WEBHOOK if self.url_env else None
+        if audience == Audience.OPERATORS:
+            return f"{WEBHOOK}:operators" if self.operators else default
+        if agency in self.by_agency:
+            return f"{WEBHOOK}:agency:{agency}"
+        return f"{WEBHOOK}:agencies" if self.agencies else default
 
 
 class ChannelsConfig(_Strict):
@@ -128,6 +180,8 @@ class ThresholdsConfig(_Strict):
     late_lookback_days: int = Field(default=3, ge=1, le=60)
     # A cause that never clears is dropped from the ledger (no resolve notice) after this.
     forget_after_days: int = Field(default=14, ge=1, le=366)
+    # The sensors' minimum_interval_seconds (the daemon evaluates each at most this often).
+    run_failure_interval_seconds: int = Field(default=30, ge=10)
     late_interval_seconds: int = Field(default=300, ge=30)
     quality_interval_seconds: int = Field(default=60, ge=10)
 
@@ -263,6 +317,10 @@ class Router:
 class Channel(Protocol):
     name: str
 
+    def wants(self, n: Notice) -> bool:
+        """Whether this channel carries the notice (a webhook serves some audiences)."""
+        ...
+
     def send(self, n: Notice, recipients: Sequence[str]) -> None: ...
 
 
@@ -282,6 +340,9 @@ class EmailChannel:
 
     def __init__(self, config: EmailConfig) -> None:
         self.config = config
+
+    def wants(self, n: Notice) -> bool:
+        return True  # the Router picks each audience's addresses
 
     def send(self, n: Notice, recipients: Sequence[str]) -> None:
         import smtplib
@@ -313,16 +374,21 @@ class EmailChannel:
 
 
 class WebhookChannel:
-    """A JSON POST: Slack's ``{"text", "blocks"}`` or a Teams MessageCard."""
+    """A JSON POST to one webhook target: Slack's ``{"text", "blocks"}`` or a Teams
+    MessageCard. It carries the notices whose audiences ``WebhookConfig.route`` sends to it."""
 
-    name = "webhook"
-
-    def __init__(self, config: WebhookConfig) -> None:
+    def __init__(self, config: WebhookConfig, name: str = WEBHOOK) -> None:
         self.config = config
+        self.name = name
+        self.target = config.targets()[name]
+        self.format: WebhookFormat = self.target.format or config.format
+
+    def wants(self, n: Notice) -> bool:
+        return any(self.config.route(a, n.agency) == self.name for a in n.audience)
 
     def payload(self, n: Notice) -> dict[str, Any]:
         where = f"{n.agency}/{n.dataset} {n.day}"
-        if self.config.format == "teams":
+        if self.format == "teams":
             return {
                 "@type": "MessageCard",
                 "@context": "https://schema.org/extensions",
@@ -364,7 +430,7 @@ class WebhookChannel:
         import urllib.error
         import urllib.request
 
-        url = _secret(self.config.url_env, "webhook URL")
+        url = _secret(self.target.url_env, f"webhook URL ({self.name})")
         body = json.dumps(self.payload(n)).encode("utf-8")
         request = urllib.request.Request(
             str(url), data=body, method="POST", headers={"Content-Type": "application/json"}
@@ -373,16 +439,26 @@ class WebhookChannel:
             with urllib.request.urlopen(request, timeout=self.config.timeout_seconds) as answer:
                 answer.read()
         except (OSError, ValueError) as exc:  # URLError/HTTPError are OSErrors
-            raise ChannelError(f"webhook ({self.config.format}): {exc}") from exc
+            raise ChannelError(f"{self.name} ({self.format}): {exc}") from exc
 
 
 def build_channels(config: AlertsConfig) -> list[Channel]:
+    """E-mail, then one webhook channel per configured target (each fails and retries alone)."""
     channels: list[Channel] = []
     if config.channels.email is not None:
         channels.append(EmailChannel(config.channels.email))
-    if config.channels.webhook is not None:
-        channels.append(WebhookChannel(config.channels.webhook))
+    webhook = config.channels.webhook
+    if webhook is not None:
+        channels += [WebhookChannel(webhook, name) for name in webhook.targets()]
     return channels
+
+
+def unknown_agencies(config: AlertsConfig, known: set[str]) -> list[str]:
+    """Agency ids the file routes (webhook ``by_agency``, ``audiences.agencies``) that the
+    registry does not list: a typo there would silently send an agency's notices elsewhere."""
+    webhook = config.channels.webhook
+    named = set(config.audiences.agencies) | set(webhook.by_agency if webhook else {})
+    return sorted(named - known)
 
 
 # -- the ledger ------------------------------------------------------------------------------
@@ -476,7 +552,7 @@ class Ledger:
                 continue
             if entry.resolution is None:
                 todo, done, n = (
-                    [c for c in channels if c.name not in entry.sent],
+                    [c for c in channels if c.name not in entry.sent and c.wants(entry.notice)],
                     entry.sent,
                     entry.notice,
                 )
@@ -496,7 +572,10 @@ class Ledger:
                     continue
                 done.append(channel.name)
                 tally["sent"] += 1
-            if entry.resolution is not None and set(entry.resolved_sent) >= set(entry.sent):
+            # done when every channel still configured that got the firing notice got the
+            # resolve (a channel removed from alerts.yaml since then is owed nothing)
+            owed = set(entry.sent) & {c.name for c in channels}
+            if entry.resolution is not None and set(entry.resolved_sent) >= owed:
                 del self.entries[key]
         return tally
 

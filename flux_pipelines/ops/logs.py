@@ -5,12 +5,20 @@ id.unique"), so every line carries, where they apply: ``run_id``, ``job``, ``ste
 ``agency``, ``dataset``, ``partition``, ``file``, ``rule`` (plus ``rules``: every rule's
 count for the day, and ``event``: Dagster's event type).
 
-- Run logs go through Dagster's own logger machinery: the code location's ``console``
-  logger (``flux_console_logger``, set as the definitions' default ``loggers=``) is Dagster's
-  colored console logger, or, in JSON mode, the same logger with :class:`FluxJsonFormatter`.
+- Run logs go through Dagster's own logger machinery. A run whose config names the code
+  location's ``console`` logger (landing sensors' runs, ``flux load``) gets
+  ``flux_console_logger``: Dagster's colored console, or in JSON mode the same logger with
+  :class:`FluxJsonFormatter`. Every other run (schedules, the UI's launchpad and Materialize
+  button, backfills, retries) gets Dagster's default system console, which no job setting
+  or instance setting replaces (dagster PR #24338 is still open upstream). Dagster builds
+  that console with ``logging.getLoggerClass()``, so in JSON mode Flux's code sets that
+  class to one whose console handlers format with :class:`FluxJsonFormatter`
+  (:func:`use_json_console_loggers`): every run process loads the code location before it
+  builds its loggers, so every run logs JSON lines, whoever started it.
   Run id, job and step come from Dagster's record metadata; agency, dataset, file and rule
-  from the ``extra=`` of Flux's ``context.log`` calls (``day_fields``), else from the run's
-  tags (``agency``, ``dataset``, ``dagster/partition``) or the event's partition.
+  from the ``extra=`` of Flux's ``context.log`` calls (``day_fields``), else from the
+  event's ingest asset (agency id and dataset), the run's tags (``agency``, ``dataset``,
+  ``dagster/partition``) or the event's partition.
 - Flux's own Python loggers (``flux``, ``flux_pipelines``) are Dagster managed loggers
   (``python_logs`` in dagster.yaml), so inside a run they reach the same console logger. Out
   of a run (sensors' helpers, the intake service) JSON mode gives the root logger the same
@@ -23,6 +31,7 @@ The default stays human-readable (``flux demo``, ``flux dev`` in a terminal).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -30,6 +39,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -87,13 +97,16 @@ class FluxJsonFormatter(logging.Formatter):
         if meta:
             tags: Mapping[str, str] = meta.get("job_tags") or {}
             event = meta.get("dagster_event")
+            index = _ingest_index()
+            agency, dataset = index.assets.get(_event_asset(event), (None, None))
+            tagged = tags.get("agency")
             doc |= {
                 "run_id": meta.get("run_id"),
                 "job": meta.get("job_name"),
                 "step": meta.get("step_key"),
                 "event": getattr(event, "event_type_value", None),
-                "agency": tags.get("agency"),
-                "dataset": tags.get("dataset"),
+                "agency": agency or index.agency_ids.get(tagged or "", tagged),
+                "dataset": dataset or tags.get("dataset"),
                 "partition": _event_partition(event) or tags.get("dagster/partition"),
             }
         for key, value in record.__dict__.items():  # the log call's extra= fields win
@@ -109,6 +122,38 @@ def _event_partition(event: object) -> str | None:
     return getattr(event, "partition", None)
 
 
+def _event_asset(event: object) -> dg.AssetKey | None:
+    """The asset an event is about: materializations and the like, or a check's asset."""
+    key = getattr(event, "asset_key", None)
+    return key or getattr(getattr(event, "event_specific_data", None), "asset_key", None)
+
+
+@dataclass(frozen=True)
+class IngestIndex:
+    """Ingest asset key -> (agency id, dataset), and agency key (the ``agency`` run tag,
+    ``-`` read as ``_``) -> agency id: so a line says ``national-archives``, as Flux's own
+    log calls do, whichever way Dagster named the agency."""
+
+    assets: Mapping[dg.AssetKey | None, tuple[str, str]]
+    agency_ids: Mapping[str, str]
+
+
+@functools.cache
+def _ingest_index() -> IngestIndex:
+    """Built once per process from the registry (already loaded by the code location); an
+    unreadable registry leaves the fields to the tags (a formatter must never raise)."""
+    from flux_pipelines.contracts.registry import load_registry
+    from flux_pipelines.errors import ConfigurationError
+    from flux_pipelines.names import ingest_keys
+
+    try:
+        agencies = load_registry().agencies
+    except ConfigurationError:
+        return IngestIndex({}, {})
+    assets = {key: (a.id, d) for a in agencies for d in a.datasets for key in ingest_keys(a, d)}
+    return IngestIndex(assets, {a.key: a.id for a in agencies})
+
+
 def json_handler() -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(FluxJsonFormatter())
@@ -116,11 +161,48 @@ def json_handler() -> logging.Handler:
     return handler
 
 
+def _is_console(handler: logging.Handler) -> bool:
+    """A handler writing to this process's stdout or stderr (coloredlogs' handler looks its
+    stream up on every write, so it is compared when it is attached)."""
+    return isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (
+        sys.stdout,
+        sys.stderr,
+        sys.__stdout__,
+        sys.__stderr__,
+    )
+
+
+class JsonConsoleMixin(logging.Logger):
+    """A logger whose console handlers write Flux's JSON lines (in JSON mode)."""
+
+    def addHandler(self, hdlr: logging.Handler) -> None:
+        plain = not isinstance(hdlr.formatter, FluxJsonFormatter)
+        if plain and json_logs() and _is_console(hdlr):
+            hdlr.setFormatter(FluxJsonFormatter())
+            hdlr.addFilter(ContextFilter())
+        super().addHandler(hdlr)
+
+
+def use_json_console_loggers() -> None:
+    """Loggers made from now on in this process (Dagster's default run console among them,
+    which it builds with ``logging.getLoggerClass()``) write JSON to the console. A logger
+    class another library set stays, as the base. Idempotent."""
+    current = logging.getLoggerClass()
+    if issubclass(current, JsonConsoleMixin):
+        return
+    if current is logging.Logger:
+        logging.setLoggerClass(JsonConsoleMixin)
+    else:
+        logging.setLoggerClass(type(f"Json{current.__name__}", (JsonConsoleMixin, current), {}))
+
+
 def configure_python_logging() -> None:
-    """In JSON mode: the root logger writes JSON lines and Python warnings go through it.
-    Idempotent; does nothing in the default (human) mode."""
+    """In JSON mode: the root logger writes JSON lines, Python warnings go through it, and
+    new loggers' console handlers (every run's console) write JSON. Idempotent; does
+    nothing in the default (human) mode."""
     if not json_logs():
         return
+    use_json_console_loggers()
     root = logging.getLogger()
     if any(isinstance(h.formatter, FluxJsonFormatter) for h in root.handlers):
         return
