@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import dagster as dg
 
 from flux_pipelines.assets.cross_agency_factory import cross_agency_assets
+from flux_pipelines.assets.export_factory import export_assets
 from flux_pipelines.assets.ingest_factory import ingest_assets
 from flux_pipelines.assets.publish_factory import catalog_assets
 from flux_pipelines.assets.reconciliation_factory import recipient_links_asset
@@ -56,7 +57,10 @@ def build_definitions() -> dg.Definitions:
             assets=[
                 *ingest_assets(registry),
                 *catalog_assets(registry),
-                *cross_agency_assets(registry, [*recipient_links_asset(registry), delivery_status]),
+                *cross_agency_assets(
+                    registry,
+                    [*recipient_links_asset(registry), delivery_status, *export_assets(registry)],
+                ),
             ],
             jobs=[*per_agency.values(), *risk_jobs(registry).values(), refresh, purge],
             sensors=[

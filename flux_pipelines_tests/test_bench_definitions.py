@@ -29,6 +29,7 @@ from flux_pipelines.bench.run import (
 )
 from flux_pipelines.cli.main import app
 from flux_pipelines.contracts.registry import CONTRACTS_DIR_ENV, load_registry
+from flux_pipelines.names import agency_db
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
 
@@ -121,7 +122,7 @@ def test_small_partition_runs_on_a_temporary_sqlite_instance(tmp_path: Path) -> 
     size = measure_size(tmp_path, None, repeat=1)
     (run,) = size.runs
     assert run.run_success is True and run.agencies == _shipped_count()
-    assert (tmp_path / "definitions" / "shipped" / "warehouse" / "nasa.duckdb").exists()
+    assert agency_db(tmp_path / "definitions" / "shipped", "nasa").exists()
     instance_yaml = tmp_path / "definitions" / "shipped" / "dagster_home" / "dagster.yaml"
     assert "postgres" not in instance_yaml.read_text(encoding="utf-8")
 

@@ -22,6 +22,7 @@ from flux_pipelines.assets.ingest_factory import (
 )
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
+from flux_pipelines.names import agency_db
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import (
     check_results,
@@ -36,7 +37,7 @@ SNAPSHOT = Path(__file__).with_name("snapshots") / "asset_graph.txt"
 
 
 def _db(home: Path, agency: str) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(home / "warehouse" / f"{agency}.duckdb"), read_only=True)
+    return duckdb.connect(str(agency_db(home, agency)), read_only=True)
 
 
 def _partition_rows(conn: duckdb.DuckDBPyConnection, table: str, day: str) -> list[tuple]:
@@ -198,7 +199,7 @@ def test_contract_schema_fails_only_the_day_whose_curated_rows_are_wrong(
         deliver(tmp_path, "nga", "media_items", day, rows=120, seed=20 + i)
         assert materialize(tmp_path, [("nga", "media_items")], day).success
     contract = load_registry().latest_for("media_items", load_registry().agency("nga"))
-    with duckdb.connect(str(tmp_path / "warehouse" / "nga.duckdb")) as conn:
+    with duckdb.connect(str(agency_db(tmp_path, "nga"))) as conn:
         dates = [dg_day(d) for d in days]
         assert schema_check(conn, contract, dates) == {}
         # corrupt the second day: one row copied (its id now repeats within the day)

@@ -30,6 +30,7 @@ from flux_pipelines.cli.main import app
 from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.contracts.model import Contract, SizeLimits
 from flux_pipelines.contracts.registry import CONTRACTS_DIR_ENV, load_registry
+from flux_pipelines.errors import ContractError
 from flux_pipelines.ingest.delivery import (
     FileOutcome,
     PartitionLoader,
@@ -232,6 +233,61 @@ def test_about_a_thousand_wrapped_records_are_never_one_row(
         load_registry.cache_clear()
     assert ran.exit_code == 2, ran.output
     assert "jsonRecordsPath" in ran.output
+
+
+def _artwork(record_id: int) -> str:
+    """A museum's one-file-per-record export: one object whose fields hold arrays of
+    objects (Tate's artworks: ``contributors``), the shape a wrapper also has."""
+    return json.dumps(
+        {
+            "id": record_id,
+            "name": f"Artwork {record_id}",
+            "contributors": [{"fc": "Sir David Wilkie", "role": "artist"}],
+            "subjects": {"children": [{"id": 78, "name": "objects"}]},
+        },
+        indent=2,
+    )
+
+
+def test_a_document_declared_one_record_loads_whole_with_its_arrays_kept_raw(
+    tmp_path: Path, conn: duckdb.DuckDBPyConnection
+) -> None:
+    """Undeclared, such a file is taken for a wrapper (rejected, saying what to declare);
+    with ``jsonDocument: record`` it is one row, its nested fields kept in raw."""
+    path = _write(tmp_path, "n00921.json", _artwork(16182))
+    _, outcome = _load(tmp_path, conn, path)
+    _rejected(outcome, "delivery.layout_mismatch", "'contributors'", "jsonDocument: record")
+
+    _, outcome = _load(tmp_path, conn, path, jsonDocument="record")
+    assert (outcome.status, outcome.rows_read, outcome.rows_curated) == ("loaded", 1, 1)
+    assert _curated(conn) == [(16182, "Artwork 16182")]
+    assert outcome.unmapped == ["contributors", "subjects"]
+    ((unmapped,),) = conn.execute("SELECT _unmapped FROM raw_items").fetchall()
+    assert json.loads(unmapped)["contributors"] == '[{"fc":"Sir David Wilkie","role":"artist"}]'
+
+
+def test_a_document_declared_one_record_that_is_an_array_is_rejected(
+    tmp_path: Path, conn: duckdb.DuckDBPyConnection
+) -> None:
+    path = _write(tmp_path, "items.json", json.dumps(_records(3)))
+    _, outcome = _load(tmp_path, conn, path, jsonDocument="record")
+    _rejected(outcome, "delivery.layout_mismatch", "items.json", "jsonDocument: record")
+    assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("document", "path"),
+    [("records", "releases"), ("record", "releases"), ("one", "")],
+)
+def test_json_document_is_checked_when_the_contract_loads(
+    tmp_path: Path, document: str, path: str
+) -> None:
+    reading = {"jsonDocument": document} | ({"jsonRecordsPath": path} if path else {})
+    if document == "records":
+        assert _contract(tmp_path, **reading).reading.json_document_record is False
+        return
+    with pytest.raises(ContractError, match="jsonDocument must be 'record'"):
+        _contract(tmp_path, **reading)
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,14 @@ REAL_SAMPLES: dict[str, str] = {
     "tas_list": "usaspending/tas_list.csv",
 }
 
+# Datasets whose real data is no single delivered file with a header: their real data is
+# loaded where its shape is built (the records nest, or the agency's export is made there).
+COVERED_ELSEWHERE = {
+    "artworks": "test_eligibility.py loads Tate's own one-object .json files",
+    "audio_items": "test_eligibility.py exports the citizen-dj front matter as JSON Lines",
+    "digital_objects": "test_exports.py describes the real content files in a delivery",
+}
+
 
 def _id(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
@@ -104,13 +112,14 @@ def _spellings(column: ColumnSpec) -> list[str]:
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("path", CONTRACT_FILES, ids=_id)
+@pytest.mark.parametrize(
+    "path", [p for p in CONTRACT_FILES if p.parent.name not in COVERED_ELSEWHERE], ids=_id
+)
 def test_contract_covers_real_header(path: Path) -> None:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real data not available at {REAL_DATA} (only on a development checkout)")
     dataset = path.parent.name
-    if dataset not in REAL_SAMPLES:
-        pytest.skip(f"no real sample file is mapped for dataset {dataset!r} in REAL_SAMPLES")
+    assert dataset in REAL_SAMPLES, f"map a real sample of {dataset!r} in REAL_SAMPLES"
     sample = REAL_DATA / REAL_SAMPLES[dataset]
     if not sample.is_file():
         pytest.skip(f"real sample file {sample} is absent")

@@ -45,6 +45,7 @@ from flux_pipelines.assets.step_plan import (
     retry_delay,
 )
 from flux_pipelines.audit.trail import AuditTrail
+from flux_pipelines.collections.day import CollectionsDay, prepare_day, published_tables
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import ColumnSpec, Contract
 from flux_pipelines.contracts.registry import Agency, Registry
@@ -106,6 +107,7 @@ class DayLoad:
     report_pending: Future[DeliveryReport] | None = None
     report: DeliveryReport | None = None
     schema: SchemaVerdict = field(default_factory=SchemaVerdict)
+    collections: CollectionsDay | None = None  # content and eligibility (rights datasets)
 
     @property
     def day(self) -> dt.date:
@@ -256,13 +258,30 @@ def _load_day(
         limits=warehouse.size_limits(),
     )
     attempt_reports: list[DeliveryReport] = []
+    storage = registry.storage_contract(contract)
+    collections: list[CollectionsDay] = []
 
     def report_rejected(result: PartitionResult) -> None:
         attempt_reports.append(
             write_rejected_report(conn, warehouse.root, result, context.run.run_id)
         )
 
-    result = load_partition(loader, files, delivery_manifest(folder), report_rejected)
+    def prepare_collection(result: PartitionResult) -> None:
+        if storage.content is not None:  # rights and content: inside the day's transaction
+            collections.append(
+                prepare_day(
+                    conn,
+                    storage,
+                    agency=agency.id,
+                    day=day,
+                    landing=folder,
+                    run_id=context.run.run_id,
+                )
+            )
+
+    result = load_partition(
+        loader, files, delivery_manifest(folder), report_rejected, prepare_collection
+    )
     recount = recount_partition(conn, contract, day, raw_counts(loader.raw_dir, conn))
     # What analysts may see of each column: the markings of every version of the contract.
     classified = classified_columns(registry.versions(dataset))
@@ -278,6 +297,9 @@ def _load_day(
             day,
             columns=classified,
         )
+        if collections:
+            for table in published_tables(storage):
+                publish_partition(conn, warehouse, agency.id, table, table, day, columns=())
     else:  # the day kept its earlier load: its published copy stays as it was
         kept = warehouse.published_file(agency.id, dataset, day)
         published = kept if kept.exists() else None
@@ -303,8 +325,9 @@ def _load_day(
         recount=recount,
         delivered=files,
         published=published,
-        monitor=monitor_partition(conn, registry.storage_contract(contract), day),
+        monitor=monitor_partition(conn, storage, day),
         report_pending=pending,
+        collections=collections[0] if collections else None,
     )
 
 
@@ -499,6 +522,7 @@ def _materializations(load: DayLoad, keys: IngestKeys) -> Iterator[dg.AssetMater
             "files": len(r.files),
             "top_rules": dg.MetadataValue.md(_rules_table(r.rule_counts)),
             "contract_version": r.contract.version,
+            **({"use_cases": load.collections.summary()} if load.collections else {}),
         },
     )
     yield dg.AssetMaterialization(

@@ -4,7 +4,10 @@ Contracts are written in the ODCS v3.0.2 spelling (``apiVersion: v3.0.2``; the t
 lints every shipped contract with ``datacontract lint``). ODCS fields used (see
 contracts/README.md for the full convention):
 - top level: ``id``, ``name`` (the dataset id), ``version``, ``status``, ``domain``,
-  ``description.purpose``; customProperties ``effectiveFrom`` and ``nullValues``.
+  ``description.purpose``; customProperties ``effectiveFrom`` and ``nullValues``; where a
+  record states its rights and content: ``rightsColumn``, ``metadataLicence`` or
+  ``metadataLicenceColumn``, ``contentType`` or ``contentTypeColumn`` (+ ``contentTypes``),
+  ``contentFileColumns`` (``ContentMapping``).
 - one ``schema`` object whose ``properties`` are the columns: ``logicalType`` (a date and
   time is ``logicalType: date`` with ``physicalType: timestamp``), ``required``, ``unique``,
   ``primaryKey``, ``enum``, ``examples``, ``logicalTypeOptions`` (minimum, maximum,
@@ -28,7 +31,7 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import polars as pl
 import yaml
@@ -48,6 +51,8 @@ from flux_pipelines.contracts.model import (
     Category,
     Classification,
     ColumnSpec,
+    ContentMapping,
+    ContentType,
     Contract,
     LogicalType,
     NumberFormat,
@@ -172,16 +177,107 @@ def compile_contract(odcs: OpenDataContractStandard, source: str) -> Contract:
         cross_rules=tuple(cross),
         source_path=source,
         extra={k: str(v) for k, v in top.items() if k not in _CONTRACT_PROPERTIES},
+        content=_content_mapping(top, columns),
     )
 
 
+# Contract-level customProperties mapping rights and content to columns (ContentMapping).
+_CONTENT_PROPERTIES = {
+    "rightsColumn",
+    "metadataLicence",
+    "metadataLicenceColumn",
+    "contentType",
+    "contentTypeColumn",
+    "contentTypes",
+    "contentFileColumns",
+}
 _CONTRACT_PROPERTIES = {
     "effectiveFrom",
     "nullValues",
     "commentPrefix",
     "jsonRecordsPath",
+    "jsonDocument",
     "encoding",
+    *_CONTENT_PROPERTIES,
 }
+_CONTENT_TYPES: tuple[ContentType, ...] = get_args(ContentType)
+
+
+def _content_mapping(top: dict[str, Any], columns: tuple[ColumnSpec, ...]) -> ContentMapping | None:
+    """The rights and content customProperties, checked: each names a text column of the
+    contract, and a value and a column stating the same thing are not both given."""
+    for spelling in ("metadataLicense", "metadataLicenseColumn"):
+        if spelling in top:
+            raise ConfigurationError(
+                f"customProperty {spelling}: write {spelling.replace('License', 'Licence')}"
+            )
+    if not _CONTENT_PROPERTIES & set(top):
+        return None
+    names = {c.name: c for c in columns}
+
+    def column(prop: str, value: object) -> str:
+        spec = names.get(value) if isinstance(value, str) else None
+        if spec is None:
+            raise ConfigurationError(
+                f"customProperty {prop} names {value!r}, which is not a column of the contract "
+                f"(columns: {', '.join(names)})"
+            )
+        if spec.logical_type != "string":
+            raise ConfigurationError(
+                f"customProperty {prop}: column {value} is {spec.logical_type}; rights, licences, "
+                "content types and file links are text (logicalType string)"
+            )
+        return spec.name
+
+    def one_of(value_prop: str, column_prop: str) -> None:
+        if value_prop in top and column_prop in top:
+            raise ConfigurationError(
+                f"customProperties {value_prop} and {column_prop} both given: declare the value "
+                f"for every record ({value_prop}) or the column stating it ({column_prop})"
+            )
+
+    one_of("metadataLicence", "metadataLicenceColumn")
+    one_of("contentType", "contentTypeColumn")
+    licence = top.get("metadataLicence")
+    if licence is not None and (not isinstance(licence, str) or not licence.strip()):
+        raise ConfigurationError(
+            "customProperty metadataLicence must be the metadata's licence as text or a URI "
+            f"(e.g. https://creativecommons.org/publicdomain/zero/1.0/), got {licence!r}"
+        )
+    mapping = top.get("contentTypes", {})
+    if mapping and "contentTypeColumn" not in top:
+        raise ConfigurationError("customProperty contentTypes needs contentTypeColumn")
+    if not isinstance(mapping, dict) or any(
+        not isinstance(k, str) or v not in _CONTENT_TYPES for k, v in mapping.items()
+    ):
+        raise ConfigurationError(
+            "customProperty contentTypes must map the content type column's values to "
+            f"{', '.join(_CONTENT_TYPES)}; got {mapping!r}"
+        )
+    kind = top.get("contentType")
+    if kind is not None and kind not in _CONTENT_TYPES:
+        raise ConfigurationError(
+            f"customProperty contentType {kind!r} is not one of {', '.join(_CONTENT_TYPES)}"
+        )
+    files = top.get("contentFileColumns", [])
+    files = [files] if isinstance(files, str) else files
+    if not isinstance(files, list):
+        raise ConfigurationError(
+            f"customProperty contentFileColumns must list columns, got {files!r}"
+        )
+    optional = {p: column(p, top[p]) for p in _COLUMN_PROPERTIES if p in top}
+    return ContentMapping(
+        rights_column=optional.get("rightsColumn"),
+        metadata_licence=licence.strip() if licence else None,
+        metadata_licence_column=optional.get("metadataLicenceColumn"),
+        content_type=kind,
+        content_type_column=optional.get("contentTypeColumn"),
+        content_types=mapping,
+        content_file_columns=tuple(column("contentFileColumns", f) for f in files),
+    )
+
+
+_COLUMN_PROPERTIES = ("rightsColumn", "metadataLicenceColumn", "contentTypeColumn")
 _TEXT_LIMIT = 8  # characters of a comment prefix, currency symbol or separator
 
 
@@ -201,6 +297,13 @@ def _read_options(top: dict[str, Any]) -> ReadOptions:
             "customProperty jsonRecordsPath must be keys joined by '.' leading to the records "
             f"array (e.g. 'releases' or 'data.items'), got {path!r}"
         )
+    document = top.get("jsonDocument", "records")
+    if document not in ("records", "record") or (document == "record" and path):
+        raise ConfigurationError(
+            "customProperty jsonDocument must be 'record' (each .json document is one record) "
+            f"or 'records' (the default: an array of records), got {document!r}"
+            + (" together with jsonRecordsPath, which says the opposite" if path else "")
+        )
     encoding = str(top.get("encoding", "utf-8"))
     try:
         name = codecs.lookup(encoding).name
@@ -212,6 +315,7 @@ def _read_options(top: dict[str, Any]) -> ReadOptions:
     return ReadOptions(
         comment_prefix=prefix,
         json_records_path=tuple(path.split(".")) if path else (),
+        json_document_record=document == "record",
         encoding=name,
     )
 

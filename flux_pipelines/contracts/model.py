@@ -162,6 +162,69 @@ DELIVERY_RULES: dict[str, tuple[str, str]] = {
     ),
 }
 
+# Content-package rules (``flux_pipelines/content``): a content file breaking one is
+# quarantined, never stored (``content.audio_header`` only warns: the file is stored). The
+# confinement rules above (``delivery.symlink``, ...) apply to content files too.
+# rule id -> (message, expected)
+CONTENT_RULES: dict[str, tuple[str, str]] = {
+    "content.package_invalid": (
+        "the content folder is no readable package, so none of its files can be verified",
+        "content/ holding a BagIt bag (bagit.txt, manifest-<algorithm>.txt, data/) or a "
+        "manifest.json listing every file with its path and sha256",
+    ),
+    "content.manifest_traversal": (
+        "a manifest entry's path leaves the package ('..', absolute, NUL or backslash); "
+        "Flux never follows it",
+        "paths relative to the package root, inside it",
+    ),
+    "content.missing_file": (
+        "a file the package manifest lists was not delivered",
+        "every file the manifest lists",
+    ),
+    "content.unlisted_file": (
+        "a file is not listed in the package manifest",
+        "only files the manifest lists",
+    ),
+    "content.checksum_mismatch": (
+        "the file's checksum differs from the package manifest",
+        "the checksum the manifest gives",
+    ),
+    "content.empty_file": ("the file is empty (zero bytes)", "a file holding its content"),
+    "content.type_mismatch": (
+        "the file's bytes are not of the type declared for it",
+        "bytes of the declared type (manifest media type, metadata content type, extension)",
+    ),
+    "content.image_unreadable": (
+        "the image is truncated, cannot be read, or declares more pixels than is safe to decode",
+        "a complete image in a format Pillow reads",
+    ),
+    "content.pdf_encrypted": ("the PDF is encrypted", "an unencrypted PDF"),
+    "content.pdf_malformed": (
+        "the PDF cannot be parsed (or has no page)",
+        "a well-formed PDF with at least one page",
+    ),
+    "content.text_encoding": (
+        "the text is not in its declared encoding (none declared: not UTF-8)",
+        "UTF-8 text, or text in the charset its media type declares",
+    ),
+    "content.unreadable": (
+        "the file's structure cannot be read (a WAV, glTF or JSON header or body)",
+        "a well-formed file of its type",
+    ),
+    "content.audio_header": (
+        "the WAV header's sizes were never finalised; facts were taken from the bytes",
+        "a WAV whose RIFF and data chunk sizes match the file",
+    ),
+    "content.orphan_file": (
+        "no record references the file",
+        "a file named by a record's content file column or the manifest's record",
+    ),
+    "content.record_file_missing": (
+        "a record's content file column names a file that is not in the content package",
+        "every linked file in the day's content package",
+    ),
+}
+
 # The one uniqueness rule of a key made of several ``primaryKey`` columns.
 PRIMARY_KEY_RULE = "primary_key.unique"
 
@@ -257,13 +320,16 @@ def _env_size(env: Mapping[str, str], name: str) -> int | None:
 
 class ReadOptions(BaseModel):
     """How a dataset's files are read, when they differ from the defaults (contract-level
-    customProperties ``commentPrefix``, ``jsonRecordsPath``, ``encoding``)."""
+    customProperties ``commentPrefix``, ``jsonRecordsPath``, ``jsonDocument``, ``encoding``)."""
 
     model_config = _frozen
     # CSV: lines starting with this before the header are comments (science archives' exports)
     comment_prefix: str | None = None
     # .json: the keys leading from the document's top object to the array of records
     json_records_path: tuple[str, ...] = ()
+    # .json: each document is one record (an object that may hold arrays of objects as
+    # fields, e.g. a museum's one-file-per-artwork export), never a wrapper of records
+    json_document_record: bool = False
     # text files (CSV, JSON, JSON Lines) when not UTF-8, e.g. latin-1 or cp1252
     encoding: str = "utf-8"
 
@@ -396,6 +462,50 @@ class CatalogueEntry(BaseModel):
     default_severity: Severity
 
 
+# Flux's content types: what a record's content, or a delivered content file, is (issue 16).
+ContentType = Literal["image", "document", "text", "audio", "video", "3d", "mixed"]
+
+
+class ContentMapping(BaseModel):
+    """Where a contract states a record's rights and content: contract-level customProperties
+    ``rightsColumn``, ``metadataLicence`` or ``metadataLicenceColumn``, ``contentType`` or
+    ``contentTypeColumn`` (with ``contentTypes``), ``contentFileColumns`` (contracts/README.md).
+
+    Every column named is one of the contract's (checked when the contract loads);
+    ``flux_pipelines/collections`` reads this to decide which record is eligible for which
+    use case. A contract declaring none of them has no mapping (``Contract.content`` None)."""
+
+    model_config = _frozen
+    rights_column: str | None = None  # each record's content rights statement
+    metadata_licence: str | None = None  # the licence of every record's metadata, as stated
+    metadata_licence_column: str | None = None  # ... or a column stating it per record
+    content_type: ContentType | None = None  # every record's content type
+    content_type_column: str | None = None  # ... or a column holding it or the object kind
+    content_types: dict[str, ContentType] = Field(default_factory=dict)  # its value -> type
+    content_file_columns: tuple[str, ...] = ()  # file names, paths or URLs of the content
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column the mapping names."""
+        named = (self.rights_column, self.metadata_licence_column, self.content_type_column)
+        return tuple(c for c in named if c) + self.content_file_columns
+
+    def renamed(self, names: Mapping[str, str]) -> ContentMapping:
+        """The mapping once a later version renamed columns (old -> new)."""
+
+        def new(name: str | None) -> str | None:
+            return names.get(name, name) if name is not None else None
+
+        return self.model_copy(
+            update={
+                "rights_column": new(self.rights_column),
+                "metadata_licence_column": new(self.metadata_licence_column),
+                "content_type_column": new(self.content_type_column),
+                "content_file_columns": tuple(names.get(c, c) for c in self.content_file_columns),
+            }
+        )
+
+
 class Contract(BaseModel):
     """A dataset version: columns, rules and delivery conventions."""
 
@@ -417,6 +527,8 @@ class Contract(BaseModel):
     overridden: dict[str, Severity] = Field(default_factory=dict)
     source_path: str = ""
     extra: dict[str, str] = Field(default_factory=dict)
+    # Rights and content columns (customProperties rightsColumn, ...); None: none declared.
+    content: ContentMapping | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -463,6 +575,7 @@ class Contract(BaseModel):
                     )
                     for r in self.rules
                 ),
+                "content": self.content.renamed(names) if self.content else None,
             }
         )
 

@@ -59,6 +59,7 @@ def contract_page(contract: Contract, overrides: dict[str, dict[str, str]] | Non
             f"{c.unit or ''} | {c.classification} | {'yes' if c.personal_data else ''} | "
             f"{desc} |"
         )
+    lines += rights_and_content_markdown(contract)
     catalogue = contract.catalogue()
     lines += [
         "",
@@ -84,3 +85,47 @@ def contract_page(contract: Contract, overrides: dict[str, dict[str, str]] | Non
             lines.append(f"- `{c.name}`: " + ", ".join(f"`{v.value}`" for v in c.allowed_values))
     lines += ["", "## DuckDB tables", "", "```sql", ddl_script(contract) + ";", "```", ""]
     return "\n".join(lines)
+
+
+def rights_and_content_markdown(contract: Contract) -> list[str]:
+    """The section saying where a record's rights and content are stated (none: nothing)."""
+    mapping = contract.content
+    if mapping is None:
+        return []
+
+    def column(name: str | None) -> str:
+        return f"column `{name}`" if name else "not stated (no record is eligible on it)"
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    if mapping.content_type is not None:
+        kind = f"`{mapping.content_type}` for every record"
+    elif mapping.content_type_column:
+        kind = column(mapping.content_type_column)
+        if mapping.content_types:
+            kind += " mapped: " + ", ".join(
+                f"`{cell(value)}` -> {target}" for value, target in mapping.content_types.items()
+            )
+    else:
+        kind = "not stated"
+    licence = (
+        f"`{cell(mapping.metadata_licence)}` for every record"
+        if mapping.metadata_licence
+        else column(mapping.metadata_licence_column)
+    )
+    files = ", ".join(f"`{c}`" for c in mapping.content_file_columns) or "none"
+    return [
+        "",
+        "## Rights and content",
+        "",
+        "Which records may be used for what (`contracts/use_cases.yaml`) is decided from "
+        "these; a record without a rights statement is eligible for no use case.",
+        "",
+        "| what | where |",
+        "|---|---|",
+        f"| content rights statement | {column(mapping.rights_column)} |",
+        f"| metadata licence | {licence} |",
+        f"| content type / object kind | {kind} |",
+        f"| content files | {files} |",
+    ]

@@ -402,6 +402,9 @@ class _Column:
     key_base: int = 0
     key_step: int = 1
     num_step: float = 1.0
+    # Its values are statements a reader classifies (the contract's rights column): drawn
+    # from the contract's examples only, never from random words no reader could classify.
+    stated: bool = False
 
     @property
     def name(self) -> str:
@@ -435,7 +438,9 @@ def _num_range(spec: ColumnSpec) -> tuple[float, float]:
     return lo, (lo + 1000.0 if hi is None else hi)
 
 
-def _build_column(spec: ColumnSpec, rules: Sequence[Rule], total: int, rng: Rng) -> _Column:
+def _build_column(
+    spec: ColumnSpec, rules: Sequence[Rule], total: int, rng: Rng, *, stated: bool = False
+) -> _Column:
     kinds = {r.kind for r in rules if r.column == spec.name and len(r.columns) <= 1}
     # a key of several columns is unique when its first column is (the others are free)
     leads = any(
@@ -466,6 +471,7 @@ def _build_column(spec: ColumnSpec, rules: Sequence[Rule], total: int, rng: Rng)
         key_base=key_base,
         key_step=key_step,
         num_step=num_step,
+        stated=stated and bool(spec.examples),
     )
 
 
@@ -586,6 +592,8 @@ def _strings(column: _Column, index: pl.Series, rng: Rng) -> pl.Expr:
         return column.codec.encode(index, rng)
     if column.tree is not None:
         return _sample_pattern(column.tree, n, rng)
+    if column.stated:
+        return gather(spec.examples, rng.ints(n, 0, len(spec.examples) - 1))
     text = _words(n, rng)
     if spec.examples:
         from_examples = gather(spec.examples, rng.ints(n, 0, len(spec.examples) - 1))
@@ -642,7 +650,11 @@ def _plan(
 ) -> _Plan:
     """``validator``: one shared by the contract's deliveries, so their requests batch."""
     rng = Rng(f"{seed}:keys")
-    columns = tuple(_build_column(c, contract.rules, total, rng) for c in contract.columns)
+    rights = contract.content.rights_column if contract.content is not None else None
+    columns = tuple(
+        _build_column(c, contract.rules, total, rng, stated=c.name == rights)
+        for c in contract.columns
+    )
     by_name = {c.name: c for c in columns}
     comparisons: list[tuple[str, str, str]] = []
     assignments: list[tuple[str, str, tuple[str, ...]]] = []

@@ -50,7 +50,7 @@ from flux_pipelines.contracts.validator import (
 )
 from flux_pipelines.errors import DeliveryError, UnsafePath
 from flux_pipelines.faults import crash_point
-from flux_pipelines.ingest.confine import LANDING, landing_root_of, open_dir_under
+from flux_pipelines.ingest.confine import LANDING, Entry, landing_root_of, open_dir_under
 from flux_pipelines.ingest.cross_checks import apply_cross_rules
 from flux_pipelines.ingest.manifest import (
     MANIFEST_NAMES,
@@ -68,7 +68,7 @@ from flux_pipelines.ingest.readers import (
     mark_short_rows,
     read_chunks,
 )
-from flux_pipelines.names import REJECTED_ATTEMPTS_TABLE
+from flux_pipelines.names import CONTENT_FOLDER, REJECTED_ATTEMPTS_TABLE
 from flux_pipelines.resources.warehouse import MigrationContext, ensure_tables
 
 if TYPE_CHECKING:
@@ -177,9 +177,17 @@ def is_data_file_name(name: str) -> bool:
     )
 
 
+def is_content_folder(entry: Entry) -> bool:
+    """The day's reserved content package (``names.CONTENT_FOLDER``) when it is a real folder:
+    read by ``flux_pipelines/content``, never as a data file. A link or a file under that
+    name is no package: it stays a data entry, so the loader rejects it with its reason."""
+    return entry.name == CONTENT_FOLDER and entry.is_dir
+
+
 def delivered_files(folder: Path) -> list[Path]:
     """The data entries of a delivery folder: every name that is not hidden, temporary or
-    a manifest, *whatever it is*, listed without following a link (``confine.py``).
+    a manifest, *whatever it is*, listed without following a link (``confine.py``); the
+    content package folder (``is_content_folder``) is not a data entry.
 
     A link, a sub-folder or a FIFO under a data name is listed so that the loader rejects
     it with its ``delivery.*`` reason rather than skipping it unseen; a day folder that is
@@ -188,7 +196,11 @@ def delivered_files(folder: Path) -> list[Path]:
     """
     try:
         with open_dir_under(landing_root_of(folder, 3), folder, zone=LANDING) as opened:
-            names = [e.name for e in opened.entries() if is_data_file_name(e.name)]
+            names = [
+                e.name
+                for e in opened.entries()
+                if is_data_file_name(e.name) and not is_content_folder(e)
+            ]
     except FileNotFoundError:
         return []
     except (UnsafePath, OSError):
@@ -874,8 +886,13 @@ def load_partition(
     files: Sequence[Path],
     manifest: Manifest | ManifestInvalid | None = None,
     report_rejected: Callable[[PartitionResult], object] | None = None,
+    before_commit: Callable[[PartitionResult], object] | None = None,
 ) -> PartitionResult:
     """Load in one transaction, then swap the staged raw Parquet in; undo both on failure.
+
+    ``before_commit`` runs inside the transaction once the rows are in (not for a delivery
+    rejected whole): what it writes (a day's content files, its eligibility) commits or
+    rolls back with them.
 
     A re-delivery rejected whole never replaces a day that loaded before: its transaction
     is rolled back (the day's curated rows, quarantine, raw files and published copy stay
@@ -896,6 +913,8 @@ def load_partition(
             loader.record_rejected_attempt(result.files)
             result.kept_rows = previous
             return result
+        if before_commit is not None and not result.rejected_whole:
+            before_commit(result)
         conn.commit()
     except BaseException:
         conn.rollback()

@@ -164,8 +164,10 @@ class LayoutScan(NestingScan):
         path: tuple[str, ...],
         limits: SizeLimits,
         name: str,
+        one_record: bool = False,
     ) -> None:
         wrapped = len(path) if path else 1 if top == _OPEN_OBJECT else 0
+        self.one_record = one_record  # the top object is a record, never a wrapper
         # Depth counts from the records array, as for a top-level one: a wrapper's levels
         # are added (an undeclared top-level object may be one).
         super().__init__(MAX_JSON_DEPTH + wrapped, lines=False)
@@ -262,7 +264,7 @@ class LayoutScan(NestingScan):
             return Layout(self.rec_open, self.rec_close, self.rec_count, single=False)
         arrays = self.top_frame.arrays if self.top_frame is not None else []
         of_objects = [k for k, first in arrays if first == "{"]
-        if of_objects:
+        if of_objects and not self.one_record:
             raise _undeclared_wrapper(self.name, of_objects)
         size = self.top_end - self.start + 1
         if size > self.limits.max_line_bytes:
@@ -549,14 +551,16 @@ def _undeclared_wrapper(name: str, keys: list[str]) -> FileProblem:
         return _mismatch(
             f"{name}: the JSON document is an object, not an array of records: the records "
             f"seem to sit under {keys[0]!r}: declare customProperty jsonRecordsPath: "
-            f"{keys[0]} in the contract (Flux never reads a wrapper as one row; a document "
-            "that is one record is delivered inside an array: [{...}])"
+            f"{keys[0]} in the contract (Flux never reads a wrapper as one row). If each "
+            "document is one record whose fields hold arrays, declare customProperty "
+            "jsonDocument: record instead"
         )
     listed = " or ".join(repr(k) for k in keys[:5])
     return _mismatch(
         f"{name}: the JSON document is an object, not an array of records: the records may "
         f"sit under {listed}: declare customProperty jsonRecordsPath: <key> in the contract "
-        "(Flux never reads a wrapper as one row)"
+        "(Flux never reads a wrapper as one row), or jsonDocument: record if each document "
+        "is one record"
     )
 
 
@@ -591,17 +595,28 @@ def locate(
     limits: SizeLimits,
     name: str,
     workdir: Path | None,
+    one_record: bool = False,
 ) -> JsonRecords:
     """The records of a .json document (``LayoutScan``), with their keys; a wrapped array
-    is copied out of its wrapper into ``workdir`` (None: the system's temporary folder)."""
+    is copied out of its wrapper into ``workdir`` (None: the system's temporary folder).
+    ``one_record`` (customProperty ``jsonDocument: record``): the document is one object,
+    one record, whatever arrays of objects it holds."""
     top, start = _top_value(text, name)
+    if top == _OPEN_ARRAY and one_record:
+        raise _mismatch(
+            f"{name}: the contract's jsonDocument: record says each .json document is one "
+            "record (an object), but this document is an array; deliver one object per "
+            "file, or drop jsonDocument from the contract if the agency now delivers arrays"
+        )
     if top == _OPEN_ARRAY and path:
         raise _mismatch(
             f"{name}: the contract's jsonRecordsPath {'.'.join(path)!r} says the records sit "
             "in an object, but the JSON document is an array; drop jsonRecordsPath from the "
             "contract if the agency now delivers a plain array"
         )
-    layout = LayoutScan(text, top=top, start=start, path=path, limits=limits, name=name).run()
+    layout = LayoutScan(
+        text, top=top, start=start, path=path, limits=limits, name=name, one_record=one_record
+    ).run()
     records = JsonRecords(
         source=text.via,
         form="unstructured" if layout.single else "array",

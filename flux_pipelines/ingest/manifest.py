@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -53,14 +54,54 @@ class Manifest(BaseModel):
     @field_validator("files")
     @classmethod
     def _unique_names(cls, files: list[ManifestEntry]) -> list[ManifestEntry]:
-        names = [f.name for f in files]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"file(s) listed twice: {', '.join(repeated)}")
+        _refuse_repeats([f.name for f in files])
         return files
 
     def entry(self, name: str) -> ManifestEntry | None:
         return next((f for f in self.files if f.name == name), None)
+
+
+def _refuse_repeats(names: list[str]) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"file(s) listed twice: {', '.join(repeated)}")
+
+
+class ContentManifestEntry(BaseModel):
+    """One content file (``flux_pipelines/content``): its path inside the content folder, its
+    sha256, optionally its media type (``image/jpeg``, ``text/plain; charset=utf-8``) and the
+    record it belongs to (the record's key). The path is kept as written: the content package
+    refuses one that leaves the folder (``content.manifest_traversal``), never follows it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=4096)
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    media_type: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+(\s*;.*)?$", max_length=255
+    )
+    record: str | None = Field(default=None, min_length=1, max_length=1024)
+
+
+class ContentManifest(BaseModel):
+    """A content folder's own manifest, the same file name and shape as a delivery's:
+
+    {"files": [{"path": "images/a.jpg", "sha256": "<64 hex>", "media_type": "image/jpeg",
+                "record": "N01234"}]}
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    files: list[ContentManifestEntry] = Field(min_length=1)
+
+    @field_validator("files")
+    @classmethod
+    def _unique_paths(cls, files: list[ContentManifestEntry]) -> list[ContentManifestEntry]:
+        _refuse_repeats([f.path for f in files])
+        return files
+
+
+M = TypeVar("M", Manifest, ContentManifest)
 
 
 class ManifestInvalid(ValueError):
@@ -95,13 +136,19 @@ def read_manifest(path: Path) -> Manifest:
         raise ManifestInvalid(f"{path.name} cannot be used: {exc.reason}") from exc
     except OSError as exc:
         raise ManifestInvalid(f"{path.name} cannot be read: {exc.strerror or exc}") from exc
+    return parse_manifest(data, path.name, Manifest)
+
+
+def parse_manifest(data: bytes, name: str, model: type[M]) -> M:
+    """A manifest's bytes (already read confined and bounded) as ``model``; ManifestInvalid
+    naming ``name`` and every bad entry otherwise."""
     try:
-        return Manifest.model_validate(json.loads(data.decode("utf-8")))
+        return model.model_validate(json.loads(data.decode("utf-8")))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestInvalid(f"{path.name} is not readable JSON: {exc}") from exc
+        raise ManifestInvalid(f"{name} is not readable JSON: {exc}") from exc
     except ValidationError as exc:
         raise ManifestInvalid(
-            f"{path.name} does not follow the manifest format: {problems(exc.errors())}"
+            f"{name} does not follow the manifest format: {problems(exc.errors())}"
         ) from exc
 
 

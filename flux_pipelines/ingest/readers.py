@@ -356,6 +356,7 @@ def inspect_file(
                 records = json_records.locate(
                     readable,
                     path=reading.json_records_path,
+                    one_record=reading.json_document_record,
                     limits=limits,
                     name=name,
                     workdir=workdir,

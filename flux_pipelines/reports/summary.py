@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import jinja2
 
+from flux_pipelines.collections.eligibility import EligibilityResult, day_summary
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables, quote
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.reports.broker import error_sources, table_or_empty, warning_sources
@@ -137,6 +138,7 @@ class DeliverySummary:
     history: tuple[DayPoint, ...]  # earlier delivery days, oldest first
     generated_at: dt.datetime
     contract_versions: tuple[str, ...] = field(default=())
+    eligibility: EligibilityResult | None = None  # datasets mapping rights and content
 
     @property
     def rejected(self) -> tuple[FileLine, ...]:
@@ -198,6 +200,7 @@ def collect_summary(
         history=earlier_days(conn, contract.dataset, day, history_days),
         generated_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
         contract_versions=versions,
+        eligibility=day_summary(conn, contract, day),
     )
 
 

@@ -70,7 +70,12 @@ from flux_pipelines.ingest.confine import (
     open_zone,
     stat_key,
 )
-from flux_pipelines.ingest.delivery import IGNORED_PREFIXES, TEMPORARY_SUFFIXES, is_data_file_name
+from flux_pipelines.ingest.delivery import (
+    IGNORED_PREFIXES,
+    TEMPORARY_SUFFIXES,
+    is_content_folder,
+    is_data_file_name,
+)
 from flux_pipelines.ingest.manifest import (
     COMPLETION_MARKER,
     MANIFEST_NAMES,
@@ -503,7 +508,8 @@ def _day_folder(
     for entry in entries:
         inner = f"{where}/{entry.name}"
         if entry.name in data_names:
-            if not entry.is_file:  # listed in the delivery: the load rejects it
+            # listed in the delivery: the load rejects it (the content package is read apart)
+            if not entry.is_file and not is_content_folder(entry):
                 findings.append(_refused(inner, entry, folder, want="file"))
         elif entry.name in MANIFEST_NAMES or entry.name == COMPLETION_MARKER:
             if not entry.is_file:

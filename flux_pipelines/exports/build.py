@@ -1,0 +1,429 @@
+"""Build one use case's export from every agency's certified days.
+
+Sources, per certified agency-day of a dataset whose contract maps rights and content
+(``Contract.content``): the day's published records (the clearest copy, read with the
+cross-agency treatments: what every entitled reader may see), its published eligibility
+rows (``collections/eligibility.py``, decided at load) and its published content files
+(``content/load.py``), never an agency's working file. A day the certification gate holds
+back contributes nothing until it is overridden.
+
+Layout under ``published/cross_agency/`` (the cross-agency catalog shows each folder as a
+view):
+
+- ``export_<use>_records/<agency>~<dataset>~<day>.parquet``: the eligible records, one part
+  per agency-day, each with its rights statement, classes, reason and provenance (the
+  delivered file, its sha256, the row, the contract version) and the record as JSON;
+- ``export_<use>_files/<agency>~<dataset>~<day>.parquet``: the eligible content files of
+  those records (path, sha256, detected type, size, pixels, pages, rights);
+- ``exports/<use>/manifest.json`` (every part: rows, sha256, the sources it was built from)
+  and ``datasheet.json`` / ``datasheet.md`` (``datasheet.py``).
+
+Incremental: a part is rewritten only when its sources changed (the published copies'
+sha256 and the use-case file's version); an agency-day no longer certified loses its parts.
+Reproducible: parts are sorted by key and written without a timestamp, so the same inputs
+give the same bytes. New parts are written to a staging folder, checked (``verify.py``) and
+only then swapped in, so a failed check leaves the previous export as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from flux_pipelines.access.masking import classified_columns, source_file, treatments
+from flux_pipelines.collections.use_cases import (
+    UseCase,
+    UseCases,
+    content_datasets,
+    file_eligibility,
+)
+from flux_pipelines.contracts.ddl import quote
+from flux_pipelines.contracts.registry import Registry
+from flux_pipelines.ingest.receipts import sha256_file
+from flux_pipelines.names import (
+    CROSS_AGENCY,
+    EXPORTS_FOLDER,
+    FILE,
+    PARTITION,
+    ROW,
+    DatasetTables,
+    export_name,
+    published_root,
+)
+from flux_pipelines.quality.certification import DayVerdict, day_verdicts
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from flux_pipelines.audit.trail import AuditTrail
+
+MANIFEST = "manifest.json"
+RECORD_SORT = (PARTITION, FILE, ROW)
+FILE_SORT = (PARTITION, "path")
+# Content-file columns an export carries (the rest of the content table is the load's).
+FILE_COLUMNS = (
+    "record_key", "path", "sha256", "size_bytes", "detected_type", "container", "kind",
+    "width", "height", "pages", "duration_s", "gltf_version", "rights", "sidecar_rights",
+    FILE, "_contract_version",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SourceDay:
+    """One certified agency-day of a dataset with rights and content, as published."""
+
+    agency: str
+    dataset: str
+    day: dt.date
+    records: Path
+    eligibility: Path
+    content: Path | None
+
+    @property
+    def part(self) -> str:
+        """The part's file name ('~' never occurs in an agency or dataset slug)."""
+        return f"{self.agency}~{self.dataset}~{self.day.isoformat()}.parquet"
+
+    def hashes(self, use_cases_version: str) -> dict[str, str | None]:
+        """What the part is built from: a changed copy or use-case file rebuilds it."""
+        return {
+            "records": sha256_file(self.records),
+            "eligibility": sha256_file(self.eligibility),
+            "content": sha256_file(self.content) if self.content is not None else None,
+            "use_cases_version": use_cases_version,
+        }
+
+
+@dataclass
+class Sources:
+    """The certified agency-days an export reads, and the days it cannot."""
+
+    days: list[SourceDay] = field(default_factory=list)
+    held_back: list[DayVerdict] = field(default_factory=list)  # the certification gate's
+    undecided: list[DayVerdict] = field(default_factory=list)  # no published eligibility
+
+
+@dataclass(frozen=True)
+class ExportPaths:
+    """Where one use case's export lives (names: ``names.export_name``)."""
+
+    root: Path  # published/cross_agency
+    use_case: str
+
+    @property
+    def records(self) -> Path:
+        return self.root / f"{export_name(self.use_case)}_records"
+
+    @property
+    def files(self) -> Path:
+        return self.root / f"{export_name(self.use_case)}_files"
+
+    @property
+    def docs(self) -> Path:
+        return self.root / EXPORTS_FOLDER / self.use_case
+
+
+def export_paths(home: Path, use_case: str) -> ExportPaths:
+    return ExportPaths(published_root(home) / CROSS_AGENCY, use_case)
+
+
+def published_table_file(home: Path, agency: str, table: str, day: dt.date) -> Path:
+    """A day's published copy of a per-day table other than the curated one (its folder is
+    named after the table: ``published/<agency>/<dataset>_eligibility/<day>.parquet``)."""
+    return source_file(home, agency, table, day.isoformat())
+
+
+def find_sources(home: Path, registry: Registry, trail: AuditTrail) -> Sources:
+    """Every certified agency-day of every content dataset, with its published copies."""
+    found = Sources()
+    for dataset in content_datasets(registry):
+        tables = DatasetTables.for_dataset(dataset)
+        for verdict in day_verdicts(published_root(home), trail, dataset):
+            if not verdict.certified:
+                found.held_back.append(verdict)
+                continue
+            records = source_file(home, verdict.agency, dataset, verdict.day.isoformat())
+            eligibility = published_table_file(
+                home, verdict.agency, tables.eligibility, verdict.day
+            )
+            if not records.is_file() or not eligibility.is_file():
+                found.undecided.append(verdict)
+                continue
+            content = published_table_file(home, verdict.agency, tables.content, verdict.day)
+            found.days.append(
+                SourceDay(
+                    agency=verdict.agency,
+                    dataset=dataset,
+                    day=verdict.day,
+                    records=records,
+                    eligibility=eligibility,
+                    content=content if content.is_file() else None,
+                )
+            )
+    return found
+
+
+# --- one agency-day ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DayPart:
+    """One agency-day's eligible records and files for one use case."""
+
+    records: pl.DataFrame
+    files: pl.DataFrame
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def read_eligibility(
+    conn: duckdb.DuckDBPyConnection, source: SourceDay, use_case: str
+) -> pl.DataFrame:
+    """The agency-day's decisions for ``use_case`` (eligible or not), with its identity."""
+    return conn.sql(
+        f"SELECT ? AS agency, ? AS dataset, * FROM read_parquet({_literal(source.eligibility)}) "
+        "WHERE use_case = ? ORDER BY _file, _row_number",
+        params=[source.agency, source.dataset, use_case],
+    ).pl()
+
+
+def day_part(
+    conn: duckdb.DuckDBPyConnection,
+    home: Path,
+    registry: Registry,
+    source: SourceDay,
+    use_case: UseCase,
+) -> DayPart:
+    """The agency-day's eligible records (with the record as JSON, cross-agency treatments
+    applied) and the eligible files of those records."""
+    from flux_pipelines.assets.cross_agency_factory import shared_select
+
+    wanted = treatments(classified_columns(registry.versions(source.dataset)), "cross_agency")
+    shared = shared_select(conn, home, [source.records], wanted)
+    fields = [
+        n
+        for (n, *_) in conn.execute(f"DESCRIBE {shared}").fetchall()
+        if not n.startswith("_") and n != "agency"
+    ]
+    record_json = "json_object(" + ", ".join(f"'{n}', r.{quote(n)}" for n in fields) + ")"
+    records = conn.sql(
+        f"""WITH r AS ({shared})
+        SELECT ? AS agency, ? AS dataset, e.{PARTITION}, e.record_key, e.use_case,
+               e.rights_statement, e.rights_class, e.metadata_licence,
+               e.metadata_licence_class, e.content_type, e.object_kind, e.content_files,
+               e.reason, e.use_cases_version, e._file, e._row_number, e._file_sha256,
+               e._contract_version, CAST({record_json} AS VARCHAR) AS record
+        FROM read_parquet({_literal(source.eligibility)}) e
+        JOIN r ON r._file = e._file AND r._row_number = e._row_number
+        WHERE e.use_case = ? AND e.eligible
+        ORDER BY {", ".join(f"e.{c}" for c in RECORD_SORT)}""",
+        params=[source.agency, source.dataset, use_case.id],
+    ).pl()
+    return DayPart(records=records, files=_eligible_files(conn, source, use_case, records))
+
+
+def content_decisions(
+    conn: duckdb.DuckDBPyConnection, source: SourceDay, use_case: UseCase, eligible: pl.DataFrame
+) -> pl.DataFrame:
+    """The agency-day's content files with ``use_case``'s decision on each: a file is
+    eligible when its record is and ``file_eligibility`` says so (its own sidecar's rights
+    against the record's statement, its detected type, its pixels)."""
+    if source.content is None:
+        return pl.DataFrame()
+    selected = ", ".join(quote(c) for c in FILE_COLUMNS)
+    files = conn.sql(
+        f"SELECT ? AS agency, ? AS dataset, {PARTITION}, {selected} "
+        f"FROM read_parquet({_literal(source.content)}) ORDER BY {', '.join(FILE_SORT)}",
+        params=[source.agency, source.dataset],
+    ).pl()
+    rights = dict(zip(eligible["record_key"], eligible["rights_statement"], strict=True))
+    decisions = [_file_decision(use_case, row, rights) for row in files.iter_rows(named=True)]
+    return files.with_columns(
+        pl.Series("eligible", [d[0] for d in decisions], dtype=pl.Boolean),
+        pl.Series("reason", [d[1] for d in decisions], dtype=pl.String),
+    )
+
+
+def _file_decision(
+    use_case: UseCase, row: dict[str, Any], record_rights: dict[str, str | None]
+) -> tuple[bool, str]:
+    key = row["record_key"]
+    if key not in record_rights:
+        return False, f"not eligible for {use_case.id}: its record is not eligible"
+    facts = {**row, "record_rights": record_rights[key]}
+    decision = file_eligibility(use_case, facts)
+    return decision.eligible, decision.sentence
+
+
+def _eligible_files(
+    conn: duckdb.DuckDBPyConnection, source: SourceDay, use_case: UseCase, records: pl.DataFrame
+) -> pl.DataFrame:
+    decided = content_decisions(conn, source, use_case, records)
+    if decided.height == 0:
+        return decided
+    return decided.filter(pl.col("eligible")).drop("eligible")
+
+
+# --- the whole export ----------------------------------------------------------------------------
+@dataclass
+class BuildResult:
+    """What one build did: the parts it rewrote or kept, and the export's totals."""
+
+    paths: ExportPaths
+    sources: Sources
+    rewritten: list[str]
+    kept: list[str]
+    removed: list[str]
+    records: int
+    files: int
+    problems: list[str]  # the check's findings (verify.py); non-empty: nothing was swapped in
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def build_export(
+    home: Path,
+    registry: Registry,
+    trail: AuditTrail,
+    use_cases: UseCases,
+    use_case_id: str,
+) -> BuildResult:
+    """Bring one use case's export up to date (see the module docstring), or leave it as it
+    was and report why when the re-derived eligibility finds anything it should not hold."""
+    import duckdb
+
+    from flux_pipelines.exports.datasheet import write_datasheet
+    from flux_pipelines.exports.verify import verify_parts
+
+    use_case = use_cases.get(use_case_id)
+    paths = export_paths(home, use_case.id)
+    sources = find_sources(home, registry, trail)
+    manifest = _read_manifest(paths)
+    staging = paths.root / f".staging-{export_name(use_case.id)}-{uuid.uuid4().hex[:8]}"
+    (staging / "records").mkdir(parents=True)
+    (staging / "files").mkdir()
+    parts: dict[str, dict[str, Any]] = {}
+    rewritten, kept = [], []
+    try:
+        with duckdb.connect() as conn:
+            conn.execute("SET threads = 1")  # one writer order: the same bytes every time
+            for source in sources.days:
+                hashes = source.hashes(use_cases.version)
+                previous = manifest.get("parts", {}).get(source.part)
+                if (
+                    previous is not None
+                    and previous.get("sources") == hashes
+                    and _intact(paths, source.part, previous)
+                ):
+                    parts[source.part] = previous
+                    kept.append(source.part)
+                    continue
+                part = day_part(conn, home, registry, source, use_case)
+                parts[source.part] = {
+                    "agency": source.agency,
+                    "dataset": source.dataset,
+                    "day": source.day.isoformat(),
+                    "sources": hashes,
+                    "records": _write_part(part.records, staging / "records" / source.part),
+                    "files": _write_part(part.files, staging / "files" / source.part),
+                }
+                rewritten.append(source.part)
+            problems = verify_parts(
+                registry, use_case, _part_files(paths, staging, parts, rewritten)
+            )
+            if problems:
+                return BuildResult(paths, sources, [], [], [], 0, 0, problems)
+            removed = _swap_in(paths, staging, parts, rewritten)
+            manifest = {
+                "use_case": use_case.id,
+                "use_cases_version": use_cases.version,
+                "parts": dict(sorted(parts.items())),
+            }
+            paths.docs.mkdir(parents=True, exist_ok=True)
+            write_json(paths.docs / MANIFEST, manifest)
+            write_datasheet(conn, paths, use_case, use_cases.version, sources, parts)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    records = sum(p["records"]["rows"] for p in parts.values())
+    files = sum(p["files"]["rows"] for p in parts.values())
+    return BuildResult(paths, sources, rewritten, kept, removed, records, files, [])
+
+
+def _read_manifest(paths: ExportPaths) -> dict[str, Any]:
+    try:
+        loaded = json.loads((paths.docs / MANIFEST).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}  # no export yet, or a damaged manifest: every part is rebuilt
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _intact(paths: ExportPaths, part: str, entry: dict[str, Any]) -> bool:
+    """A kept part must still be the file the manifest describes (nobody edited it)."""
+    for kind, folder in (("records", paths.records), ("files", paths.files)):
+        listed = entry.get(kind, {})
+        path = folder / part
+        if listed.get("rows", 0) == 0:
+            if path.exists():
+                return False
+            continue
+        if not path.is_file() or sha256_file(path) != listed.get("sha256"):
+            return False
+    return True
+
+
+def _write_part(frame: pl.DataFrame, path: Path) -> dict[str, Any]:
+    """A part's Parquet file (none when it holds no row), and what the manifest says of it."""
+    if frame.height == 0:
+        return {"rows": 0, "sha256": None}
+    frame.write_parquet(path, compression="zstd", statistics=True)
+    return {"rows": frame.height, "sha256": sha256_file(path)}
+
+
+def _part_files(
+    paths: ExportPaths, staging: Path, parts: dict[str, dict[str, Any]], rewritten: Sequence[str]
+) -> dict[str, list[Path]]:
+    """Every part file of the export-to-be: rewritten ones from staging, kept ones in place."""
+    found: dict[str, list[Path]] = {"records": [], "files": []}
+    for name, entry in parts.items():
+        for kind, folder in (("records", paths.records), ("files", paths.files)):
+            if entry[kind]["rows"]:
+                where = staging / kind if name in rewritten else folder
+                found[kind].append(where / name)
+    return found
+
+
+def _swap_in(
+    paths: ExportPaths, staging: Path, parts: dict[str, dict[str, Any]], rewritten: Sequence[str]
+) -> list[str]:
+    """Move the rewritten parts in and remove the parts of days no longer exported."""
+    removed = []
+    for kind, folder in (("records", paths.records), ("files", paths.files)):
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in rewritten:
+            staged, target = staging / kind / name, folder / name
+            if staged.exists():
+                os.replace(staged, target)
+            else:
+                target.unlink(missing_ok=True)  # the day has no row of this kind now
+        for stale in sorted(folder.glob("*.parquet")):
+            if stale.name not in parts:
+                stale.unlink()
+                removed.append(f"{kind}/{stale.name}")
+    return removed
+
+
+def write_json(path: Path, payload: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
