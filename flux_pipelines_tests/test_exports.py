@@ -221,6 +221,27 @@ def test_files_follow_their_records_and_their_own_rights(loaded: dict[str, Any])
     assert dng["detected_type"] == "image/x-adobe-dng"
 
 
+def test_vr_takes_records_only_with_a_file_it_may_use(loaded: dict[str, Any]) -> None:
+    """vr takes images and 3D models of 512 pixels a side: an image record whose only file
+    is smaller is left out, and the file is listed with its reason."""
+    home, objects = loaded["home"], loaded["sources"]["objects"]
+    records = _part_rows(home, "vr", "records")
+    files = _part_rows(home, "vr", "files")
+    assert set(records["record_key"]) == set(files["record_key"]) and records.height
+    assert (files["width"].min() or 0) >= 512 and (files["height"].min() or 0) >= 512
+    small = next(k for k, o in objects.items() if o["file"] == "loc-citizen-dj_laguardia.png")
+    assert small not in set(records["record_key"])
+    sheet = _datasheet(home, "vr")
+    left = {f["path"]: f["reason"] for f in sheet["excluded_files"]}
+    assert (
+        "image 220x272 pixels, under 512 on its shorter side"
+        in left["loc-citizen-dj_laguardia.png"]
+    )
+    causes = {r["reason"]: r["count"] for r in sheet["excluded_by_reason"]["records"]}
+    assert causes["no content file it may use"] >= 1
+    assert sheet["records"]["eligible"] == records.height
+
+
 def test_research_adds_what_it_should(loaded: dict[str, Any]) -> None:
     home, sources = loaded["home"], loaded["sources"]
     ai = {
@@ -279,6 +300,25 @@ def test_a_new_day_adds_its_records_and_rewrites_only_its_part(
     assert len(result.kept) == 4
     new = pl.read_parquet(export_paths(home, "research").records / result.rewritten[0])
     assert set(new["record_key"]) == {k for k, s in added.items() if s}
+
+
+def test_a_day_the_gate_holds_back_is_left_out_and_listed(
+    loaded: dict[str, Any], real_data: Path
+) -> None:
+    """A delivery far smaller than the days before raises an anomaly ERROR: the
+    certification gate holds the day back, so no export takes its records."""
+    home, day = loaded["home"], "2026-01-07"
+    _land_loc_audio(home, real_data / "collections", day, every=40)
+    assert materialize(home, [("library-of-congress", "audio_items")], day,
+                       instance=loaded["instance"]).success  # fmt: skip
+    result = build_export(home, load_registry(), AuditTrail(home), load_use_cases(), "research")
+    held = [(v.agency, v.dataset, v.day.isoformat()) for v in result.sources.held_back]
+    assert held == [("library-of-congress", "audio_items", day)]
+    assert not (
+        export_paths(home, "research").records / f"library-of-congress~audio_items~{day}.parquet"
+    ).exists()
+    sheet = _datasheet(home, "research")
+    assert [(d["agency"], d["day"]) for d in sheet["held_back"]] == [("library-of-congress", day)]
 
 
 def test_an_ineligible_record_slipped_into_the_sources_fails_the_check(

@@ -264,6 +264,16 @@ _MIME_TYPES: dict[str, ContentType] = {
 }
 
 
+def needs_content(use_case: UseCase) -> bool:
+    """A use case that takes kinds of content (``content_types``: vr) uses the files
+    themselves: a record is exported for it only with a file it may use."""
+    return use_case.content_types is not None
+
+
+def no_usable_file(use_case: UseCase) -> str:
+    return f"not eligible for {use_case.id}: no content file it may use"
+
+
 def detected_content_type(detected: str | None) -> ContentType | None:
     """A file's content type from its detected type: a Flux content type (``image``, ``3d``)
     or a MIME type (``image/tiff``, ``model/gltf-binary``, ``application/pdf``)."""

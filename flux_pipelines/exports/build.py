@@ -45,6 +45,7 @@ from flux_pipelines.collections.use_cases import (
     UseCases,
     content_datasets,
     file_eligibility,
+    needs_content,
 )
 from flux_pipelines.contracts.ddl import quote
 from flux_pipelines.contracts.registry import Registry
@@ -228,7 +229,11 @@ def day_part(
         ORDER BY {", ".join(f"e.{c}" for c in RECORD_SORT)}""",
         params=[source.agency, source.dataset, use_case.id],
     ).pl()
-    return DayPart(records=records, files=_eligible_files(conn, source, use_case, records))
+    files = _eligible_files(conn, source, use_case, records)
+    if needs_content(use_case):  # a record whose files are all unusable is no use to it
+        with_file = files["record_key"] if files.height else pl.Series([], dtype=pl.String)
+        records = records.filter(pl.col("record_key").is_in(with_file.implode()))
+    return DayPart(records=records, files=files)
 
 
 def content_decisions(

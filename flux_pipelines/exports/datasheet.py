@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from flux_pipelines.collections.use_cases import UseCase, reason_causes
+from flux_pipelines.collections.use_cases import (
+    UseCase,
+    needs_content,
+    no_usable_file,
+    reason_causes,
+)
 from flux_pipelines.exports.build import (
     ExportPaths,
     Sources,
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 DATASHEET_JSON = "datasheet.json"
 DATASHEET_MD = "datasheet.md"
 TOP_REASONS = 10
+MD_FILES = 50  # excluded files listed by name in the Markdown datasheet (JSON: all)
 
 
 def write_datasheet(
@@ -58,6 +64,7 @@ def write_datasheet(
             "records": _reasons(decided),
             "files": _reasons(files),
         },
+        "excluded_files": _excluded_files(files),
         "held_back": [_day(v) for v in sources.held_back],
         "not_yet_decided": [_day(v) for v in sources.undecided],
         "provenance": _provenance(decided),
@@ -75,15 +82,34 @@ def _decisions(
     records, files = [], []
     for source in sources.days:
         decided = read_eligibility(conn, source, use_case.id)
-        records.append(decided)
         eligible = decided.filter(pl.col("eligible"))
         found = content_decisions(conn, source, use_case, eligible)
+        if needs_content(use_case):
+            decided = _without_usable_file(decided, found, use_case)
+        records.append(decided)
         if found.height:
             files.append(found)
     empty = pl.DataFrame(schema={"agency": pl.String, "eligible": pl.Boolean})
     return (
         pl.concat(records, how="diagonal_relaxed") if records else empty,
         pl.concat(files, how="diagonal_relaxed") if files else empty,
+    )
+
+
+def _without_usable_file(
+    decided: pl.DataFrame, files: pl.DataFrame, use_case: UseCase
+) -> pl.DataFrame:
+    """Eligible records with no file the use case may use are counted as excluded, with
+    that reason (``build.day_part`` leaves them out)."""
+    usable = (
+        files.filter(pl.col("eligible"))["record_key"]
+        if files.height
+        else pl.Series([], dtype=pl.String)
+    )
+    lacking = pl.col("eligible") & ~pl.col("record_key").is_in(usable.implode())
+    return decided.with_columns(
+        pl.when(lacking).then(pl.lit(no_usable_file(use_case))).otherwise("reason").alias("reason"),
+        pl.when(lacking).then(False).otherwise("eligible").alias("eligible"),
     )
 
 
@@ -136,6 +162,25 @@ def _reasons(frame: pl.DataFrame) -> list[dict[str, Any]]:
             counted[cause] += 1
     ordered = sorted(counted.items(), key=lambda kv: (-kv[1], kv[0]))
     return [{"reason": r, "count": n} for r, n in ordered[:TOP_REASONS]]
+
+
+def _excluded_files(files: pl.DataFrame) -> list[dict[str, Any]]:
+    """Every content file left out, with its reason (the per-file record of the decision;
+    per-record decisions are the published ``<dataset>_eligibility`` copies)."""
+    if files.height == 0:
+        return []
+    left = files.filter(~pl.col("eligible")).sort("agency", "dataset", "_partition_date", "path")
+    return [
+        {
+            "agency": r["agency"],
+            "dataset": r["dataset"],
+            "day": r["_partition_date"].isoformat(),
+            "path": r["path"],
+            "sha256": r["sha256"],
+            "reason": r["reason"],
+        }
+        for r in left.iter_rows(named=True)
+    ]
 
 
 def _day(verdict: Any) -> dict[str, str]:
@@ -207,6 +252,7 @@ def render_markdown(sheet: Mapping[str, Any]) -> str:
         "",
         *_reason_lines("Records", sheet["excluded_by_reason"]["records"]),
         *_reason_lines("Content files", sheet["excluded_by_reason"]["files"]),
+        *_excluded_file_lines(sheet["excluded_files"]),
         "## Days not in the export",
         "",
         *(
@@ -236,6 +282,20 @@ def _breakdown(title: str, column: str, rows: list[dict[str, Any]]) -> list[str]
         f"| {column.replace('_', ' ')} | records in | eligible |",
         "|---|---|---|",
         *(f"| {r[column]} | {r['records_in']} | {r['records_eligible']} |" for r in rows),
+        "",
+    ]
+
+
+def _excluded_file_lines(files: list[dict[str, Any]]) -> list[str]:
+    if not files:
+        return []
+    shown = files[:MD_FILES]
+    more = [f"- ... and {len(files) - MD_FILES} more (datasheet.json)"] if files[MD_FILES:] else []
+    return [
+        "Content files left out:",
+        "",
+        *(f"- {f['agency']}/{f['dataset']} {f['day']} `{f['path']}`: {f['reason']}" for f in shown),
+        *more,
         "",
     ]
 

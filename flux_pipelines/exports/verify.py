@@ -21,6 +21,8 @@ from flux_pipelines.collections.use_cases import (
     RecordFacts,
     UseCase,
     file_eligibility,
+    needs_content,
+    no_usable_file,
     record_content_type,
     record_eligibility,
 )
@@ -42,6 +44,8 @@ def verify_parts(
     files = _read(parts.get("files", ()))
     findings = _record_findings(registry, use_case, records)
     findings += _file_findings(use_case, records, files)
+    if needs_content(use_case):
+        findings += _records_without_files(use_case, records, files)
     if len(findings) > SHOWN:
         return [*findings[:SHOWN], f"... and {len(findings) - SHOWN} more"]
     return findings
@@ -96,6 +100,20 @@ def _mapping(registry: Registry, row: Mapping[str, Any]) -> ContentMapping:
     contract = next((c for c in versions if c.version == row["_contract_version"]), versions[-1])
     assert contract.content is not None  # exports read only datasets that map content
     return contract.content
+
+
+def _records_without_files(
+    use_case: UseCase, records: pl.DataFrame, files: pl.DataFrame
+) -> list[str]:
+    if records.height == 0:
+        return []
+    key = ["agency", "dataset", "_partition_date", "record_key"]
+    exported = {tuple(r) for r in files.select(key).iter_rows()} if files.height else set()
+    return [
+        f"record {_where(row)}: {no_usable_file(use_case)}"
+        for row in records.iter_rows(named=True)
+        if tuple(row[k] for k in key) not in exported
+    ]
 
 
 def _file_findings(use_case: UseCase, records: pl.DataFrame, files: pl.DataFrame) -> list[str]:
