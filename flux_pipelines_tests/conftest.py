@@ -22,6 +22,9 @@ from flux_pipelines.ingest.delivery import (
     partition_dir,
 )
 
+# Fixtures of the helper modules: the OIDC issuer and its home; the SMTP mailbox.
+pytest_plugins = ["flux_pipelines_tests.oidc", "flux_pipelines_tests.receivers"]
+
 DAY = dt.date(2026, 1, 5)
 
 

@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 ISSUER = "https://login.test/realms/flux"
@@ -100,3 +102,19 @@ def running_issuer() -> Iterator[Issuer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[Issuer]:
+    """A running issuer for a test module (conftest registers this module's fixtures)."""
+    with running_issuer() as running:
+        yield running
+
+
+@pytest.fixture
+def oidc_home(tmp_path: Path, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A Flux home whose tokens the module's issuer signs."""
+    for name, value in issuer.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("FLUX_HOME", str(tmp_path))
+    return tmp_path

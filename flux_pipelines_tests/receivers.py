@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
@@ -128,3 +128,11 @@ def wait_for(
             raise AssertionError(f"{what}: not within {timeout:.0f}s\n{detail()}")
         time.sleep(0.5)
     return time.monotonic() - started
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    """A started SMTP server for one test (conftest registers this module's fixtures)."""
+    box = started_mailbox()
+    yield box
+    box.stop()

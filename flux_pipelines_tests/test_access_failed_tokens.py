@@ -8,7 +8,6 @@ record is read back from the real hash-chained trail, which must still verify.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +23,15 @@ from flux_pipelines.access.failed_tokens import (
 )
 from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.intake.app import create_app
-from flux_pipelines_tests.oidc import Issuer, running_issuer
+from flux_pipelines_tests.oidc import Issuer
 
 FLOOD = 1000
 STATUS_ROUTE = "GET /v1/deliveries/{delivery_id}"
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[Issuer]:
-    with running_issuer() as running:
-        yield running
-
-
 @pytest.fixture
-def home(tmp_path: Path, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name, value in issuer.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("FLUX_HOME", str(tmp_path))
-    return tmp_path
+def home(oidc_home: Path) -> Path:
+    return oidc_home
 
 
 def authenticate_records(home: Path) -> list[dict[str, Any]]:

@@ -27,19 +27,12 @@ from flux_pipelines.ops.alert_sensors import (
 )
 from flux_pipelines.ops.alerts import load_alerts_config, read_ledger
 from flux_pipelines_tests.conftest import deliver, materialize
-from flux_pipelines_tests.receivers import Mailbox, Receiver, started_mailbox, started_receiver
+from flux_pipelines_tests.receivers import Mailbox, Receiver, started_receiver
 
 AGENCY, DATASET, DAY = "nasa", "meteorites", "2026-02-02"
 OWNER = "collections-team@flux.example"  # nasa's owner in agencies.yaml
 OPS, SUBMITTER = "ops@flux.example", "submit@nasa.example"
 HOOK_ENV = "FLUX_TEST_ALERT_WEBHOOK"
-
-
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    box = started_mailbox()
-    yield box
-    box.stop()
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ from flux_pipelines_tests.receivers import (
     Mailbox,
     Receiver,
     free_port,
-    started_mailbox,
     started_receiver,
     wait_for,
 )
@@ -66,13 +65,6 @@ query Ticks($selector: SensorSelector!) {
   }
 }
 """
-
-
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    box = started_mailbox()
-    yield box
-    box.stop()
 
 
 @pytest.fixture

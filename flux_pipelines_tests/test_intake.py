@@ -30,7 +30,7 @@ from flux_pipelines.intake.app import create_app
 from flux_pipelines.intake.checks import check_day, check_name
 from flux_pipelines.intake.errors import IntakeRefused
 from flux_pipelines.intake.staging import WRITE_BLOCK
-from flux_pipelines_tests.oidc import Issuer, running_issuer
+from flux_pipelines_tests.oidc import Issuer
 
 DAY = "2026-01-05"  # nasa and dod were onboarded that day
 NEXT_DAY = "2026-01-06"
@@ -44,18 +44,9 @@ VIEWER = ("val", ["flux-viewers"])
 OPERATOR = ("ops", ["flux-operators"])
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[Issuer]:
-    with running_issuer() as running:
-        yield running
-
-
 @pytest.fixture
-def home(tmp_path: Path, issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name, value in issuer.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("FLUX_HOME", str(tmp_path))
-    return tmp_path
+def home(oidc_home: Path) -> Path:
+    return oidc_home
 
 
 @pytest.fixture
