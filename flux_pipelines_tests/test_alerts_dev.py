@@ -3,11 +3,14 @@ code server) on a temp home, its alert settings in a contracts folder named by
 ``FLUX_CONTRACTS_DIR`` (how a deployment points Flux at its settings), a real SMTP server
 (aiosmtpd) and real webhook receivers started here, one per audience.
 
-An agency drops a file no reader can decode; the landing sensor starts a run through the
-daemon's queue, the run fails with the file rejected whole, and the alert sensors, ticked
-by the daemon at the intervals alerts.yaml sets, send exactly one notice per channel for
-each cause (the rejection to the submitting agency, the run failure to the operators, and
-the days nothing was delivered for as late), then nothing more on their next ticks.
+A first day of 300 rows is loaded before the stack starts (``flux load``). Then the agency
+drops a file no reader can decode and, for the next day, half the first day's rows; the
+landing sensor starts their runs through the daemon's queue: one fails with the file
+rejected whole, the other loads and its anomaly monitors raise an ERROR. The alert sensors,
+ticked by the daemon at the intervals alerts.yaml sets, send exactly one notice per channel
+for each cause (the rejection to the submitting agency, the run failure to the operators,
+the day held back by the anomaly to the agency's owner, and the days nothing was delivered
+for as late), then nothing more on their next ticks.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import yaml
 from flux_pipelines.contracts.registry import CONTRACTS_DIR_ENV, PROJECT_ROOT
 from flux_pipelines.ingest.manifest import COMPLETION_MARKER
 from flux_pipelines.ops.alert_sensors import LATE_SENSOR, QUALITY_SENSOR, RUN_FAILURE_SENSOR
+from flux_pipelines_tests.conftest import deliver
 from flux_pipelines_tests.receivers import (
     Mailbox,
     Receiver,
@@ -48,6 +52,7 @@ from flux_pipelines_tests.test_daemon_stack import (
 pytestmark = pytest.mark.slow
 
 AGENCY, DATASET, DAY = "nasa", "meteorites", "2026-03-04"
+FIRST, SHORT = "2026-03-02", "2026-03-03"  # 300 rows, then 150: a count drop, an ERROR
 OWNER = "collections-team@flux.example"  # nasa's owner in agencies.yaml
 OPS, SUBMITTER = "ops@flux.example", "submit@nasa.example"
 OPS_HOOK_ENV, NASA_HOOK_ENV = "FLUX_DEV_TEST_OPS_WEBHOOK", "FLUX_DEV_TEST_NASA_WEBHOOK"
@@ -118,6 +123,13 @@ def flux_dev(tmp_path: Path, mailbox: Mailbox, hooks: dict[str, Receiver]) -> It
         CONTRACTS_DIR_ENV: str(contracts),
         **{name: hook.url for name, hook in hooks.items()},
     }  # fmt: skip
+    deliver(home, AGENCY, DATASET, FIRST, rows=300, seed=11)
+    loaded = subprocess.run(
+        [sys.executable, "-m", "flux_pipelines.cli.main", "load", "--home", str(home),
+         "--agency", AGENCY, "--dataset", DATASET, "--day", FIRST],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert loaded.returncode in (0, 1), loaded.stdout + loaded.stderr  # 1: rows quarantined
     started = time.monotonic()
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -192,14 +204,19 @@ def test_flux_dev_daemon_sends_one_notice_per_channel_per_cause_and_no_repeat(
 
     dropped = time.monotonic()
     reject_whole(tmp_path / "flux")
+    deliver(tmp_path / "flux", AGENCY, DATASET, SHORT, rows=150, seed=12)
+    (tmp_path / "flux" / "landing" / AGENCY / DATASET / SHORT / COMPLETION_MARKER).touch()
     rejected, failed = (f"File rejected: {AGENCY}/{DATASET} {DAY}",
                         f"Run failed: {AGENCY}/{DATASET} {DAY}")  # fmt: skip
+    held = f"Held back from certification: {AGENCY}/{DATASET} {SHORT}"
     wait_for(
-        "the rejection and run-failure notices on both channels",
+        "the rejection, run-failure and held-back notices on both channels",
         lambda: bool(
             titled(mailbox.messages, rejected) and titled(mailbox.messages, failed)
+            and titled(mailbox.messages, held)
             and f"[Flux FIRING] {rejected}" in nasa_hook.texts()
             and f"[Flux FIRING] {failed}" in ops_hook.texts()
+            and f"[Flux FIRING] {held}" in nasa_hook.texts()
         ),
         NOTICE_TIMEOUT,
         lambda: f"mail: {mailbox.subjects()}\nops: {ops_hook.texts()}\n"
@@ -227,6 +244,9 @@ def test_flux_dev_daemon_sends_one_notice_per_channel_per_cause_and_no_repeat(
     assert ops_hook.texts().count(f"[Flux FIRING] {failed}") == 1
     assert f"[Flux FIRING] {rejected}" not in ops_hook.texts()  # each audience its own channel
     assert f"[Flux FIRING] {failed}" not in nasa_hook.texts()
+    [mail] = titled(mailbox.messages, held)  # the anomaly ERROR, to the agency's owner
+    assert mail["X-Rcpt"] == OWNER and "monitor.count_drop" in mail.get_content()
+    assert nasa_hook.texts().count(f"[Flux FIRING] {held}") == 1
 
     # nothing delivered for yesterday (past nasa's 09:00 deadline): late, told once each
     yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
