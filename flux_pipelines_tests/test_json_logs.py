@@ -284,3 +284,15 @@ def test_json_mode_turns_console_handlers_json_and_names_agencies_by_id(
     assert {index.assets[k] for k in (raw, curated, quarantine)} == {
         ("national-archives", "constituents")
     }
+
+
+@pytest.mark.parametrize(("mode", "json_flag"), [("json", True), ("", False)])
+def test_flux_dev_asks_dagsters_own_services_for_the_same_format(
+    monkeypatch: pytest.MonkeyPatch, mode: str, json_flag: bool
+) -> None:
+    from flux_pipelines.cli.dev import dev_command
+
+    monkeypatch.setenv("FLUX_LOG_FORMAT", mode)
+    command = dev_command("127.0.0.1", 3000, 7)
+    assert (command[-2:] == ["--log-format", "json"]) is json_flag
+    assert command[:4] == [sys.executable, "-m", "dagster", "dev"]

@@ -35,11 +35,16 @@ DEFAULT_METRICS_PORT = 9464
 
 
 def dev_command(host: str, port: int, read_fd: int) -> list[str]:
+    """``dagster dev``; with FLUX_LOG_FORMAT=json its own services (webserver, daemon, code
+    server) log JSON too, so the whole stream is JSON lines (runs: ``ops/logs.py``)."""
+    from flux_pipelines.ops.logs import json_logs
+
     return [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(PROJECT_ROOT / "workspace.yaml"),
         "-h", host, "-p", str(port),
         "--shutdown-pipe", str(read_fd),
+        *(["--log-format", "json"] if json_logs() else []),
     ]  # fmt: skip
 
 
