@@ -273,6 +273,19 @@ def test_the_blocking_check_passed_and_a_rebuild_rewrites_nothing(loaded: dict[s
     assert {p: p.read_bytes() for p in before} == before
 
 
+def test_parts_built_by_earlier_rules_are_rebuilt_not_kept(loaded: dict[str, Any]) -> None:
+    """A manifest written by an earlier builder (its selection rules changed since): every
+    part is rebuilt, never kept for the check to refuse on every build."""
+    home = loaded["home"]
+    manifest_path = export_paths(home, "vr").docs / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for part in manifest["parts"].values():
+        part["sources"]["builder"] = 1
+    manifest_path.write_text(json.dumps(manifest))
+    result = build_export(home, load_registry(), AuditTrail(home), load_use_cases(), "vr")
+    assert result.passed and not result.kept and len(result.rewritten) == 4
+
+
 def test_an_export_is_reproducible_byte_for_byte(loaded: dict[str, Any]) -> None:
     home = loaded["home"]
     paths = export_paths(home, "ai-training")

@@ -68,6 +68,10 @@ if TYPE_CHECKING:
     from flux_pipelines.audit.trail import AuditTrail
 
 MANIFEST = "manifest.json"
+# What a part is made by: bump it with every change to how records and files are selected
+# or written, so parts built by the previous rules are rebuilt rather than kept (the check
+# would otherwise refuse them on every build: 2 = vr's records need a usable file).
+BUILDER_VERSION = 2
 RECORD_SORT = (PARTITION, FILE, ROW)
 FILE_SORT = (PARTITION, "path")
 # Content-file columns an export carries (the rest of the content table is the load's).
@@ -101,6 +105,7 @@ class SourceDay:
             "eligibility": sha256_file(self.eligibility),
             "content": sha256_file(self.content) if self.content is not None else None,
             "use_cases_version": use_cases_version,
+            "builder": BUILDER_VERSION,
         }
 
 
