@@ -84,6 +84,16 @@ def test_purge_with_the_clock_moved_forward(home: Path, tmp_path: Path) -> None:
     published(home, "nasa", "meteorites", D1).unlink()
     with FluxWarehouse(home=str(home)).connect("nasa") as conn:
         conn.execute("DELETE FROM meteorites WHERE _partition_date = ?", [D2])
+    # a collection's day publishes its eligibility and content copies beside the records
+    companions = {
+        day: [home / "published" / "nasa" / f"meteorites_{t}" / f"{day}.parquet"
+              for t in ("eligibility", "content")]
+        for day in (D2, D3)
+    }  # fmt: skip
+    for day, paths in companions.items():
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(published(home, "nasa", "meteorites", day).read_bytes())
     trail = AuditTrail(home)
     records_before = sum(1 for _ in trail.iter_records())
 
@@ -113,6 +123,8 @@ def test_purge_with_the_clock_moved_forward(home: Path, tmp_path: Path) -> None:
         assert raw(home, "nasa", "meteorites", D1).is_dir()  # its published copy is gone
         assert raw(home, "nasa", "meteorites", D2).is_dir()  # its curated rows are gone
         assert published(home, "nasa", "meteorites", D2).exists()  # the only copy left
+        assert not any(p.exists() for p in companions[D3])  # purged with their day's copy
+        assert all(p.exists() for p in companions[D2])  # kept with it
         reasons = {(k.kind, k.day): k.reason for k in kept if k.agency == "nasa"}
         assert "no published copy" in reasons[("raw", D1)]
         assert "no curated rows" in reasons[("published", D2)]

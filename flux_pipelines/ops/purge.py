@@ -7,7 +7,8 @@ raw customProperties so the contract model does not change. Artefact kinds:
 
 - ``raw``: ``warehouse/<agency>/raw/<dataset>/_partition_date=<day>/`` (the delivered rows);
 - ``quarantine``: the day's rows of ``<dataset>_quarantine`` and ``<dataset>_warnings``;
-- ``published``: ``published/<agency>/<dataset>/<day>.parquet`` and its ``_clear/`` copy;
+- ``published``: ``published/<agency>/<dataset>/<day>.parquet``, its ``_clear/`` copy and the
+  day's ``<dataset>_eligibility`` and ``<dataset>_content`` copies (collections);
 - ``reports``: ``outbox/<agency>/<dataset>/<day>/``;
 - ``runs``: finished Dagster runs (``instance.delete_run``; the event log goes with them),
   except a run that recorded some asset partition's latest materialization;
@@ -202,7 +203,12 @@ def plan_agency(
         for day, path in sorted(published.items()):
             if not _expired(day, keep.published, now):
                 continue
-            paths = [rel(path)] + [rel(p) for p in [clear / path.name] if p.exists()]
+            # the day's clear copy and its companions (eligibility, content files) go with it
+            companions = [
+                warehouse.published_dir(agency.id, table) / path.name
+                for table in (tables.eligibility, tables.content)
+            ]
+            paths = [rel(path)] + [rel(p) for p in [clear / path.name, *companions] if p.exists()]
             item = Deletion("published", day=day, paths=tuple(paths), **where)
             if curated.get(day, 0) > 0:
                 deletions.append(item)
