@@ -212,22 +212,34 @@ def _replace_day(
             [day, CONTENT_FOLDER, CONTENT_FOLDER + "/"],
         )
     rows = [_content_row(f, examined.package.kind, day, stamp) for f in examined.files if f.stored]
-    if rows:
-        names = [name for name, _ in CONTENT_COLUMNS]
-        conn.executemany(
-            f"INSERT INTO {quote(table)} ({', '.join(quote(n) for n in names)}) "
-            f"VALUES ({', '.join('?' for _ in names)})",
-            [[row[n] for n in names] for row in rows],
-        )
+    names = [name for name, _ in CONTENT_COLUMNS]
+    _insert_rows(conn, table, names, [[row[n] for n in names] for row in rows])
     facts = {id(p): _file_facts(f) for f in examined.files for p in f.problems}
     for severity, target in (("fatal", tables.quarantine), ("warning", tables.warnings)):
         problems = [p for p in examined.all_problems if p.severity == severity]
-        if problems:
-            conn.executemany(
-                f"INSERT INTO {quote(target)} ({', '.join(_VIOLATION_NAMES)}) "
-                f"VALUES ({', '.join('?' for _ in _VIOLATION_NAMES)})",
-                [_violation(p, day, stamp, who, facts.get(id(p))) for p in problems],
-            )
+        _insert_rows(
+            conn,
+            target,
+            list(_VIOLATION_NAMES),
+            [_violation(p, day, stamp, who, facts.get(id(p))) for p in problems],
+        )
+
+
+def _insert_rows(
+    conn: duckdb.DuckDBPyConnection, table: str, names: list[str], rows: list[list[Any]]
+) -> None:
+    """Insert ``rows`` (values in ``names``' order) in one statement: a package of thousands
+    of files is one Arrow scan, not thousands of single-row inserts."""
+    if not rows:
+        return
+    import polars as pl
+
+    frame = pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+    conn.register("_flux_content_rows", frame)
+    try:
+        conn.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _flux_content_rows")
+    finally:
+        conn.unregister("_flux_content_rows")
 
 
 _VIOLATION_NAMES = (
