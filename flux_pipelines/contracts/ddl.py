@@ -6,6 +6,8 @@ columns, so a dataset's history stays in one table across versions.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.names import (
     DELIVERIES_TABLE,
@@ -82,6 +84,11 @@ DELIVERY_COLUMNS: tuple[tuple[str, str], ...] = (
 
 def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(value: str | Path) -> str:
+    """A SQL string literal (a path, a name) with its quotes doubled."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def curated_columns(contract: Contract) -> list[tuple[str, str]]:

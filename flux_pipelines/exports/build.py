@@ -47,7 +47,7 @@ from flux_pipelines.collections.use_cases import (
     file_eligibility,
     needs_content,
 )
-from flux_pipelines.contracts.ddl import quote
+from flux_pipelines.contracts.ddl import literal, quote
 from flux_pipelines.contracts.registry import Registry
 from flux_pipelines.ingest.receipts import sha256_file
 from flux_pipelines.names import (
@@ -187,16 +187,12 @@ class DayPart:
     files: pl.DataFrame
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def read_eligibility(
     conn: duckdb.DuckDBPyConnection, source: SourceDay, use_case: str
 ) -> pl.DataFrame:
     """The agency-day's decisions for ``use_case`` (eligible or not), with its identity."""
     return conn.sql(
-        f"SELECT ? AS agency, ? AS dataset, * FROM read_parquet({_literal(source.eligibility)}) "
+        f"SELECT ? AS agency, ? AS dataset, * FROM read_parquet({literal(source.eligibility)}) "
         "WHERE use_case = ? ORDER BY _file, _row_number",
         params=[source.agency, source.dataset, use_case],
     ).pl()
@@ -228,7 +224,7 @@ def day_part(
                e.metadata_licence_class, e.content_type, e.object_kind, e.content_files,
                e.reason, e.use_cases_version, e._file, e._row_number, e._file_sha256,
                e._contract_version, CAST({record_json} AS VARCHAR) AS record
-        FROM read_parquet({_literal(source.eligibility)}) e
+        FROM read_parquet({literal(source.eligibility)}) e
         JOIN r ON r._file = e._file AND r._row_number = e._row_number
         WHERE e.use_case = ? AND e.eligible
         ORDER BY {", ".join(f"e.{c}" for c in RECORD_SORT)}""",
@@ -252,7 +248,7 @@ def content_decisions(
     selected = ", ".join(quote(c) for c in FILE_COLUMNS)
     files = conn.sql(
         f"SELECT ? AS agency, ? AS dataset, {PARTITION}, {selected} "
-        f"FROM read_parquet({_literal(source.content)}) ORDER BY {', '.join(FILE_SORT)}",
+        f"FROM read_parquet({literal(source.content)}) ORDER BY {', '.join(FILE_SORT)}",
         params=[source.agency, source.dataset],
     ).pl()
     rights = dict(zip(eligible["record_key"], eligible["rights_statement"], strict=True))

@@ -35,6 +35,7 @@ from flux_pipelines.contracts.ddl import (
     DELIVERIES_TABLE,
     PARTITION,
     DatasetTables,
+    literal,
     quote,
 )
 from flux_pipelines.contracts.evolution import ContractMigrationError
@@ -637,17 +638,17 @@ class PartitionLoader:
     ) -> None:
         # Constants as SQL literals: DuckDB inserts ~2x slower with bound parameters here.
         extras = {
-            PARTITION: f"DATE {_literal(self.day.isoformat())}",
-            FILE: _literal(facts.path.name),
-            "_file_sha256": _literal(facts.sha256),
-            "_run_id": _literal(self.run_id),
-            "_loaded_at": f"TIMESTAMP {_literal(self.loaded_at.isoformat(sep=' '))}",
-            "_contract_version": _literal(self.contract.version),
+            PARTITION: f"DATE {literal(self.day.isoformat())}",
+            FILE: literal(facts.path.name),
+            "_file_sha256": literal(facts.sha256),
+            "_run_id": literal(self.run_id),
+            "_loaded_at": f"TIMESTAMP {literal(self.loaded_at.isoformat(sep=' '))}",
+            "_contract_version": literal(self.contract.version),
         }
         if contract_id:
-            extras["_contract_id"] = _literal(self.contract.id)
+            extras["_contract_id"] = literal(self.contract.id)
         select = ", ".join(f"{expr} AS {quote(name)}" for name, expr in extras.items())
-        listed = ", ".join(_literal(str(p)) for p in parts)
+        listed = ", ".join(literal(str(p)) for p in parts)
         import duckdb  # the module loads with the definitions, which never import DuckDB
 
         try:
@@ -736,7 +737,7 @@ class PartitionLoader:
         keys = sorted((self.staging / KEYS_DIR).glob("*.parquet"))
         if not keys:
             return {}
-        listed = ", ".join(_literal(str(k)) for k in keys)
+        listed = ", ".join(literal(str(k)) for k in keys)
         found: dict[str, pl.DataFrame] = {}
         for name in self._keys:
             col, hashed = quote(name), quote(f"{name}__hash")
@@ -953,17 +954,13 @@ def raw_view_sql(table: str, dataset: str, raw_root: Path) -> str:
                d.loaded_at AS _loaded_at
         FROM read_parquet('{pattern}', union_by_name = true, hive_partitioning = true) r
         LEFT JOIN {DELIVERIES_TABLE} d
-          ON d.dataset = {_literal(dataset)} AND d.{PARTITION} = r.{PARTITION}
+          ON d.dataset = {literal(dataset)} AND d.{PARTITION} = r.{PARTITION}
          AND d.file = r._file"""
 
 
 def _key_hash(key: pl.Expr) -> pl.Expr:
     """64-bit hash of a key; null stays null (an empty key is never a duplicate)."""
     return pl.when(key.is_not_null()).then(key.hash(seed=7))
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _alias_map(contract: Contract) -> dict[str, str]:

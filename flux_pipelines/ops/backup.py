@@ -42,7 +42,6 @@ disk block would reach the backup.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import shutil
@@ -56,7 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from flux_pipelines.audit.trail import AuditTrail
+from flux_pipelines.contracts.ddl import literal
 from flux_pipelines.errors import BackupRefused, ConfigurationError, TransientError
+from flux_pipelines.ingest.receipts import sha256_file
 from flux_pipelines.names import DB_SUFFIX, agencies_with_db
 
 MANIFEST = "MANIFEST.json"
@@ -70,7 +71,6 @@ AGENCY_ZONES = ("warehouse", "receipts", "published", "outbox")
 OTHER_ZONES = ("state",)
 AUDIT_FILES = ("audit/trail.jsonl", "audit/head.json", "state/audit_anchor.json")
 SKIPPED = ("audit/trail.lock",)
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -93,18 +93,6 @@ class BackupSummary:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _quote(name: str) -> str:
@@ -254,7 +242,7 @@ def _backup_agency(
         target = out / HOME_DIR / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         ((source,),) = conn.execute("SELECT current_database()").fetchall()
-        conn.execute(f"ATTACH {_sql_literal(str(target))} AS flux_backup")
+        conn.execute(f"ATTACH {literal(str(target))} AS flux_backup")
         conn.execute(f"COPY FROM DATABASE {_quote(source)} TO flux_backup")
         conn.execute("DETACH flux_backup")
         summary.tables[rel] = table_counts(conn)
