@@ -53,7 +53,7 @@ def scalar(
     conn: duckdb.DuckDBPyConnection, query: str, params: Sequence[object] | None = None
 ) -> Any:
     """The first column of the first row (``None`` when the query returns no row)."""
-    found = relation(conn, query, params).fetchmany(1)
+    found = relation(conn, query, params).fetchall()
     return found[0][0] if found else None
 
 
@@ -61,7 +61,8 @@ def frame(
     conn: duckdb.DuckDBPyConnection, query: str, params: Sequence[object] | None = None
 ) -> pl.DataFrame:
     """A query's result as a polars frame."""
-    return relation(conn, query, params).pl()
+    result: pl.DataFrame = relation(conn, query, params).pl()
+    return result
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, table: str, schema: str | None = None) -> bool:
