@@ -1,4 +1,5 @@
-"""The Dagster code location: every domain's assets, jobs, sensors, schedules and resources.
+"""The Dagster code location: the domains' definitions (``defs/<domain>/``) merged, and what
+they all share applied once: the warehouse resource, the default executor, the loggers.
 
 Every run worker and step process builds these before doing any work, so building them must
 not grow faster than the registry: nothing heavy is imported (no DuckDB, no scikit-learn:
@@ -17,25 +18,17 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from flux_pipelines.assets.cross_agency_factory import cross_agency_assets
-from flux_pipelines.assets.export_factory import export_assets
-from flux_pipelines.assets.ingest_factory import ingest_assets
-from flux_pipelines.assets.publish_factory import catalog_assets
-from flux_pipelines.assets.reconciliation_factory import recipient_links_asset
-from flux_pipelines.assets.status_factory import (
-    build_delivery_status_asset,
-    delivery_status_sensor,
-)
-from flux_pipelines.contracts.registry import load_registry
-from flux_pipelines.domains import spending
+from flux_pipelines.contracts.registry import Registry, load_registry
+from flux_pipelines.defs.collections import definitions as collections
+from flux_pipelines.defs.ingest import definitions as ingest
+from flux_pipelines.defs.ingest.jobs import PARALLEL_EXECUTOR, cohort_job
+from flux_pipelines.defs.operations import definitions as operations
+from flux_pipelines.defs.published import definitions as published
+from flux_pipelines.defs.spending import definitions as spending
 from flux_pipelines.home import FLUX_HOME_ENV
-from flux_pipelines.jobs import PARALLEL_EXECUTOR, agency_jobs, risk_jobs
-from flux_pipelines.ops.alert_sensors import alert_sensors
+from flux_pipelines.names import CROSS_AGENCY
 from flux_pipelines.ops.logs import flux_loggers
-from flux_pipelines.ops.purge_job import purge_job, purge_schedule
 from flux_pipelines.resources.warehouse import FluxWarehouse
-from flux_pipelines.schedules.daily import daily_refresh_job, daily_refresh_schedule
-from flux_pipelines.sensors.landing import landing_sensors
 
 
 def warehouse_resource() -> FluxWarehouse:
@@ -45,30 +38,36 @@ def warehouse_resource() -> FluxWarehouse:
     return FluxWarehouse()
 
 
+def cross_agency_keys(*domains: dg.Definitions) -> list[dg.AssetKey]:
+    """The cross-agency outputs these domains build (the cross-agency catalog reads them)."""
+    return [
+        spec.key
+        for domain in domains
+        for assets in domain.assets or []
+        if isinstance(assets, dg.AssetsDefinition)
+        for spec in assets.specs
+        if spec.group_name == CROSS_AGENCY
+    ]
+
+
+def domain_definitions(registry: Registry) -> list[dg.Definitions]:
+    """Every domain's definitions, in the order a delivery flows through them."""
+    spending_defs = spending.definitions(registry)
+    collections_defs = collections.definitions(registry)
+    shared = cross_agency_keys(spending_defs, collections_defs)
+    return [
+        ingest.definitions(registry),
+        spending_defs,
+        collections_defs,
+        published.definitions(registry, shared),
+        operations.definitions(registry),
+    ]
+
+
 def build_definitions() -> dg.Definitions:
-    registry = load_registry()
-    refresh = daily_refresh_job(registry)
-    per_agency = agency_jobs(registry)
-    delivery_status = build_delivery_status_asset(registry)
-    purge = purge_job(registry)
     return dg.Definitions.merge(
-        spending.definitions(registry),
+        *domain_definitions(load_registry()),
         dg.Definitions(
-            assets=[
-                *ingest_assets(registry),
-                *catalog_assets(registry),
-                *cross_agency_assets(
-                    registry,
-                    [*recipient_links_asset(registry), delivery_status, *export_assets(registry)],
-                ),
-            ],
-            jobs=[*per_agency.values(), *risk_jobs(registry).values(), refresh, purge],
-            sensors=[
-                *landing_sensors(registry, per_agency),
-                delivery_status_sensor(delivery_status),
-                *alert_sensors(registry),
-            ],
-            schedules=[daily_refresh_schedule(refresh), purge_schedule(purge)],
             resources={"warehouse": warehouse_resource()},
             # Ad hoc selections and UI backfills may span agencies: run them in parallel.
             executor=PARALLEL_EXECUTOR,
@@ -76,6 +75,14 @@ def build_definitions() -> dg.Definitions:
             loggers=flux_loggers(),
         ),
     )
+
+
+def resolve_cohort_job(name: str, agency_ids: list[str]) -> dg.JobDefinition:
+    """``cohort_job`` resolved against the code location (what a run process executes): it
+    lives here, beside ``defs``, because the wiring below the root never imports the root."""
+    registry = load_registry()
+    job = cohort_job(name, [registry.agency(a) for a in agency_ids])
+    return dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(name)
 
 
 @contextmanager

@@ -8,10 +8,11 @@ result, and an unconsumed ``execute`` result makes the next ``sql`` call fail.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from flux_pipelines.files import replacing
 
 if TYPE_CHECKING:
     import duckdb
@@ -65,16 +66,27 @@ def frame(
     return result
 
 
-def table_exists(conn: duckdb.DuckDBPyConnection, table: str, schema: str | None = None) -> bool:
-    """Whether a table or view of that name exists (in ``schema`` when given)."""
-    query = "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?"
-    views = "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal"
-    params: list[object] = [table]
-    if schema is not None:
-        query += " AND schema_name = ?"
-        views += " AND schema_name = ?"
-        params.append(schema)
-    return bool(scalar(conn, query, params)) or bool(scalar(conn, views, params))
+def table_exists(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    schema: str | None = None,
+    database: str | None = None,
+) -> bool:
+    """Whether a table or view of that name exists in ``database`` (default: the current one)
+    and ``schema`` (default: any).
+
+    Asked of the catalog, not by probing ``SELECT ... FROM table``: a failed probe inside a
+    transaction aborts the transaction.
+    """
+    where = (
+        "database_name = coalesce(?, current_database()) AND schema_name = coalesce(?, schema_name)"
+    )
+    query = (
+        f"SELECT EXISTS (SELECT 1 FROM duckdb_tables() WHERE table_name = ? AND {where} "
+        f"UNION ALL SELECT 1 FROM duckdb_views() WHERE view_name = ? AND NOT internal AND {where})"
+    )
+    params = [table, database, schema, table, database, schema]
+    return bool(scalar(conn, query, params))
 
 
 def write_parquet_atomic(
@@ -85,11 +97,6 @@ def write_parquet_atomic(
     options: str = "FORMAT parquet",
 ) -> None:
     """Write a query's result to ``target`` as Parquet, readers seeing the old file or the
-    whole new one: written beside it under a temporary name, then ``os.replace``d."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        conn.execute(f"COPY ({query}) TO {literal(tmp)} ({options})", params or [])
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    whole new one (``files.replacing``). ``options`` are COPY's (compression, footer)."""
+    with replacing(target) as tmp:
+        conn.execute(f"COPY ({query}) TO {literal(tmp)} ({options})", params or []).fetchall()

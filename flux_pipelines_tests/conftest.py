@@ -124,8 +124,8 @@ def real_data() -> Path:
 
 def ingest_keys(pairs: Sequence[tuple[str, str]]) -> list[Any]:
     """The raw / curated / quarantine asset keys of (agency id, dataset) pairs."""
-    from flux_pipelines.assets.ingest_factory import asset_keys
     from flux_pipelines.contracts.registry import load_registry
+    from flux_pipelines.defs.ingest.assets import asset_keys
 
     registry = load_registry()
     return [key for a, d in pairs for key in asset_keys(registry.agency(a), d)]

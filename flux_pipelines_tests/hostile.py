@@ -34,6 +34,7 @@ from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.contracts.model import DELIVERY_RULES, Contract
 from flux_pipelines.contracts.registry import Agency
 from flux_pipelines.contracts.validator import SHORT_ROW_RULE
+from flux_pipelines.defs.ingest.landing import scan_dataset, scan_zone
 from flux_pipelines.ingest import confine
 from flux_pipelines.ingest.delivery import (
     READ_WHOLE_REJECTIONS,
@@ -43,7 +44,6 @@ from flux_pipelines.ingest.delivery import (
     load_partition,
 )
 from flux_pipelines.ingest.manifest import COMPLETION_MARKER, MANIFEST_NAMES
-from flux_pipelines.sensors.landing import scan_dataset, scan_zone
 from flux_pipelines_tests.conftest import DAY, contract_doc, make_loader, write_contract
 
 AGENCY, OTHER, DATASET, OTHER_DATASET = "test-agency", "other-agency", "items", "things"
@@ -333,11 +333,10 @@ class Ran:
 
 def agencies() -> list[Agency]:
     return [
-        Agency(id=AGENCY, name="Test", domain="collections", datasets=(DATASET,), onboarded=DAY),
+        Agency(id=AGENCY, name="Test", datasets=(DATASET,), onboarded=DAY),
         Agency(
             id=OTHER,
             name="Other",
-            domain="collections",
             datasets=(DATASET, OTHER_DATASET),
             onboarded=DAY,
         ),

@@ -11,10 +11,9 @@ import sys
 
 import dagster as dg
 
-from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.contracts.registry import load_registry
-from flux_pipelines.definitions import defs
-from flux_pipelines.jobs import resolve_cohort_job
+from flux_pipelines.definitions import defs, resolve_cohort_job
+from flux_pipelines.defs.ingest.assets import asset_keys
 
 # Two agencies' steps in one run of a cohort job (nasa and nga share an onboarding day): its
 # parallel executor (a process per step, two at a time, one writer per agency file).

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from flux_pipelines.access.identity import TokenVerifier, authorize
+from flux_pipelines.access.identity import TokenVerifier, authorize, identity_from_claims
 from flux_pipelines.access.policy import POLICY_FILE, load_policy
 from flux_pipelines.errors import AccessDenied, AuthenticationError, ConfigurationError
 from flux_pipelines_tests.oidc import Issuer, running_issuer
@@ -116,3 +116,17 @@ def test_a_symmetric_algorithm_in_the_policy_is_refused(tmp_path: Path) -> None:
     (tmp_path / "access.yaml").write_text(text)
     with pytest.raises(ConfigurationError, match="only asymmetric"):
         load_policy(tmp_path / "access.yaml")
+
+
+def test_an_agency_role_granted_with_and_without_an_agency_is_refused(tmp_path: Path) -> None:
+    # A group without "{agency}" grants the role for no agency: the refusal must still name
+    # what was granted (it used to fail sorting None among the agency ids).
+    text = POLICY_FILE.read_text().replace(
+        "    flux-viewers: viewer\n",
+        "    flux-viewers: viewer\n    flux-all-analysts: agency_analyst\n",
+    )
+    (tmp_path / "access.yaml").write_text(text)
+    policy = load_policy(tmp_path / "access.yaml")
+    claims = {"sub": "u1", "groups": ["flux-all-analysts", "flux-nasa-analysts"]}
+    with pytest.raises(AccessDenied, match=r"several agencies \(nasa, no agency\)"):
+        identity_from_claims(claims, policy, AGENCIES)

@@ -174,8 +174,8 @@ def _remove(prefix: str) -> None:
 
 def _build_home(home: Path) -> dict[str, int]:
     """Two agencies' real loads, their catalogs and a cross-agency catalog (as root)."""
-    from flux_pipelines.assets.publish_factory import write_catalog, write_views
     from flux_pipelines.contracts.registry import load_registry
+    from flux_pipelines.defs.published.catalogs import write_catalog, write_views
     from flux_pipelines.resources.warehouse import FluxWarehouse
     from flux_pipelines_tests.conftest import deliver, materialize
 
@@ -194,8 +194,8 @@ def _build_home(home: Path) -> dict[str, int]:
 def _load_day_two(home: Path) -> int:
     """A later load, after the home was secured, under the default umask (0022): folder
     modes alone must keep it from other agencies."""
-    from flux_pipelines.assets.publish_factory import write_catalog
     from flux_pipelines.contracts.registry import load_registry
+    from flux_pipelines.defs.published.catalogs import write_catalog
     from flux_pipelines.resources.warehouse import FluxWarehouse
     from flux_pipelines_tests.conftest import deliver, materialize
 

@@ -27,17 +27,17 @@ from flux_pipelines.access.masking import (
     masked_select,
     pii_key,
     select_list,
+    shared_select,
     source_file,
     treatment,
     treatments,
 )
 from flux_pipelines.access.policy import default_policy
-from flux_pipelines.assets.cross_agency_factory import shared_select
-from flux_pipelines.assets.publish_factory import write_catalog
 from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.page import contract_page
 from flux_pipelines.contracts.registry import Agency, load_registry
+from flux_pipelines.defs.published.catalogs import write_catalog
 from flux_pipelines.errors import ConfigurationError, ContractError
 from flux_pipelines.ingest.delivery import PartitionLoader, load_partition
 from flux_pipelines.resources.warehouse import FluxWarehouse, publish_partition
@@ -238,7 +238,7 @@ def test_catalogs_masked_for_analysts_clear_for_the_personal_data_group(
 ) -> None:
     contract = _contract(tmp_path)
     warehouse = _load_and_publish(home, contract)
-    agency = Agency(id="agency-a", name="Agency A", domain="spending", datasets=(DATASET,))
+    agency = Agency(id="agency-a", name="Agency A", datasets=(DATASET,))
     path, rows = write_catalog(warehouse, agency)
     entitled = path.parent / ENTITLED_FOLDER / path.name
     assert rows == {DATASET: 6}
@@ -353,9 +353,9 @@ def test_spending_outputs_hash_recipient_names_and_links_still_match(home: Path)
     import dagster as dg
     import polars as pl
 
-    from flux_pipelines.assets.cross_agency_factory import build_cross_agency_asset
-    from flux_pipelines.assets.reconciliation_factory import recipient_links_asset
-    from flux_pipelines.assets.risk_factory import SCORES
+    from flux_pipelines.defs.published.cross_agency import build_cross_agency_asset
+    from flux_pipelines.defs.spending.reconciliation import recipient_links_asset
+    from flux_pipelines.defs.spending.risk import SCORES
     from flux_pipelines.names import scores_key
     from flux_pipelines_tests.conftest import assets_holding, deliver_transactions, materialize
 

@@ -248,7 +248,8 @@ def test_the_layout_job_is_valid_and_runs_the_layout_command(version: str, tmp_p
 
 @pytest.mark.usefixtures("as_the_code_server")
 def test_every_agency_job_carries_its_run_pod_tag() -> None:
-    from flux_pipelines.jobs import agency_jobs, risk_jobs
+    from flux_pipelines.defs.ingest.jobs import agency_jobs
+    from flux_pipelines.defs.spending.jobs import risk_jobs
 
     registry = load_registry()
     for jobs in (agency_jobs(registry), risk_jobs(registry)):

@@ -9,14 +9,14 @@ import duckdb
 import polars as pl
 import pytest
 
-from flux_pipelines.assets.reconciliation_factory import (
+from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.defs.spending.reconciliation import (
     AGENCY_TOTALS,
     EVERY_AGENCY_PLACED,
     NAME_MATCHES,
     WITHIN_TOLERANCE,
     agency_totals_key,
 )
-from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.names import agency_db
 from flux_pipelines.reconcile.agency_totals import (
     Tolerance,
@@ -141,7 +141,7 @@ def test_real_fy18_contracts_reconcile_with_q4_account_obligations(
 def test_the_daily_refresh_runs_before_anything_is_delivered(tmp_path: Path) -> None:
     """Catalogs, reconciliations, cross-agency outputs and links on an empty home."""
     from flux_pipelines.definitions import defs
-    from flux_pipelines.schedules.daily import DAILY_REFRESH_JOB
+    from flux_pipelines.defs.published.refresh import DAILY_REFRESH_JOB
 
     job = defs.resolve_job_def(DAILY_REFRESH_JOB)
     result = job.execute_in_process(

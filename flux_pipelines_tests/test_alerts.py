@@ -18,13 +18,13 @@ import yaml
 
 from flux_pipelines.audit.trail import AuditTrail, override_record
 from flux_pipelines.contracts.registry import Registry, load_registry
-from flux_pipelines.errors import ConfigurationError
-from flux_pipelines.ops.alert_sensors import (
+from flux_pipelines.defs.operations.alert_sensors import (
     LATE_SENSOR,
     QUALITY_SENSOR,
     RUN_FAILURE_SENSOR,
     alert_sensors,
 )
+from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.ops.alerts import load_alerts_config, read_ledger
 from flux_pipelines_tests.conftest import deliver, materialize
 from flux_pipelines_tests.receivers import Mailbox, Receiver, started_receiver

@@ -31,8 +31,12 @@ import pytest
 import yaml
 
 from flux_pipelines.contracts.registry import CONTRACTS_DIR_ENV, PROJECT_ROOT
+from flux_pipelines.defs.operations.alert_sensors import (
+    LATE_SENSOR,
+    QUALITY_SENSOR,
+    RUN_FAILURE_SENSOR,
+)
 from flux_pipelines.ingest.manifest import COMPLETION_MARKER
-from flux_pipelines.ops.alert_sensors import LATE_SENSOR, QUALITY_SENSOR, RUN_FAILURE_SENSOR
 from flux_pipelines_tests.conftest import deliver
 from flux_pipelines_tests.receivers import (
     Mailbox,

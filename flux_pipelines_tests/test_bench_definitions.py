@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from flux_pipelines.bench.definitions import (
     GENERATED_DATASETS,
-    GENERATED_DOMAIN,
     SHIPPED_CONTRACTS,
+    TEMPLATE_DATASETS,
     fresh_process,
     land_small_delivery,
     measure_size,
@@ -61,11 +61,10 @@ def test_scaled_registry_loads_through_the_env_var(
     assert [a.id for a in registry.agencies] == [*shipped_ids, *ids]
     for agency_id in ids:
         agency = registry.agency(agency_id)
-        assert agency.domain == GENERATED_DOMAIN
         assert agency.datasets == GENERATED_DATASETS
     # Generated entries carry whatever fields the shipped spending entries have.
     entries = yaml.safe_load((target / "agencies.yaml").read_text(encoding="utf-8"))["agencies"]
-    template = next(e for e in entries if e["domain"] == GENERATED_DOMAIN)
+    template = next(e for e in entries if e["datasets"] == TEMPLATE_DATASETS)
     assert set(template) - {"severity_overrides"} <= set(entries[-1])
     # The shipped folder is left alone.
     assert len(load_registry(SHIPPED_CONTRACTS).agencies) == shipped

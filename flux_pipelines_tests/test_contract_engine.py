@@ -532,7 +532,7 @@ def _registry_root(tmp_path: Path, agencies: list[dict[str, Any]]) -> Path:
     return tmp_path
 
 
-AGENCY = {"id": "agency-a", "name": "Agency A", "domain": "collections", "datasets": ["items"]}
+AGENCY = {"id": "agency-a", "name": "Agency A", "datasets": ["items"]}
 
 
 def test_registry_picks_the_version_in_force(tmp_path: Path) -> None:

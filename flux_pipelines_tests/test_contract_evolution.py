@@ -52,8 +52,7 @@ def _registry(tmp_path: Path, v1_type: str, v2_type: str | None = None) -> Regis
     if v2_type is not None:
         write_contract(root, _doc("2.0.0", v2_type, DAY2))
     (root / "agencies.yaml").write_text(
-        "agencies:\n  - id: test-agency\n    name: Test Agency\n    domain: spending\n"
-        "    datasets: [awards]\n",
+        "agencies:\n  - id: test-agency\n    name: Test Agency\n    datasets: [awards]\n",
         encoding="utf-8",
     )
     return load_registry(root)

@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 import requests
 
-from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.defs.ingest.assets import asset_keys
+from flux_pipelines.defs.ingest.landing import landing_sensor_name
 from flux_pipelines.faults import arm
 from flux_pipelines.ingest.manifest import COMPLETION_MARKER
-from flux_pipelines.sensors.landing import landing_sensor_name
 from flux_pipelines_tests.conftest import deliver
 
 pytestmark = pytest.mark.slow

@@ -13,13 +13,13 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from flux_pipelines.assets.status_factory import (
+from flux_pipelines.cli.main import app
+from flux_pipelines.contracts.registry import Agency, load_registry
+from flux_pipelines.defs.published.status import (
     DELIVERY_STATUS_KEY,
     build_delivery_status_asset,
     delivery_status_sensor,
 )
-from flux_pipelines.cli.main import app
-from flux_pipelines.contracts.registry import Agency, load_registry
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.instance.config import prepare_dagster_home
 from flux_pipelines.quality.delivery_status import (
@@ -49,7 +49,6 @@ SATURDAY = dt.date(2026, 2, 7)
 WEEKDAYS = Agency(
     id="nasa",
     name="NASA",
-    domain="science",
     datasets=("meteorites",),
     delivery_deadline="0 9 * * 1-5",
     onboarded=dt.date(2026, 2, 2),

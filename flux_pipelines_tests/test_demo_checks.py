@@ -13,10 +13,10 @@ import dagster as dg
 import duckdb
 import pytest
 
-from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.cli.demo import run_demo
 from flux_pipelines.cli.main import DEMO_FIRST_DAY
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.defs.ingest.assets import asset_keys
 from flux_pipelines.demo.generator import planted_anomalies
 from flux_pipelines.names import agency_db
 

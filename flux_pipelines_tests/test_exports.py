@@ -22,11 +22,12 @@ import polars as pl
 import pytest
 import yaml
 
-from flux_pipelines.assets.export_factory import ELIGIBILITY_CHECK, export_assets
 from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.collections.use_cases import load_use_cases
 from flux_pipelines.contracts.registry import load_registry
-from flux_pipelines.exports.build import build_export, export_paths
+from flux_pipelines.defs.collections.exports import ELIGIBILITY_CHECK, export_assets
+from flux_pipelines.exports.build import build_export
+from flux_pipelines.exports.sources import export_paths
 from flux_pipelines.names import CONTENT_FOLDER, published_root
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import materialize

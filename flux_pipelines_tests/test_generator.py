@@ -6,7 +6,12 @@ it planted with what ``RowValidator`` (or, for uniqueness, a plain duplicate cou
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import datetime as dt
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -15,8 +20,9 @@ import pytest
 
 from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.contracts.model import Contract
-from flux_pipelines.contracts.registry import load_registry
-from flux_pipelines.contracts.validator import ROW, RowValidator
+from flux_pipelines.contracts.registry import Registry, load_registry
+from flux_pipelines.contracts.validator import RowValidator
+from flux_pipelines.demo import generator as generator_module
 from flux_pipelines.demo.generator import (
     GeneratedDelivery,
     GenerationError,
@@ -30,7 +36,15 @@ from flux_pipelines.demo.generator import (
     write_delivery,
     write_large_csv,
 )
+from flux_pipelines.demo.realism import REALISM, Occasion
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.names import ROW
+
+DEMO_DIR = Path(generator_module.__file__).parent
+# Modules allowed to know particular datasets: the dataset plug-ins, the demo's story (data
+# the generic steps apply), and the package __init__ that imports the plug-ins to register.
+PLUG_INS = {"spending.py"}
+DATASET_AWARE = {*PLUG_INS, "scenario.py", "__init__.py"}
 
 TINY = """\
 apiVersion: v3.0.2
@@ -304,24 +318,30 @@ def test_large_csv_streams_chunks_with_continuous_rows_and_unique_keys(
     delivery = GeneratedDelivery(
         frame=frame, planted=planted, headers={c: c for c in tiny.column_names}
     )
-    assert planted["row_number"].max() > 4 * 1_200  # planted rows in the last chunk too
+    last = planted["row_number"].max()
+    assert isinstance(last, int) and last > 4 * 1_200  # planted rows in the last chunk too
     _assert_planted_is_found(tiny, delivery)
 
 
-def test_landing_layout_formats_and_determinism(tmp_path: Path) -> None:
+def _two_labs(tmp_path: Path) -> Registry:
+    """A registry of two agencies delivering the tiny dataset."""
     contracts = tmp_path / "contracts"
     _write_contract(contracts)
     (contracts / "agencies.yaml").write_text(
         textwrap.dedent(
             """\
             agencies:
-              - {id: lab-one, name: Lab One, domain: science, datasets: [tiny]}
-              - {id: lab-two, name: Lab Two, domain: science, datasets: [tiny]}
+              - {id: lab-one, name: Lab One, datasets: [tiny]}
+              - {id: lab-two, name: Lab Two, datasets: [tiny]}
             """
         ),
         encoding="utf-8",
     )
-    registry = load_registry(contracts)
+    return load_registry(contracts)
+
+
+def test_landing_layout_formats_and_determinism(tmp_path: Path) -> None:
+    registry = _two_labs(tmp_path)
     first = generate_landing(tmp_path / "a", registry, days=3, seed=1, rows_per_delivery=60)
     again = generate_landing(tmp_path / "b", registry, days=3, seed=1, rows_per_delivery=60)
     assert len(first) == 2 * 3
@@ -337,3 +357,62 @@ def test_landing_layout_formats_and_determinism(tmp_path: Path) -> None:
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(first, again, strict=True))
     heights = {pl.read_csv(p, infer_schema=False).height for p in first if p.suffix == ".csv"}
     assert len(heights) > 1  # row counts vary per day
+
+
+def test_a_dataset_plug_in_reshapes_that_datasets_landing_deliveries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """landing.py knows no dataset: a plug-in registered for one is looked up and applied
+    to each of its deliveries, after the generic steps, with where the delivery belongs."""
+    registry = _two_labs(tmp_path)
+    plain = generate_landing(tmp_path / "plain", registry, days=2, seed=1, rows_per_delivery=40)
+    seen: list[tuple[str, dt.date, int]] = []
+
+    def shout(delivery: GeneratedDelivery, occasion: Occasion) -> GeneratedDelivery:
+        seen.append((occasion.agency, occasion.day, occasion.seed))
+        title = pl.col(delivery.headers["title"]).str.to_uppercase()
+        return dataclasses.replace(delivery, frame=delivery.frame.with_columns(title))
+
+    monkeypatch.setitem(REALISM, "tiny", shout)
+    loud = generate_landing(tmp_path / "loud", registry, days=2, seed=1, rows_per_delivery=40)
+    days = sorted({day for _, day, _ in seen})
+    assert sorted(seen) == [(a, d, 1) for a in ("lab-one", "lab-two") for d in days]
+    assert len(days) == 2
+    csvs = [(a, b) for a, b in zip(plain, loud, strict=True) if a.suffix == ".csv"]
+    assert csvs
+    for before, after in csvs:
+        was, now = (pl.read_csv(p, infer_schema=False) for p in (before, after))
+        assert now.drop("title").equals(was.drop("title"))  # only the plug-in's change
+        assert now["title"].equals(was["title"].str.to_uppercase())
+        assert not now["title"].equals(was["title"])
+
+
+def test_the_generic_generator_names_and_imports_no_dataset() -> None:
+    """Dataset knowledge lives in plug-ins (and the demo's story), never in the generic
+    steps: no shipped dataset id in their strings, no import of a plug-in module."""
+    datasets = {d for agency in load_registry().agencies for d in agency.datasets}
+    plug_ins = {f"flux_pipelines.demo.{name.removesuffix('.py')}" for name in PLUG_INS}
+    generic = sorted(p for p in DEMO_DIR.glob("*.py") if p.name not in DATASET_AWARE)
+    assert {p.name for p in generic} >= {"landing.py", "landing_plan.py", "rows.py", "values.py"}
+    for path in generic:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        nodes = list(ast.walk(tree))
+        strings = [n.value for n in nodes if isinstance(n, ast.Constant) and type(n.value) is str]
+        named = {d for d in datasets for text in strings if re.search(rf"\b{d}\b", text)}
+        assert not named, f"{path.name} names {sorted(named)}"
+        imported = {n.module or "" for n in nodes if isinstance(n, ast.ImportFrom)}
+        assert not imported & plug_ins, f"{path.name} imports {sorted(imported & plug_ins)}"
+
+
+def test_the_spending_plug_in_is_registered_whichever_demo_module_is_imported() -> None:
+    """The package registers its plug-ins on import, so an entry point that imports only
+    landing.py still gets spending's realism (fresh interpreter: nothing imported before)."""
+    code = (
+        "import sys\n"
+        "from flux_pipelines.demo.landing import generate_landing\n"
+        "from flux_pipelines.demo.realism import realism_for\n"
+        "plug_in = realism_for('contract_transactions')\n"
+        "assert plug_in is not None and plug_in.__module__ == 'flux_pipelines.demo.spending'\n"
+        "assert realism_for('meteorites') is None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -45,10 +45,10 @@ import pytest
 import flux_pipelines.ingest.delivery as delivery_module
 from flux_pipelines.contracts.model import Contract, RuleKind
 from flux_pipelines.contracts.validator import SHORT_ROW_RULE
+from flux_pipelines.defs.ingest.landing import HIDDEN_GRACE_SECONDS
 from flux_pipelines.ingest.delivery import PartitionResult, is_data_file_name
 from flux_pipelines.ingest.manifest import write_manifest
 from flux_pipelines.ingest.readers import MAX_JSON_DEPTH, display_name
-from flux_pipelines.sensors.landing import HIDDEN_GRACE_SECONDS
 from flux_pipelines_tests.hostile import (
     AGENCY,
     CANARY,

@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 
 import flux_pipelines.ingest.delivery as delivery_module
-from flux_pipelines.cli.verdict import print_verdict, validate_file
+from flux_pipelines.cli.verdict import print_verdict
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.errors import UnsafePath
 from flux_pipelines.ingest.confine import (
@@ -41,6 +41,7 @@ from flux_pipelines.ingest.manifest import COMPLETION_MARKER, ManifestInvalid, w
 from flux_pipelines.ingest.readers import FileProblem, inspect_file, read_chunks
 from flux_pipelines.names import agencies_with_db, agency_db
 from flux_pipelines.reports import write_delivery_report
+from flux_pipelines.reports.verdict import validate_file
 from flux_pipelines_tests.conftest import deliver, materialize
 
 DAY = "2026-02-02"

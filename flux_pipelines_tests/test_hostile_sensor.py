@@ -17,10 +17,7 @@ import dagster as dg
 import pytest
 
 from flux_pipelines.contracts.registry import load_registry
-from flux_pipelines.errors import ConfigurationError
-from flux_pipelines.ingest import receipts
-from flux_pipelines.ingest.manifest import COMPLETION_MARKER
-from flux_pipelines.sensors.landing import (
+from flux_pipelines.defs.ingest.landing import (
     FINDINGS_FILE,
     HIDDEN_GRACE_SECONDS,
     MANIFEST_GRACE_SECONDS,
@@ -32,6 +29,9 @@ from flux_pipelines.sensors.landing import (
     scan_dataset,
     zone_steward,
 )
+from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.ingest import receipts
+from flux_pipelines.ingest.manifest import COMPLETION_MARKER
 from flux_pipelines_tests.conftest import deliver
 from flux_pipelines_tests.test_landing_sensor import (
     DAY,

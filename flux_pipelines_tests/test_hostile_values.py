@@ -502,9 +502,7 @@ def broken_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
                   "implementation": "name + 1 > 5"}],
     )  # fmt: skip
     write_contract(root, doc)
-    agencies = {
-        "agencies": [{"id": "acme", "name": "Acme", "domain": "collections", "datasets": ["items"]}]
-    }
+    agencies = {"agencies": [{"id": "acme", "name": "Acme", "datasets": ["items"]}]}
     (root / "agencies.yaml").write_text(yaml.safe_dump(agencies), encoding="utf-8")
     monkeypatch.setenv(CONTRACTS_DIR_ENV, str(root))
     load_registry.cache_clear()

@@ -14,14 +14,14 @@ import dagster as dg
 import duckdb
 import pytest
 
-from flux_pipelines.assets.ingest_factory import (
+from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.definitions import defs
+from flux_pipelines.defs.ingest.assets import (
     agency_partitions,
     agency_pool,
     asset_keys,
     ingest_step_name,
 )
-from flux_pipelines.contracts.registry import load_registry
-from flux_pipelines.definitions import defs
 from flux_pipelines.names import agency_db
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import (
@@ -40,7 +40,7 @@ def _db(home: Path, agency: str) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(agency_db(home, agency)), read_only=True)
 
 
-def _partition_rows(conn: duckdb.DuckDBPyConnection, table: str, day: str) -> list[tuple]:
+def _partition_rows(conn: duckdb.DuckDBPyConnection, table: str, day: str) -> list[tuple[Any, ...]]:
     return conn.execute(
         f"SELECT * EXCLUDE (_run_id, _loaded_at) FROM {table} "
         "WHERE _partition_date = ? ORDER BY _file, _row_number",
@@ -76,7 +76,7 @@ def test_partition_materializes_curated_and_quarantine(tmp_path: Path) -> None:
     assert by_key["nasa/meteorites"]["reject_rate"].value == pytest.approx(len(planted) / 400)
     # the published read-only copy holds exactly the curated partition
     published = tmp_path / "published" / "nasa" / "meteorites" / f"{DAY}.parquet"
-    assert duckdb.sql(f"SELECT count(*) FROM '{published}'").fetchall() == [curated]
+    assert duckdb.execute(f"SELECT count(*) FROM '{published}'").fetchall() == [curated]
 
 
 def test_rerun_is_idempotent_and_replaces_only_its_partition(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_bad_file_fails_only_its_partition(tmp_path: Path) -> None:
     failed = materialize(tmp_path, [("nasa", "meteorites")], bad_day)
     assert not failed.success
     failure = next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE")
-    message = failure.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+    message = failure.step_failure_data.user_failure_data.description
     for expected in ("nasa", "meteorites", "broken.csv", "delivery.bad_encoding", "UTF-8"):
         assert expected in message
     with _db(tmp_path, "nasa") as conn:
@@ -183,7 +183,7 @@ def test_multi_day_run_records_one_result_per_day(tmp_path: Path) -> None:
         history = instance.event_log_storage.get_asset_check_execution_history(
             dg.AssetCheckKey(key, name), limit=10
         )
-        evaluated = {r.partition: r.status.value for r in history}  # type: ignore[attr-defined]
+        evaluated = {r.partition: r.status.value for r in history}
         # the day without a delivery stays as planned: never evaluated, so never "passed"
         assert evaluated == {**dict.fromkeys(delivered, "SUCCEEDED"), days[2]: "PLANNED"}
 
@@ -192,7 +192,7 @@ def test_contract_schema_fails_only_the_day_whose_curated_rows_are_wrong(
     tmp_path: Path,
 ) -> None:
     """The check passes curated rows by construction and fails when stored data is wrong."""
-    from flux_pipelines.assets.ingest_step import schema_check
+    from flux_pipelines.defs.ingest.step import schema_check
 
     days = ["2026-02-02", "2026-02-03"]
     for i, day in enumerate(days):
@@ -219,40 +219,127 @@ def dg_day(day: str) -> Any:
     return dt.date.fromisoformat(day)
 
 
+def _keys(keys: Any) -> str:
+    return ",".join(sorted(k.to_user_string() for k in keys))
+
+
+def _mapping(values: Any) -> str:
+    return "{" + ",".join(f"{k}={v}" for k, v in sorted((values or {}).items())) + "}"
+
+
+class _Shared:
+    """Long, shared values (partitions, automation conditions) numbered once, so each asset
+    line names them: ``p1``, ``a1``. Numbers follow the sorted text, so they are stable."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def add(self, value: object) -> None:
+        if value is not None:
+            self.seen.add(repr(value))
+
+    def name(self, value: object) -> str:
+        if value is None:
+            return "none"
+        return f"{self.prefix}{sorted(self.seen).index(repr(value)) + 1}"
+
+    def lines(self, kind: str) -> list[str]:
+        return [f"{kind} {self.prefix}{i} {text}" for i, text in enumerate(sorted(self.seen), 1)]
+
+
+def _executor(executor: dg.ExecutorDefinition | None) -> str:
+    """The executor's name and its effective config (a ``configured`` executor's values)."""
+    if executor is None:
+        return "default"
+    schema: Any = executor.config_schema
+    if hasattr(schema, "resolve_config"):  # a configured executor: its mapped values
+        config = schema.resolve_config({}).value
+    else:
+        config = schema.default_value if schema.default_provided else None
+    return f"{executor.name}{config}"
+
+
+def graph_snapshot(definitions: dg.Definitions) -> str:
+    """Every asset's and check's spec, every job, sensor and schedule, as sorted text."""
+    graph = definitions.resolve_asset_graph()
+    repo = definitions.get_repository_def()
+    partitions, automation = _Shared("p"), _Shared("a")
+    nodes = sorted((graph.get(k) for k in graph.get_all_asset_keys()), key=lambda n: n.key)
+    checks = [graph.get_check_spec(k) for k in sorted(graph.asset_check_keys)]
+    for node in nodes:
+        partitions.add(node.partitions_def)
+        automation.add(node.automation_condition)
+    for check in checks:
+        partitions.add(check.partitions_def)
+        automation.add(check.automation_condition)
+    jobs = {j.name: j for j in repo.get_all_jobs()}
+    for job in jobs.values():
+        partitions.add(job.partitions_def)
+    lines = partitions.lines("partitions") + automation.lines("automation")
+    for node in nodes:
+        lines.append(
+            f"asset {node.key.to_user_string()} group={node.group_name} "
+            f"kinds={','.join(sorted(node.kinds))} deps=[{_keys(node.parent_keys)}] "
+            f"partitions={partitions.name(node.partitions_def)} tags={_mapping(node.tags)} "
+            f"owners={sorted(node.owners)} pools={sorted(node.pools or [])} "
+            f"automation={automation.name(node.automation_condition)} "
+            f"freshness={node.freshness_policy!r}" + ("" if node.is_executable else " external")
+        )
+    for check in checks:
+        lines.append(
+            f"check {check.key.to_user_string()} blocking={check.blocking} "
+            f"partitions={partitions.name(check.partitions_def)} "
+            f"automation={automation.name(check.automation_condition)}"
+        )
+    steps = {
+        a.node_def.name: a.node_def
+        for a in graph.assets_defs
+        if a.is_executable and isinstance(a.node_def, dg.OpDefinition)
+    }
+    for name, op in sorted(steps.items()):
+        lines.append(f"step {name} pool={op.pool}")
+    unresolved = {j.name: j for j in definitions.jobs or [] if not isinstance(j, dg.JobDefinition)}
+    for name, job in sorted(jobs.items()):
+        if name.startswith("__"):  # Dagster's implicit job over every asset
+            selection = "all"
+        elif name in unresolved:
+            chosen = unresolved[name].selection
+            selection = (
+                f"assets=[{_keys(chosen.resolve(graph))}] "
+                f"checks=[{_keys(chosen.resolve_checks(graph))}]"
+            )
+        else:
+            selection = f"ops=[{','.join(sorted(n.name for n in job.graph.node_defs))}]"
+        lines.append(
+            f"job {name} executor={_executor(job.executor_def)} tags={_mapping(job.tags)} "
+            f"partitions={partitions.name(job.partitions_def)} {selection}"
+        )
+    for sensor in sorted(repo.sensor_defs, key=lambda s: s.name):
+        targets = sorted(t.job_name for t in sensor.targets)
+        watched = getattr(sensor, "asset_selection", None)
+        assets = f" assets=[{_keys(watched.resolve(graph))}]" if watched is not None else ""
+        lines.append(
+            f"sensor {sensor.name} type={type(sensor).__name__} "
+            f"status={sensor.default_status.value} interval={sensor.minimum_interval_seconds} "
+            f"jobs={targets}{assets}"
+        )
+    for schedule in sorted(repo.schedule_defs, key=lambda s: s.name):
+        lines.append(
+            f"schedule {schedule.name} cron={schedule.cron_schedule} "
+            f"tz={schedule.execution_timezone} job={schedule.job_name} "
+            f"status={schedule.default_status.value}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def test_asset_graph_snapshot() -> None:
-    """The whole graph (keys, groups, kinds, pools, checks, jobs) as reviewed text.
+    """The full spec of every asset and check, and every job, sensor and schedule, as
+    reviewed text: a refactoring of the wiring must leave it byte-identical.
 
     Set FLUX_UPDATE_SNAPSHOTS=1 to rewrite it after an intended change, then review the diff.
     """
-    graph = defs.resolve_asset_graph()
-    lines = []
-    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
-        node = graph.get(key)
-        deps = ",".join(sorted(d.to_user_string() for d in node.parent_keys))
-        fresh = node.freshness_policy
-        lines.append(
-            f"asset {key.to_user_string()} group={node.group_name} "
-            f"kinds={','.join(sorted(node.kinds))} deps=[{deps}]"
-            + (f" freshness={fresh.deadline_cron}" if fresh is not None else "")  # type: ignore[attr-defined]
-            + ("" if node.is_executable else " external")
-        )
-    for check in sorted(graph.asset_check_keys, key=lambda k: k.to_user_string()):
-        lines.append(f"check {check.to_user_string()}")
-    steps = {a.node_def.name: a.node_def for a in graph.assets_defs if a.is_executable}
-    for name, op in sorted(steps.items()):
-        lines.append(f"step {name} pool={op.pool}")
-    for job in sorted(j.name for j in defs.jobs or []):  # type: ignore[union-attr]
-        lines.append(f"job {job}")
-    repo = defs.get_repository_def()
-    for sensor in sorted(repo.sensor_defs, key=lambda s: s.name):
-        jobs = sorted(t.job_name for t in sensor.targets)
-        lines.append(f"sensor {sensor.name} status={sensor.default_status.value} jobs={jobs}")
-    for schedule in sorted(repo.schedule_defs, key=lambda s: s.name):
-        lines.append(
-            f"schedule {schedule.name} cron={schedule.cron_schedule} job={schedule.job_name} "
-            f"status={schedule.default_status.value}"
-        )
-    text = "\n".join(lines) + "\n"
+    text = graph_snapshot(defs)
     if os.environ.get("FLUX_UPDATE_SNAPSHOTS"):
         SNAPSHOT.write_text(text)
     assert text == SNAPSHOT.read_text()
@@ -270,12 +357,13 @@ def test_each_agency_is_one_ingest_step_with_its_agency_pool() -> None:
     pairs = [(a, d) for a in registry.agencies for d in a.datasets]
     assert len(steps) == len(registry.agencies)
     for agency, dataset in pairs:
-        [assets] = [a for a in steps.values() if asset_keys(agency, dataset)[1] in a.keys]  # type: ignore[union-attr]
-        assert assets.node_def.name == ingest_step_name(agency)  # type: ignore[union-attr]
-        assert assets.node_def.pool == agency_pool(agency)  # type: ignore[union-attr]
-        assert set(asset_keys(agency, dataset)) <= set(assets.keys)  # type: ignore[union-attr]
-        assert assets.partitions_def == agency_partitions(agency)  # type: ignore[union-attr]
-        first = assets.partitions_def.get_first_partition_key()  # type: ignore[union-attr]
+        [assets] = [a for a in steps.values() if asset_keys(agency, dataset)[1] in a.keys]
+        op = assets.node_def
+        assert isinstance(op, dg.OpDefinition) and op.name == ingest_step_name(agency)
+        assert op.pool == agency_pool(agency)
+        assert set(asset_keys(agency, dataset)) <= set(assets.keys)
+        assert assets.partitions_def == agency_partitions(agency)
+        first = assets.partitions_def.get_first_partition_key()
         assert first == agency.onboarded.isoformat()  # nothing before onboarding
 
 

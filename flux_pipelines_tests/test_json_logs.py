@@ -32,10 +32,10 @@ AGENCY, DATASET, DAY = "nasa", "meteorites", "2026-01-05"
 # landing sensor's run request carries (``CONSOLE_RUN_CONFIG``, pinned by the sensor tests).
 RUN = """
 import dagster as dg
-from flux_pipelines.assets.ingest_factory import asset_keys
+from flux_pipelines.defs.ingest.assets import asset_keys
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
-from flux_pipelines.jobs import agency_job_name
+from flux_pipelines.defs.ingest.jobs import agency_job_name
 from flux_pipelines.ops.logs import CONSOLE_RUN_CONFIG
 
 agency = load_registry().agency("nasa")
@@ -290,9 +290,11 @@ def test_json_mode_turns_console_handlers_json_and_names_agencies_by_id(
 def test_flux_dev_asks_dagsters_own_services_for_the_same_format(
     monkeypatch: pytest.MonkeyPatch, mode: str, json_flag: bool
 ) -> None:
-    from flux_pipelines.cli.dev import dev_command
+    from flux_pipelines.cli.dev import daemon_command, webserver_command
 
     monkeypatch.setenv("FLUX_LOG_FORMAT", mode)
-    command = dev_command("127.0.0.1", 3000, 7)
-    assert (command[-2:] == ["--log-format", "json"]) is json_flag
-    assert command[:4] == [sys.executable, "-m", "dagster", "dev"]
+    webserver, daemon = webserver_command("127.0.0.1", 3000), daemon_command()
+    for command in (webserver, daemon):
+        assert (command[-2:] == ["--log-format", "json"]) is json_flag
+    assert Path(webserver[0]).name == "dagster-webserver"
+    assert Path(daemon[0]).name == "dagster-daemon" and daemon[1] == "run"

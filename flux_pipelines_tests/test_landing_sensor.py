@@ -19,17 +19,11 @@ import dagster as dg
 import duckdb
 import pytest
 
-from flux_pipelines.assets.ingest_factory import asset_keys
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
-from flux_pipelines.ingest.delivery import IGNORED_PREFIXES, TEMPORARY_SUFFIXES
-from flux_pipelines.ingest.manifest import write_manifest
-from flux_pipelines.ingest.receipts import delivery_contents, read_receipt, write_receipt
-from flux_pipelines.names import agency_db, agency_receipts
-from flux_pipelines.ops.logs import CONSOLE_RUN_CONFIG
-from flux_pipelines.resources.warehouse import FluxWarehouse
-from flux_pipelines.sensors import landing
-from flux_pipelines.sensors.landing import (
+from flux_pipelines.defs.ingest import landing
+from flux_pipelines.defs.ingest.assets import asset_keys
+from flux_pipelines.defs.ingest.landing import (
     DELIVERY_TAG,
     MANIFEST_GRACE_SECONDS,
     QUIET_SECONDS,
@@ -40,6 +34,12 @@ from flux_pipelines.sensors.landing import (
     encode_cursor,
     scan_dataset,
 )
+from flux_pipelines.ingest.delivery import IGNORED_PREFIXES, TEMPORARY_SUFFIXES
+from flux_pipelines.ingest.manifest import write_manifest
+from flux_pipelines.ingest.receipts import delivery_contents, read_receipt, write_receipt
+from flux_pipelines.names import agency_db, agency_receipts
+from flux_pipelines.ops.logs import CONSOLE_RUN_CONFIG
+from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import check_results, deliver
 
 REPO = defs.get_repository_def()

@@ -12,10 +12,10 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from flux_pipelines.assets.cross_agency_factory import build_cross_agency_asset, cross_agency_key
 from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.cli.main import app
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.defs.published.cross_agency import build_cross_agency_asset, cross_agency_key
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import deliver, ingest_assets, ingest_keys
 from flux_pipelines_tests.oidc import running_issuer

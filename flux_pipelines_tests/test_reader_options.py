@@ -220,8 +220,7 @@ def test_about_a_thousand_wrapped_records_are_never_one_row(
     # and the CLI says the file is rejected (exit 2), naming the key
     registry = tmp_path / "registry"
     write_contract(registry, contract_doc(ITEMS))
-    agencies = {"agencies": [{"id": "acme", "name": "Acme", "domain": "collections",
-                              "datasets": ["items"]}]}  # fmt: skip
+    agencies = {"agencies": [{"id": "acme", "name": "Acme", "datasets": ["items"]}]}
     (registry / "agencies.yaml").write_text(yaml.safe_dump(agencies), encoding="utf-8")
     monkeypatch.setenv(CONTRACTS_DIR_ENV, str(registry))
     load_registry.cache_clear()

@@ -16,9 +16,9 @@ import duckdb
 import polars as pl
 import pytest
 
-from flux_pipelines.assets.cross_agency_factory import cross_agency_key
-from flux_pipelines.assets.risk_factory import SCORES, scores_key
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.defs.published.cross_agency import cross_agency_key
+from flux_pipelines.defs.spending.risk import SCORES, scores_key
 from flux_pipelines.names import agencies_with_db, agency_db
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import (
@@ -123,7 +123,7 @@ def test_recipients_link_to_treasury_award_file(scored: tuple[Path, Any]) -> Non
         for n in ("matched", "unmatched_left", "unmatched_right", "exceptions")
     }
     # analysts read them through the cross-agency catalog's views
-    from flux_pipelines.assets.publish_factory import write_views
+    from flux_pipelines.defs.published.catalogs import write_views
 
     path, rows = write_views(folder)
     assert {f"recipient_links_{n}": h for n, h in tables.items()}.items() <= rows.items()

@@ -21,16 +21,16 @@ import dagster as dg
 import duckdb
 import pytest
 
-from flux_pipelines.assets import ingest_step
-from flux_pipelines.assets.ingest_factory import (
+from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.definitions import defs
+from flux_pipelines.defs.ingest import step as ingest_step
+from flux_pipelines.defs.ingest.assets import (
     TRANSIENT_RETRIES,
     agency_partitions,
     asset_keys,
     build_ingest_asset,
     retry_delay,
 )
-from flux_pipelines.contracts.registry import load_registry
-from flux_pipelines.definitions import defs
 from flux_pipelines.errors import TransientError
 from flux_pipelines.ingest.manifest import write_manifest
 from flux_pipelines.resources import warehouse as warehouse_module
@@ -389,7 +389,7 @@ def test_configuration_errors_fail_once(tmp_path: Path) -> None:
 
 
 def test_risk_and_reconciliation_steps_retry_only_transient_errors() -> None:
-    from flux_pipelines.assets.ingest_factory import transient_retries
+    from flux_pipelines.defs.ingest.assets import transient_retries
     from flux_pipelines.errors import ConfigurationError, TransientError
 
     with pytest.raises(dg.RetryRequested) as retry, transient_retries(0):

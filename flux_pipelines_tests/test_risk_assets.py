@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from flux_pipelines.assets.ingest_factory import ingest_step_name
-from flux_pipelines.assets.risk_factory import MODEL, SCORES, model_key, scores_key
-from flux_pipelines.assets.risk_step import retrain_due
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.defs.ingest.assets import ingest_step_name
+from flux_pipelines.defs.spending.risk import MODEL, SCORES, model_key, scores_key
+from flux_pipelines.defs.spending.risk_step import retrain_due
 from flux_pipelines.names import agency_db
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines.risk.model import RiskModel
@@ -235,8 +235,8 @@ def test_a_model_is_due_for_retraining_after_monday_five_utc() -> None:
 
 @pytest.mark.slow
 def test_a_newly_loaded_day_is_requested_by_automation(tmp_path: Path) -> None:
-    from flux_pipelines.assets.ingest_factory import agency_partitions
     from flux_pipelines.definitions import defs
+    from flux_pipelines.defs.ingest.assets import agency_partitions
 
     agency = load_registry().agency(AGENCY)
     key = scores_key(agency)
@@ -261,7 +261,7 @@ def test_a_newly_loaded_day_is_requested_by_automation(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_agency_catalog_serves_the_risk_scores(loaded: tuple[Path, dg.DagsterInstance]) -> None:
-    from flux_pipelines.assets.publish_factory import write_catalog
+    from flux_pipelines.defs.published.catalogs import write_catalog
 
     home, instance = loaded
     agency = load_registry().agency(AGENCY)

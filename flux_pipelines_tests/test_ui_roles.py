@@ -33,8 +33,8 @@ import pytest
 import requests
 import yaml
 
+from flux_pipelines.defs.ingest.landing import landing_sensor_name
 from flux_pipelines.instance.config import PG_ENV, instance_config
-from flux_pipelines.sensors.landing import landing_sensor_name
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from flux_pipelines.audit.trail import (
     TrailEntry,
     access_record,
 )
+from flux_pipelines.files import write_atomic
 from flux_pipelines.locks import exclusive_lock
 
 if TYPE_CHECKING:
@@ -288,19 +288,8 @@ def _lines_backwards(path: Path) -> Iterator[bytes]:
 
 def _save(home: Path, seen: LastSeen) -> None:
     """Replace the cache atomically (temp file, fsync, rename), readable by its owner only."""
-    path = home / CACHE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(seen.to_json(), sort_keys=True).encode("utf-8") + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(seen.to_json(), sort_keys=True) + "\n"
+    write_atomic(home / CACHE_FILE, text, durable=True, mode=0o600)
 
 
 @contextmanager

@@ -91,8 +91,6 @@ def unverified_claims(token: str) -> dict[str, str]:
         claims = jwt.decode(token, options={"verify_signature": False})
     except (jwt.PyJWTError, ValueError, TypeError):
         return {}
-    if not isinstance(claims, dict):
-        return {}
     return {
         name: str(claims[name])[:CLAIMED_MAX_CHARS]
         for name in ("sub", "iss")
@@ -194,10 +192,12 @@ def identity_from_claims(
     if not policy.roles[role].all_agencies:
         agencies_granted = {a for r, a in grants if r == role}
         if len(agencies_granted) > 1:
+            # A group without "{agency}" can grant an agency role with no agency at all.
+            named = {a or "no agency" for a in agencies_granted}
             raise AccessDenied(
                 subject,
                 "use Flux",
-                f"groups grant {role} for several agencies ({', '.join(sorted(agencies_granted))})"
+                f"groups grant {role} for several agencies ({', '.join(sorted(named))})"
                 "; one identity acts for one agency",
             )
     else:

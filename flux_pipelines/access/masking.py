@@ -47,11 +47,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 from flux_pipelines.access.policy import CLASSIFICATIONS, Masking, Treatment, default_policy
-from flux_pipelines.contracts.ddl import quote
 from flux_pipelines.contracts.model import Classification, ColumnSpec, Contract
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.home import confined
 from flux_pipelines.names import ENTITLED_FOLDER, published_root
+from flux_pipelines.sql import literal, quote
 
 if TYPE_CHECKING:
     import duckdb
@@ -187,8 +187,8 @@ def masked_select(
 
 def footer(held: Mapping[str, Treatment]) -> str:
     """The COPY option recording a copy's treatments in its Parquet footer."""
-    text = json.dumps(dict(sorted(held.items())), separators=(",", ":")).replace("'", "''")
-    return f"KV_METADATA {{{FOOTER_KEY}: '{text}'}}"
+    text = json.dumps(dict(sorted(held.items())), separators=(",", ":"))
+    return f"KV_METADATA {{{FOOTER_KEY}: {literal(text)}}}"
 
 
 def held_by(
@@ -198,7 +198,7 @@ def held_by(
     in one statement for all of them."""
     if not paths:
         return {}
-    listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+    listed = ", ".join(literal(p) for p in paths)
     rows = conn.execute(
         f"SELECT file_name, value FROM parquet_kv_metadata([{listed}]) WHERE key = ?",
         [FOOTER_KEY.encode()],
@@ -278,3 +278,34 @@ def source_file(home: Path, agency: str, dataset: str, day: str) -> Path:
     if entitled.is_file():
         return entitled
     return confined(published_root(home), agency, dataset, f"{day}.parquet")
+
+
+# --- the cross-agency copy -------------------------------------------------------------
+# published/<agency>/<dataset>/<day>.parquet or published/<agency>/_clear/<dataset>/<day>...
+_AGENCY_OF_FILE = (
+    f"CASE WHEN split_part(filename, '/', -3) = '{ENTITLED_FOLDER}' "
+    "THEN split_part(filename, '/', -4) ELSE split_part(filename, '/', -3) END"
+)
+
+
+def shared_select(
+    conn: duckdb.DuckDBPyConnection, home: Path, files: list[Path], wanted: dict[str, Treatment]
+) -> str:
+    """Every file's rows with an ``agency`` column, as the cross-agency copy shows them:
+    ``wanted`` applied to what each copy holds (its footer), one part per kind of copy."""
+    by_held: dict[tuple[tuple[str, Treatment], ...], list[Path]] = {}
+    for path, held in held_by(conn, files).items():
+        by_held.setdefault(tuple(sorted(held.items())), []).append(path)
+    if any(t == "hash" for t in wanted.values()):
+        bind_key(conn, home)
+    parts = []
+    for kinds, group in by_held.items():
+        listed = ", ".join(literal(f) for f in group)
+        source = f"read_parquet([{listed}], union_by_name = true, filename = true)"
+        names = [n for (n, *_) in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()]
+        kept = [n for n in names if n != "filename"]
+        parts.append(
+            f"SELECT {_AGENCY_OF_FILE} AS agency, {select_list(kept, wanted, dict(kinds))} "
+            f"FROM {source}"
+        )
+    return " UNION ALL BY NAME ".join(parts)

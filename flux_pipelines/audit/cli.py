@@ -23,6 +23,7 @@ from flux_pipelines.audit.trail import (
 )
 from flux_pipelines.audit.witness import STORE_FILE, WitnessReport, check, keygen, witness
 from flux_pipelines.errors import ConfigurationError, WitnessRefused
+from flux_pipelines.exits import fail
 from flux_pipelines.home import resolve_home
 
 audit_app = typer.Typer(
@@ -36,11 +37,6 @@ HomeOption = Annotated[
     typer.Option(help="Flux home holding audit/trail.jsonl (default: $FLUX_HOME, else .flux)"),
 ]
 PAYLOAD_WIDTH = 70
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @audit_app.command("verify")
@@ -74,11 +70,11 @@ def verify(
     witness option is missing or unusable).
     """
     if (witness_store is None) != (witness_public_key is None):
-        _fail("--witness and --witness-public-key go together")
+        fail("--witness and --witness-public-key go together")
     trail = AuditTrail(resolve_home(home))
     witnessed = witness_store is not None and (witness_store / STORE_FILE).exists()
     if not trail.exists() and not trail.anchored() and not witnessed:
-        _fail(f"no audit trail at {trail.path}")
+        fail(f"no audit trail at {trail.path}")
     report = trail.verify()  # a trail deleted under its anchors is reported as truncated
     _print_report(report)
     ok = report.ok
@@ -86,7 +82,7 @@ def verify(
         try:
             checked = check(trail.home, witness_store, witness_public_key)
         except ConfigurationError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         _print_witness(checked)
         ok = ok and checked.ok
     raise typer.Exit(0 if ok else 1)
@@ -117,7 +113,7 @@ def witness_keygen(
     try:
         private, public, kid = keygen(out)
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(
         f"wrote {private} (private, 0600: keep it on the witness only) and {public} "
         f"(public, key id {kid}: give it to whoever runs `flux audit verify --witness`)"
@@ -140,11 +136,11 @@ def witness_command(
     """
     trail = AuditTrail(resolve_home(home))
     if not trail.exists() and not trail.anchored() and not (store / STORE_FILE).exists():
-        _fail(f"no audit trail at {trail.path}")
+        fail(f"no audit trail at {trail.path}")
     try:
         statement = witness(trail.home, store, key)
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except WitnessRefused as exc:
         typer.echo(f"refused: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -172,7 +168,7 @@ def anchor(
     """
     trail = AuditTrail(resolve_home(home))
     if not trail.exists() and not trail.anchored():
-        _fail(f"no audit trail at {trail.path}")
+        fail(f"no audit trail at {trail.path}")
     report = trail.verify()
     blocking = [p for p in report.problems if p.kind != "unanchored"]
     if blocking and not accept:
@@ -225,18 +221,18 @@ def show(
     """
     trail = AuditTrail(resolve_home(home))
     if not trail.exists():
-        _fail(f"no audit trail at {trail.path}")
+        fail(f"no audit trail at {trail.path}")
     if who is not None:
         if kind not in (None, "access"):
-            _fail("--who selects access records: drop --kind or use --kind access")
+            fail("--who selects access records: drop --kind or use --kind access")
         kind = "access"
     if kind is not None and kind not in RECORD_KINDS:
-        _fail(f"--kind must be one of {', '.join(RECORD_KINDS)}, not {kind!r}")
+        fail(f"--kind must be one of {', '.join(RECORD_KINDS)}, not {kind!r}")
     if day is not None:
         try:
             dt.date.fromisoformat(day)
         except ValueError:
-            _fail(f"--day {day!r} is not YYYY-MM-DD")
+            fail(f"--day {day!r} is not YYYY-MM-DD")
     entries: Iterable[TrailEntry] = trail.iter_records(
         kind=kind, agency=agency, dataset=dataset, day=day
     )
@@ -272,7 +268,7 @@ ACCESS_FIELDS = frozenset({"identity", "action", "outcome"})
 
 def _identity(entry: TrailEntry) -> dict[str, object]:
     found = entry.payload.get("identity")
-    return found if isinstance(found, dict) else {}
+    return dict(found) if isinstance(found, dict) else {}
 
 
 def _is_who(entry: TrailEntry, who: str) -> bool:

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias, get_args
 
 from flux_pipelines.errors import AuditAnchorMismatch, AuditTrailCorrupt
+from flux_pipelines.files import fsync_path, write_atomic
 from flux_pipelines.home import resolve_home
 from flux_pipelines.locks import exclusive_lock
 
@@ -132,7 +133,12 @@ class TrailEntry:
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> TrailEntry:
-        return cls(**{k: obj.get(k) for k in RECORD_FIELDS})
+        """A record whose fields are ``RECORD_FIELDS`` (the caller checked them)."""
+        return cls(
+            seq=obj["seq"], ts=obj["ts"], kind=obj["kind"], payload=obj["payload"],
+            prev_hash=obj["prev_hash"], hash=obj["hash"], agency=obj["agency"],
+            dataset=obj["dataset"], day=obj["day"], run_id=obj["run_id"],
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, JSONValue]:
         return {k: getattr(self, k) for k in sorted(RECORD_FIELDS)}
@@ -318,14 +324,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @dataclass(frozen=True)
 class _Tail:
     """The last complete record (None: empty trail) and where the good bytes end."""
@@ -457,7 +455,7 @@ class AuditTrail:
         _write_all(fd, b"".join(lines))
         os.fsync(fd)
         if tail.good_end == 0:
-            _fsync_dir(self.dir)  # a new file: make its directory entry durable too
+            fsync_path(self.dir)  # a new file: make its directory entry durable too
         end = Anchor(entries[-1].seq, entries[-1].hash)
         self._write_anchor(self.anchor_path, end)
         self._write_anchor(self.state_anchor_path, end)  # last: it never runs ahead
@@ -512,18 +510,10 @@ class AuditTrail:
 
     def _write_anchor(self, path: Path, anchor: Anchor) -> None:
         """Replace an anchor atomically; a new one's directory entry is made durable too."""
-        created = not path.exists()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, canonical_json({"seq": anchor.seq, "hash": anchor.hash}) + b"\n")
-            os.fsync(fd)  # never let a crash leave an empty anchor behind
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        if created:  # else a lost rename only leaves the older anchor: a lag, not a finding
-            _fsync_dir(path.parent)
+        # durable: a crash never leaves an empty anchor, nor loses a new one's name (a lost
+        # rename over an old one only leaves the older anchor: a lag, not a finding)
+        body = canonical_json({"seq": anchor.seq, "hash": anchor.hash}) + b"\n"
+        write_atomic(path, body, durable=True, mode=0o644)
 
     def anchor_at_end(self) -> Anchor:
         """Point both anchors at the trail's last record; replaced anchors are kept beside

@@ -41,8 +41,8 @@ import typer
 
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.defs.ingest.jobs import QUIET_LOGS
 from flux_pipelines.instance.config import prepare_dagster_home
-from flux_pipelines.jobs import QUIET_LOGS
 from flux_pipelines.names import RANGE_END_TAG, RANGE_START_TAG, agency_db
 
 if TYPE_CHECKING:
@@ -89,7 +89,8 @@ def count_rows(path: Path) -> int:
     if suffix == ".json":
         return pl.read_json(path).height
     if suffix == ".parquet":
-        return pl.scan_parquet(path).select(pl.len()).collect().item()
+        count: int = pl.scan_parquet(path).select(pl.len()).collect().item()
+        return count
     raise ValueError(f"cannot count the rows of {path}")
 
 
@@ -223,7 +224,7 @@ def run_multi_agency_backfill(
 def multi_agency_job() -> dg.JobDefinition:
     """The benchmark's agencies in one parallel job, importable by name so step processes
     can rebuild it (they share an onboarding day: one job, one partitions definition)."""
-    from flux_pipelines.jobs import resolve_cohort_job
+    from flux_pipelines.definitions import resolve_cohort_job
 
     chosen = os.environ.get(COHORT_ENV, ",".join(MULTI_AGENCIES)).split(",")
     return resolve_cohort_job("bench_multi_agency", chosen)
@@ -232,8 +233,8 @@ def multi_agency_job() -> dg.JobDefinition:
 def _child_agency(agency_id: str, days: list[dt.date]) -> dict[str, object]:
     import dagster as dg
 
-    from flux_pipelines.cli.demo import materialize_agencies
-    from flux_pipelines.jobs import agency_job_name
+    from flux_pipelines.defs.ingest.jobs import agency_job_name
+    from flux_pipelines.demo.runs import materialize_agencies
 
     failed = materialize_agencies([agency_id], days)
     job = agency_job_name(load_registry().agency(agency_id))
@@ -244,7 +245,7 @@ def _child_agency(agency_id: str, days: list[dt.date]) -> dict[str, object]:
 def _child_multi(agency_ids: list[str], days: list[dt.date]) -> dict[str, object]:
     import dagster as dg
 
-    from flux_pipelines.assets.ingest_factory import asset_keys
+    from flux_pipelines.defs.ingest.assets import asset_keys
 
     os.environ[COHORT_ENV] = ",".join(agency_ids)  # step processes rebuild the same job
     registry = load_registry()

@@ -33,16 +33,17 @@ import typer
 import yaml
 
 from flux_pipelines.bench.process import run_python
-from flux_pipelines.contracts.registry import CONTRACTS_DIR_ENV, PROJECT_ROOT, load_registry
+from flux_pipelines.contracts.registry import CONTRACTS_DIR_ENV, load_registry
+from flux_pipelines.defs.ingest.jobs import QUIET_LOGS
+from flux_pipelines.home import PROJECT_ROOT
 from flux_pipelines.instance.config import PG_ENV, instance_config
-from flux_pipelines.jobs import QUIET_LOGS
 
 if TYPE_CHECKING:
     import dagster as dg
 
 SHIPPED_CONTRACTS = PROJECT_ROOT / "contracts"
 SIZES = (100, 300)  # registries measured besides the shipped one (agencies in all)
-GENERATED_DOMAIN = "spending"
+TEMPLATE_DATASETS = ["contract_transactions"]  # generated entries copy the first such agency
 GENERATED_DATASETS = ("contract_transactions", "constituents")
 RUN_AGENCY = "nasa"  # a shipped agency, so every registry size runs the same partition
 RUN_DATASET = "meteorites"
@@ -101,7 +102,7 @@ def scale_registry(
     missing = (agencies if agencies is not None else len(entries)) - len(entries)
     if missing < 0:
         raise ValueError(f"{source} already lists {len(entries)} agencies, more than {agencies}")
-    template = next(e for e in entries if e.get("domain") == GENERATED_DOMAIN)
+    template = next(e for e in entries if e.get("datasets") == TEMPLATE_DATASETS)
     ids = tuple(f"agency-{i:03d}" for i in range(1, missing + 1))
     for n, agency_id in enumerate(ids, start=1):
         entry = {k: v for k, v in template.items() if k != "severity_overrides"}
@@ -214,8 +215,8 @@ def _materialize(defs: dg.Definitions, agency_id: str, dataset: str, day: str) -
     """One agency's one dataset for one day, through its ingest job (checks included)."""
     import dagster as dg
 
-    from flux_pipelines.assets.ingest_factory import asset_keys
-    from flux_pipelines.jobs import agency_job_name
+    from flux_pipelines.defs.ingest.assets import asset_keys
+    from flux_pipelines.defs.ingest.jobs import agency_job_name
 
     agency = load_registry().agency(agency_id)
     job = defs.resolve_job_def(agency_job_name(agency))
@@ -239,7 +240,8 @@ class SizeFigures:
     runs: tuple[ProcessFigures, ...]
 
     def median(self, name: str) -> float:
-        return statistics.median(getattr(r, name) for r in self.runs)
+        value: float = statistics.median(getattr(r, name) for r in self.runs)
+        return value
 
     @property
     def first(self) -> ProcessFigures:

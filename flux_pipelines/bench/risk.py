@@ -110,7 +110,7 @@ def _history(conn: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> History:
 def _found(scores: pl.DataFrame, labels: pl.DataFrame) -> list[str]:
     flagged = scores.with_row_index("row").filter(pl.col("flagged")).select("row")
     hits = labels.join(flagged.with_columns(pl.col("row").cast(pl.Int64)), on="row")
-    recall = {k: (hits["kind"] == k).sum() / max(1, (labels["kind"] == k).sum())
+    recall = {k: int((hits["kind"] == k).sum()) / max(1, int((labels["kind"] == k).sum()))
               for k in ANOMALY_KINDS}  # fmt: skip
     precision = hits.height / max(1, flagged.height)
     top = scores.with_row_index("row").top_k(labels.height, by="risk_score").select("row")

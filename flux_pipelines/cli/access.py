@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from flux_pipelines.errors import FluxError
+from flux_pipelines.exits import fail
 from flux_pipelines.home import resolve_home
 
 access_app = typer.Typer(
@@ -43,13 +44,8 @@ def _agencies(only: list[str] | None) -> tuple[list[str], list[str]]:
     chosen = only or registered
     unknown = sorted(set(chosen) - set(registered))
     if unknown:
-        _fail(f"unknown agency id(s) {', '.join(unknown)}; registered: {', '.join(registered)}")
+        fail(f"unknown agency id(s) {', '.join(unknown)}; registered: {', '.join(registered)}")
     return chosen, [a for a in registered if a not in chosen]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _list(title: str, lines: list[str]) -> None:
@@ -85,7 +81,7 @@ def apply(
     try:
         outcome = secure_home(root, chosen, create_groups=create_groups, owner=owner, leave=left)
     except FluxError as exc:  # configuration: a group missing, a bad policy
-        _fail(str(exc))
+        fail(str(exc))
     _list("groups created", outcome.groups_created)
     _list("layout", outcome.zones)
     _list("changed", outcome.changes)
@@ -117,7 +113,7 @@ def check(
     try:
         outcome = secure_home(root, chosen, fix=False, owner=owner, leave=left)
     except FluxError as exc:  # configuration: a group missing, a bad policy
-        _fail(str(exc))
+        fail(str(exc))
     _list("violations", outcome.changes + outcome.refused)
     if not outcome.clean:
         typer.echo(f"{root}: not isolated; fix with `flux access apply --home {root}`")

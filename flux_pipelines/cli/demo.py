@@ -20,14 +20,16 @@ import dagster as dg
 import duckdb
 import typer
 
-from flux_pipelines.assets.cross_agency_factory import GROUP as CROSS_AGENCY
-from flux_pipelines.assets.publish_factory import CATALOG_FILE
-from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, DatasetTables, quote
-from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, DatasetTables
+from flux_pipelines.contracts.registry import Registry, load_registry
+from flux_pipelines.defs.ingest.jobs import QUIET_LOGS
+from flux_pipelines.defs.published.catalogs import CATALOG_FILE
+from flux_pipelines.defs.published.cross_agency import GROUP as CROSS_AGENCY
+from flux_pipelines.demo.runs import materialize_agencies, run_range
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.instance.config import prepare_dagster_home
-from flux_pipelines.jobs import QUIET_LOGS
-from flux_pipelines.names import RANGE_END_TAG, RANGE_START_TAG, agency_db
+from flux_pipelines.names import agency_db
+from flux_pipelines.sql import quote
 
 
 def run_demo(
@@ -77,58 +79,11 @@ def run_demo(
         )
 
 
-def run_range(
-    job: dg.JobDefinition,
-    instance: dg.DagsterInstance,
-    days: list[dt.date],
-    keys: list[dg.AssetKey] | None = None,
-) -> dg.ExecuteInProcessResult:
-    """One in-process run of ``job`` over the days (a single-run backfill), quietly."""
-    return job.execute_in_process(
-        instance=instance,
-        asset_selection=keys,
-        run_config=QUIET_LOGS,
-        tags={
-            RANGE_START_TAG: days[0].isoformat(),
-            RANGE_END_TAG: days[-1].isoformat(),
-            "flux/source": "flux demo",
-        },
-        raise_on_error=False,
-    )
-
-
-def materialize_agencies(agencies: list[str], days: list[dt.date]) -> list[str]:
-    """One Dagster run per agency over the whole day range; returns agencies whose run failed."""
-    import dagster as dg
-
-    from flux_pipelines.definitions import defs
-    from flux_pipelines.jobs import agency_job_name
-
-    registry = load_registry()
-    instance = dg.DagsterInstance.get()
-    failed: list[str] = []
-    for agency_id in agencies:
-        agency = registry.agency(agency_id)
-        job = defs.resolve_job_def(agency_job_name(agency))
-        started = time.perf_counter()
-        result = run_range(job, instance, days)
-        status = "ok" if result.success else "FAILED"
-        typer.echo(
-            f"run {result.run_id[:8]} {agency_id:<20} {len(days)} day(s) "
-            f"{time.perf_counter() - started:5.1f}s {status}"
-        )
-        if not result.success:
-            failed.append(agency_id)
-    return failed
-
-
 def refresh_catalogs(home: Path, agencies: list[str]) -> list[str]:
     """Run the daily refresh once (catalogs, reconciliations, cross-agency outputs) and say
     where the analysts' catalogs are; returns a label when the run failed."""
-    import dagster as dg
-
     from flux_pipelines.definitions import defs
-    from flux_pipelines.schedules.daily import DAILY_REFRESH_JOB
+    from flux_pipelines.defs.published.refresh import DAILY_REFRESH_JOB
 
     started = time.perf_counter()
     result = defs.resolve_job_def(DAILY_REFRESH_JOB).execute_in_process(
@@ -160,10 +115,8 @@ def score_risk(agencies: list[str], days: list[dt.date]) -> list[str]:
     """Per agency, score every day (rules only: no model yet), then score the last day
     again: that step first trains the model (due: none yet) and blends it in; returns a
     label per failed run."""
-    import dagster as dg
-
     from flux_pipelines.definitions import defs
-    from flux_pipelines.jobs import risk_job_name
+    from flux_pipelines.defs.spending.jobs import risk_job_name
 
     registry = load_registry()
     failed: list[str] = []
@@ -189,7 +142,7 @@ def score_risk(agencies: list[str], days: list[dt.date]) -> list[str]:
 
 
 def print_risk_summary(home: Path, agencies: list[str]) -> None:
-    from flux_pipelines.assets.risk_factory import SCORES
+    from flux_pipelines.defs.spending.risk import SCORES
 
     typer.echo(f"\n{'agency':<20} {'scored':>7} {'flagged':>8}  basis of the last day; top reasons")
     for agency_id in agencies:
@@ -209,7 +162,7 @@ def print_risk_summary(home: Path, agencies: list[str]) -> None:
         typer.echo(f"{agency_id:<20} {scored:>7} {flagged:>8}  {basis}; {reasons}")
 
 
-def print_summary(home: Path, agencies: list[str], registry) -> None:  # type: ignore[no-untyped-def]
+def print_summary(home: Path, agencies: list[str], registry: Registry) -> None:
     typer.echo(
         f"\n{'agency':<20} {'dataset':<22} {'rows in':>8} {'curated':>8} "
         f"{'quarant.':>8} {'reject':>7}  top rules"

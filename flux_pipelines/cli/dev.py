@@ -1,50 +1,90 @@
 """``flux dev``: Dagster's webserver and daemon on loopback, stopped cleanly by Ctrl-C or SIGTERM.
 
-``dagster dev`` started from a script ignores SIGINT (a background job inherits SIG_IGN)
-and dies on SIGTERM without stopping its webserver, daemon and code servers. Here it runs
-in its own session with Dagster's shutdown pipe: Ctrl-C or SIGTERM to ``flux dev`` writes
-the shutdown message, ``dagster dev`` stops its services the way it does on Ctrl-C, and
-the whole process group is killed only if that takes longer than ``STOP_TIMEOUT``.
+Flux starts Dagster's own public commands, ``dagster-webserver`` and ``dagster-daemon run``
+(each with ``-w workspace.yaml``, each starting its own code server: definitions load twice,
+and the daemon reloads its own every 60 s, so an edited contract reaches sensors and
+schedules within a minute of a reload in the UI), every one in its own session, so a
+terminal's Ctrl-C reaches ``flux dev`` alone and ``flux dev`` decides the order of the stop.
+On Ctrl-C or SIGTERM it sends SIGTERM to each service (Dagster's services stop their code
+servers on it the way they do on Ctrl-C), then SIGTERM to anything left in their process
+groups, and SIGKILL to whatever still runs after ``STOP_TIMEOUT``. When a
+service exits on its own, ``flux dev`` stops the others and exits 1 saying which one died.
 
-Beside it, unless turned off, ``flux metrics`` (the Prometheus exporter, /metrics, /healthz,
-/readyz) runs as a child in its own session: stopped with SIGTERM (killed after
-``STOP_TIMEOUT``) when ``flux dev`` stops, and its exit stops nothing else (metrics are
-an observer, not a service the pipeline needs).
+Signal dispositions: a script's background job (``cmd &``) starts with SIGINT ignored, and a
+child inherits an ignored signal across exec; Dagster's services then ignore SIGTERM too
+(they give SIGTERM SIGINT's handler). ``flux dev`` installs its own SIGINT/SIGTERM handlers
+before it starts any child, and a caught signal is reset to its default at exec, so every
+service starts with the default dispositions.
+
+Beside them, unless turned off, ``flux metrics`` (the Prometheus exporter, /metrics, /healthz,
+/readyz) runs the same way, but its exit stops nothing else (metrics are an observer, not a
+service the pipeline needs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import psutil
 import typer
-from dagster_shared.ipc import get_ipc_shutdown_pipe, open_ipc_subprocess, send_ipc_shutdown_message
 
-from flux_pipelines.contracts.registry import PROJECT_ROOT
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.home import PROJECT_ROOT
 from flux_pipelines.instance.config import prepare_dagster_home
 
 STOP_TIMEOUT = 60.0
+POLL_SECONDS = 0.5
 METRICS_PORT_ENV = "FLUX_DEV_METRICS_PORT"
 DEFAULT_METRICS_PORT = 9464
+CODE_SERVER_LOG_LEVEL = "warning"  # what ``dagster dev`` passes: user-code warnings, no chatter
 
 
-def dev_command(host: str, port: int, read_fd: int) -> list[str]:
-    """``dagster dev``; with FLUX_LOG_FORMAT=json its own services (webserver, daemon, code
-    server) log JSON too, so the whole stream is JSON lines (runs: ``ops/logs.py``)."""
+def dagster_script(name: str) -> str:
+    """The path of a console script installed beside this interpreter (``dagster-webserver``):
+    the one that belongs to this environment, whatever PATH says."""
+    path = Path(sysconfig.get_path("scripts")) / name
+    if not path.is_file():
+        raise ConfigurationError(
+            f"{name} is not installed in this environment ({path}); install dagster-webserver "
+            "(it brings dagster-daemon too)"
+        )
+    return str(path)
+
+
+def log_format_args() -> list[str]:
+    """With FLUX_LOG_FORMAT=json Dagster's services log JSON too, so the whole stream is JSON
+    lines (runs: ``ops/logs.py``)."""
     from flux_pipelines.ops.logs import json_logs
 
+    return ["--log-format", "json"] if json_logs() else []
+
+
+def webserver_command(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "dagster", "dev",
+        dagster_script("dagster-webserver"),
         "-w", str(PROJECT_ROOT / "workspace.yaml"),
         "-h", host, "-p", str(port),
-        "--shutdown-pipe", str(read_fd),
-        *(["--log-format", "json"] if json_logs() else []),
+        "--code-server-log-level", CODE_SERVER_LOG_LEVEL,
+        *log_format_args(),
+    ]  # fmt: skip
+
+
+def daemon_command() -> list[str]:
+    return [
+        dagster_script("dagster-daemon"), "run",
+        "-w", str(PROJECT_ROOT / "workspace.yaml"),
+        "--code-server-log-level", CODE_SERVER_LOG_LEVEL,
+        *log_format_args(),
     ]  # fmt: skip
 
 
@@ -68,28 +108,82 @@ def metrics_port_setting() -> int | None:
         ) from None
 
 
+@dataclass
+class Service:
+    """One child of ``flux dev``, leader of its own session and process group."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    essential: bool  # its exit stops flux dev (the exporter's does not)
+
+    @classmethod
+    def start(cls, name: str, command: list[str], *, essential: bool = True) -> Service:
+        return cls(name, subprocess.Popen(command, start_new_session=True), essential)
+
+    @property
+    def pgid(self) -> int:
+        return self.process.pid  # a session leader's group id is its pid
+
+    def group_alive(self) -> bool:
+        """Whether a live (non-zombie) process is left in the group, the leader included:
+        a code server may outlive the service that started it."""
+        for proc in psutil.process_iter(["status"]):
+            try:
+                if os.getpgid(proc.pid) == self.pgid and proc.info["status"] != "zombie":
+                    return True
+            except (ProcessLookupError, PermissionError):
+                continue
+        return False
+
+    def signal_group(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # the whole group has gone
+            os.killpg(self.pgid, signum)
+
+
 def run_dev(home: Path, host: str, port: int, metrics_port: int | str | None = "env") -> int:
     """``metrics_port``: the exporter's port; None: no exporter; "env": from
-    ``FLUX_DEV_METRICS_PORT``."""
+    ``FLUX_DEV_METRICS_PORT``. Returns the exit code: 0 after a requested stop, 1 when a
+    service died on its own or had to be killed."""
     if metrics_port == "env":
         metrics_port = metrics_port_setting()
+    commands = {
+        "dagster-webserver": webserver_command(host, port),
+        "dagster-daemon": daemon_command(),
+    }
     info = prepare_dagster_home(home)
     typer.echo(info.describe())
     typer.echo(f"FLUX_HOME={home}; UI on http://{host}:{port} (Ctrl-C stops everything)")
-    exporter = None
-    if metrics_port is not None:
-        exporter = subprocess.Popen(
-            metrics_command(home, host, int(metrics_port)), start_new_session=True
-        )
+    stop = install_stop_handlers()  # before any child starts: they inherit default dispositions
+    services: list[Service] = []
+    died: Service | None = None
+    try:
+        if metrics_port is not None:
+            services.append(
+                Service.start(
+                    "flux metrics", metrics_command(home, host, int(metrics_port)), essential=False
+                )
+            )
+            typer.echo(
+                f"metrics on http://{host}:{metrics_port}/metrics (/healthz, /readyz; "
+                f"{METRICS_PORT_ENV}=off: none)"
+            )
+        for name, command in commands.items():
+            services.append(Service.start(name, command))
+        died = supervise(services, stop)
+    finally:
+        clean = shut_down(services)
+    if died is not None:
         typer.echo(
-            f"metrics on http://{host}:{metrics_port}/metrics (/healthz, /readyz; "
-            f"{METRICS_PORT_ENV}=off: none)"
+            f"{died.name} exited on its own with code {died.process.returncode}; "
+            "stopped the other services",
+            err=True,
         )
-    read_fd, write_fd = get_ipc_shutdown_pipe()
-    process = open_ipc_subprocess(
-        dev_command(host, port, read_fd), pass_fds=[read_fd], start_new_session=True
-    )
-    os.close(read_fd)
+        return 1
+    return 0 if clean else 1
+
+
+def install_stop_handlers() -> threading.Event:
+    """SIGINT and SIGTERM set the returned event (the supervising loop stops everything)."""
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -98,37 +192,46 @@ def run_dev(home: Path, host: str, port: int, metrics_port: int | str | None = "
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, request_stop)
-    while process.poll() is None and not stop.wait(0.5):
-        pass
-    try:
-        return shut_down(process, write_fd)
-    finally:
-        if exporter is not None:
-            stop_exporter(exporter)
+    return stop
 
 
-def stop_exporter(exporter: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the exporter's session, SIGKILL it after STOP_TIMEOUT."""
-    if exporter.poll() is not None:
-        return
-    os.killpg(exporter.pid, signal.SIGTERM)
-    try:
-        exporter.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(exporter.pid, signal.SIGKILL)
-        exporter.wait()
+def supervise(services: list[Service], stop: threading.Event) -> Service | None:
+    """Until a stop is requested (None) or an essential service exits (that service)."""
+    while not stop.wait(POLL_SECONDS):
+        for service in services:
+            if service.essential and service.process.poll() is not None:
+                return service
+    return None
 
 
-def shut_down(process: subprocess.Popen[bytes], write_fd: int) -> int:
-    if process.poll() is not None:
-        os.close(write_fd)
-        return process.returncode
-    send_ipc_shutdown_message(write_fd)  # closes write_fd
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        typer.echo(f"dagster dev did not stop within {STOP_TIMEOUT:.0f}s; killing it", err=True)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        return 1
-    return process.returncode
+def shut_down(services: list[Service], timeout: float = STOP_TIMEOUT) -> bool:
+    """SIGTERM every service, then what is left in their groups once the leader has exited;
+    SIGKILL every group still alive after ``timeout``. True when nothing had to be killed
+    and every service that was still running exited on the request."""
+    running = [s for s in services if s.process.poll() is None]
+    for service in running:
+        service.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    pending = list(services)
+    swept: set[int] = set()
+    while pending and time.monotonic() < deadline:
+        for service in list(pending):
+            if service.process.poll() is None:
+                continue
+            if service.pgid not in swept:  # its leader is gone: ask the rest of the group
+                service.signal_group(signal.SIGTERM)
+                swept.add(service.pgid)
+            if not service.group_alive():
+                pending.remove(service)
+        if pending:
+            time.sleep(0.2)
+    for service in pending:
+        typer.echo(f"{service.name} did not stop within {timeout:.0f}s; killing it", err=True)
+        service.signal_group(signal.SIGKILL)
+        service.process.wait()
+    return not pending and all(stopped_cleanly(s.process.returncode) for s in running)
+
+
+def stopped_cleanly(returncode: int | None) -> bool:
+    """Exit code 0, or ended by the SIGTERM that asked it to stop."""
+    return returncode in (0, -signal.SIGTERM, 128 + signal.SIGTERM)

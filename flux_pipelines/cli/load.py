@@ -29,7 +29,7 @@ from typing import Any
 import typer
 
 from flux_pipelines.contracts.ddl import DatasetTables
-from flux_pipelines.contracts.registry import Agency, Registry, load_registry
+from flux_pipelines.contracts.registry import Agency, Registry, check_ids, load_registry
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.names import (
     CHECK_NAMES,
@@ -102,32 +102,6 @@ class RunReport:
 
 
 # --- the request --------------------------------------------------------------------------------
-
-
-def known_agency(registry: Registry, agency_id: str) -> Agency:
-    """The registry's agency; ConfigurationError listing the known ids otherwise. Ids are
-    exact ('DOD' is not 'dod'): a guess would apply, or silently drop, the wrong agency's
-    severity overrides."""
-    try:
-        return registry.agency(agency_id)
-    except ConfigurationError as exc:
-        near = [a.id for a in registry.agencies if a.id.lower() == agency_id.strip().lower()]
-        if not near:
-            raise
-        raise ConfigurationError(f"{exc}; ids are exact: did you mean {near[0]!r}?") from None
-
-
-def check_ids(registry: Registry, agency_id: str | None, dataset: str | None) -> Agency | None:
-    """Every id a command was given, checked against the registry: the agency, the dataset,
-    and that the agency delivers it. ConfigurationError naming the known ids otherwise."""
-    agency = known_agency(registry, agency_id) if agency_id is not None else None
-    if dataset is not None:
-        registry.versions(dataset)  # an unknown dataset fails here, listing the known ones
-        if agency is not None and dataset not in agency.datasets:
-            raise ConfigurationError(
-                f"{agency.id} does not deliver {dataset}; it delivers {', '.join(agency.datasets)}"
-            )
-    return agency
 
 
 def parse_day(value: str, option: str) -> dt.date:
@@ -245,7 +219,7 @@ def run_load(
 
 
 def job_name(request: LoadRequest) -> str:
-    from flux_pipelines.jobs import agency_job_name
+    from flux_pipelines.defs.ingest.jobs import agency_job_name
 
     return agency_job_name(request.agency)
 
@@ -254,8 +228,8 @@ def execute(request: LoadRequest) -> str:
     """The agency's ingest job for the dataset's assets and the days, in this process."""
     import dagster as dg
 
-    from flux_pipelines.assets.ingest_factory import asset_keys
     from flux_pipelines.definitions import defs
+    from flux_pipelines.defs.ingest.assets import asset_keys
 
     first, last = request.days[0].isoformat(), request.days[-1].isoformat()
     tags = {SOURCE_TAG: "flux load", "dataset": request.dataset}
@@ -288,7 +262,7 @@ def read_report(run_id: str, request: LoadRequest) -> RunReport:
     """The run's outcome per day, from its events in the instance (what the UI shows)."""
     import dagster as dg
 
-    from flux_pipelines.assets.ingest_factory import asset_keys
+    from flux_pipelines.defs.ingest.assets import asset_keys
 
     instance = dg.DagsterInstance.get()
     raw_key, curated_key, quarantine_key = asset_keys(request.agency, request.dataset)

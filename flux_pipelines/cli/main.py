@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -15,7 +16,11 @@ from flux_pipelines.cli.access import access_app
 from flux_pipelines.cli.ops import ops_app
 from flux_pipelines.cli.slo import slo_app
 from flux_pipelines.errors import ConfigurationError, TransientError
+from flux_pipelines.exits import fail
 from flux_pipelines.home import resolve_home
+
+if TYPE_CHECKING:
+    from flux_pipelines.contracts.registry import Registry
 
 BENCH_PARTS = ("all", "throughput", "definitions", "backfill", "monitors", "risk", "linking")
 
@@ -58,20 +63,15 @@ DEMO_AGENCIES = ["nasa", "nga", "national-archives", "smithsonian-serc", "dod"]
 DEMO_FIRST_DAY = dt.date(2026, 1, 5)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _internal_error(doing: str, exc: Exception) -> None:
+def _internal_error(doing: str, exc: Exception) -> NoReturn:
     """Exit 3 with one classified line, not a traceback: the failure is Flux's (or the
     machine's), not a verdict on the input, and the user must be able to tell the two apart."""
-    from flux_pipelines.cli.verdict import INTERNAL_ERROR
+    from flux_pipelines.reports.verdict import INTERNAL_ERROR
 
     kind = "transient error" if isinstance(exc, TransientError) else "internal error"
     lines = str(exc).strip().splitlines()
     detail = lines[0] if lines else "no detail"
-    _fail(
+    fail(
         f"{kind} ({type(exc).__name__}) while {doing}: {detail}. This is no verdict on the "
         "input: retry, and if it fails again report it with this line and the file.",
         code=INTERNAL_ERROR,
@@ -81,13 +81,12 @@ def _internal_error(doing: str, exc: Exception) -> None:
 def _ids_or_fail(agency: str | None, dataset: str | None) -> None:
     """Exit 2, naming the known ids, for an unknown agency or dataset or an agency that does
     not deliver the dataset: a typo must never read as 'nothing to show' or 'no overrides'."""
-    from flux_pipelines.cli.load import check_ids
-    from flux_pipelines.contracts.registry import load_registry
+    from flux_pipelines.contracts.registry import check_ids, load_registry
 
     try:
         check_ids(load_registry(), agency, dataset)
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command()
@@ -113,7 +112,7 @@ def demo(
             rows=rows,
         )
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command()
@@ -146,11 +145,11 @@ def dev(
             chosen = None
         elif metrics_port != "env":
             if not metrics_port.isdigit():
-                _fail(f"--metrics-port {metrics_port!r}: give a port number or 'off'")
+                fail(f"--metrics-port {metrics_port!r}: give a port number or 'off'")
             chosen = int(metrics_port)
         code = run_dev(resolve_home(home), host, port, chosen)
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     raise typer.Exit(code)
 
 
@@ -185,7 +184,7 @@ def load(
             end=end,
         )
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     raise typer.Exit(code)
 
 
@@ -216,25 +215,26 @@ def validate(
     """
     import duckdb
 
-    from flux_pipelines.cli.verdict import print_verdict, validate_file, write_errors_csv
+    from flux_pipelines.cli.verdict import print_verdict, write_errors_csv
     from flux_pipelines.ingest.readers import display_name
+    from flux_pipelines.reports.verdict import validate_file
 
     try:
         when = dt.date.fromisoformat(day) if day else dt.date.today()
     except ValueError:
-        _fail(f"--day {day!r} is not YYYY-MM-DD")
+        fail(f"--day {day!r} is not YYYY-MM-DD")
     try:
         verdict = validate_file(file, dataset=dataset, day=when, agency=agency)
         print_verdict(verdict, show=show)
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except Exception as exc:  # anything else is a Flux failure: classified, exit 3
         _internal_error(f"validating {display_name(file)}", exc)
     if errors_csv is not None:
         try:
             written = write_errors_csv(verdict.violations, errors_csv)
         except (OSError, duckdb.Error) as exc:
-            _fail(f"cannot write --errors-csv {errors_csv}: {str(exc).strip().splitlines()[0]}")
+            fail(f"cannot write --errors-csv {errors_csv}: {str(exc).strip().splitlines()[0]}")
         typer.echo(f"wrote {written} violation(s) to {errors_csv}")
     raise typer.Exit(verdict.exit_code)
 
@@ -284,7 +284,7 @@ def contracts_show(
     versions = registry.versions(dataset)
     chosen = [c for c in versions if version in (None, c.version)]
     if not chosen:
-        _fail(f"{dataset} has no version {version}; have {[c.version for c in versions]}")
+        fail(f"{dataset} has no version {version}; have {[c.version for c in versions]}")
     contract = chosen[-1]
     if agency is not None:
         seen_by = registry.agency(agency)
@@ -302,7 +302,7 @@ def contracts_show(
                 f"{r.id:<44} {r.scope:<13} {r.severity + mark:<19} {r.category:<12} {r.message}"
             )
     else:
-        _fail(f"--format must be page, json-schema, ddl or rules, not {output!r}")
+        fail(f"--format must be page, json-schema, ddl or rules, not {output!r}")
 
 
 @contracts_app.command("diff")
@@ -316,7 +316,7 @@ def contracts_diff(
 ) -> None:
     """What changes from one version to another, and whether it can break agencies'
     deliveries or analysts' queries."""
-    from flux_pipelines.contracts.evolution import diff, is_breaking
+    from flux_pipelines.contracts.evolution import Audience, diff, is_breaking
     from flux_pipelines.contracts.registry import load_registry
 
     registry = _registry_or_fail(load_registry)
@@ -324,13 +324,14 @@ def contracts_diff(
     versions = {c.version: c for c in registry.versions(dataset)}
     for version in (old, new):
         if version not in versions:
-            _fail(f"{dataset} has no version {version}; have {sorted(versions)}")
+            fail(f"{dataset} has no version {version}; have {sorted(versions)}")
     changes = diff(versions[old], versions[new])
     typer.echo(f"{dataset} {old} -> {new}: {len(changes)} change(s)")
     for change in changes:
         breaks = f"  [breaks {', '.join(change.breaks)}]" if change.breaks else ""
         typer.echo(f"  {change.subject:<32} {change.what}{breaks}")
-    verdicts = {a: is_breaking(changes, a) for a in ("agencies", "analysts")}
+    audiences: tuple[Audience, ...] = ("agencies", "analysts")
+    verdicts = {a: is_breaking(changes, a) for a in audiences}
     for audience, breaking in verdicts.items():
         typer.echo(f"breaking for {audience}: {'yes' if breaking else 'no'}")
     if fail_on_breaking and any(verdicts.values()):
@@ -391,7 +392,7 @@ def quality_override(
     from flux_pipelines.quality.certification import override
 
     if by is not None:  # a typed name proves nothing: the person is who the token says
-        _fail(
+        fail(
             "--by is gone: who overrides now comes from a verified token (--token FILE or "
             "$FLUX_TOKEN), and only an operator may override"
         )
@@ -399,7 +400,7 @@ def quality_override(
     try:
         when = dt.date.fromisoformat(day)
     except ValueError:
-        _fail(f"--day {day!r} is not YYYY-MM-DD")
+        fail(f"--day {day!r} is not YYYY-MM-DD")
     if token is None:
         raw = os.environ.get("FLUX_TOKEN", "")
         source = "$FLUX_TOKEN"
@@ -408,14 +409,14 @@ def quality_override(
         try:
             raw = sys.stdin.read() if token == "-" else Path(token).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:  # never echo the value: it may be a token
-            _fail(
+            fail(
                 f"cannot read the --token file ({getattr(exc, 'strerror', None) or 'not text'}); "
                 "--token takes a file "
                 "holding the token, or - for stdin; or set $FLUX_TOKEN"
             )
     raw = raw.strip()
     if not raw:
-        _fail(
+        fail(
             f"no token in {source}: sign in at the identity provider and pass its access token "
             "(--token FILE, --token - for stdin, or $FLUX_TOKEN)"
         )
@@ -424,9 +425,9 @@ def quality_override(
         agencies = {a.id for a in load_registry().agencies}
         identity = TokenVerifier(policy).identify(raw, agencies)
     except AuthenticationError as exc:
-        _fail(f"not authenticated: {exc}")
+        fail(f"not authenticated: {exc}")
     except (AccessDenied, ConfigurationError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     root = resolve_home(home)
     try:
         verdict = override(
@@ -440,9 +441,9 @@ def quality_override(
             policy=policy,
         )
     except AccessDenied as exc:
-        _fail(f"{exc} (the attempt is recorded in the audit trail)")
+        fail(f"{exc} (the attempt is recorded in the audit trail)")
     except (ConfigurationError, AuditTrailCorrupt, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(
         f"{verdict.agency}/{verdict.dataset} {verdict.day} certified by {verdict.overridden_by} "
         f"(was {verdict.anomaly_severity}: {verdict.summary}); the next cross-agency refresh "
@@ -460,25 +461,27 @@ def quality_scorecard(
     import duckdb
 
     from flux_pipelines.quality.scorecard import scorecard_glob
+    from flux_pipelines.sql import literal, rows
 
     _ids_or_fail(agency, dataset)
     published = resolve_home(home) / "published"
     if not list(published.glob("*/_scorecard/*/*.parquet")):
-        _fail(f"no scorecard under {published} yet: load a delivery first", code=1)
-    pattern = scorecard_glob(published).replace("'", "''")
-    rows = duckdb.sql(
-        "SELECT agency, dataset, _partition_date, rows_in, reject_rate_pct, rules_fired, "
-        "coalesce(anomaly_severity, '-'), on_time FROM "
-        f"read_parquet('{pattern}', union_by_name = true) "
-        "WHERE ($agency IS NULL OR agency = $agency) AND ($dataset IS NULL OR dataset = $dataset) "
-        "ORDER BY 1, 2, 3",
-        params={"agency": agency, "dataset": dataset},
-    ).fetchall()
+        fail(f"no scorecard under {published} yet: load a delivery first", code=1)
+    with duckdb.connect() as conn:
+        found = rows(
+            conn,
+            "SELECT agency, dataset, _partition_date, rows_in, reject_rate_pct, rules_fired, "
+            "coalesce(anomaly_severity, '-'), on_time FROM "
+            f"read_parquet({literal(scorecard_glob(published))}, union_by_name = true) "
+            "WHERE ($1 IS NULL OR agency = $1) AND ($2 IS NULL OR dataset = $2) "
+            "ORDER BY 1, 2, 3",
+            [agency, dataset],
+        )
     typer.echo(
         f"{'agency':<20} {'dataset':<22} {'day':<10} {'rows':>7} {'reject%':>7} "
         f"{'rules':>5} {'anomaly':<7} on_time"
     )
-    for a, d, day, n, rate, fired, anomaly, on_time in rows:
+    for a, d, day, n, rate, fired, anomaly, on_time in found:
         typer.echo(
             f"{a:<20} {d:<22} {day!s:<10} {n:>7} {rate:>7.2f} {fired:>5} {anomaly:<7} {on_time}"
         )
@@ -508,7 +511,7 @@ def status(
             resolve_home(home), agency=agency, dataset=dataset, days=days, start=start, end=end
         )
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(text)
     raise typer.Exit(code)
 
@@ -543,7 +546,7 @@ def bench(
     from flux_pipelines.bench.run import run_bench
 
     if only not in BENCH_PARTS:
-        _fail(f"--only must be one of {', '.join(BENCH_PARTS)}, not {only!r}")
+        fail(f"--only must be one of {', '.join(BENCH_PARTS)}, not {only!r}")
     problems = run_bench(
         rows=rows,
         workdir=workdir.resolve(),
@@ -557,13 +560,13 @@ def bench(
         raise typer.Exit(1)
 
 
-def _registry_or_fail(loader):  # type: ignore[no-untyped-def]
+def _registry_or_fail(loader: Callable[[], Registry]) -> Registry:
     """The registry with its cross-dataset rules' SQL checked (not done at definitions load),
     or exit 2 with the configuration error."""
     try:
         return loader().check_cross_queries()
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from flux_pipelines.errors import BackupRefused, ConfigurationError, TransientError
+from flux_pipelines.exits import fail
 from flux_pipelines.home import resolve_home
 
 ops_app = typer.Typer()
@@ -21,11 +22,6 @@ HomeOption = Annotated[
     Path | None,
     typer.Option(help="Flux home; default: $FLUX_HOME, else <project>/.flux"),
 ]
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _mib(n: int) -> str:
@@ -53,13 +49,13 @@ def purge(
     try:
         when = dt.date.fromisoformat(now) if now else dt.datetime.now(dt.UTC).date()
     except ValueError:
-        _fail(f"--now {now!r} is not YYYY-MM-DD")
+        fail(f"--now {now!r} is not YYYY-MM-DD")
     try:
         deletions, skipped = purge_home(resolve_home(home), now=when, dry_run=dry_run)
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except TransientError as exc:
-        _fail(str(exc), code=3)
+        fail(str(exc), code=3)
     verb = "would delete" if dry_run else "deleted"
     for d in deletions:
         typer.echo(f"{verb} {d.describe()}")
@@ -92,9 +88,9 @@ def backup(
     try:
         summary = run_backup(resolve_home(home), to, lock_wait_seconds=lock_wait)
     except (ConfigurationError, BackupRefused) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except TransientError as exc:
-        _fail(str(exc), code=3)
+        fail(str(exc), code=3)
     typer.echo(
         f"backup {summary.path}: {summary.files} files, {_mib(summary.bytes)}, "
         f"{len(summary.tables)} agency file(s), {summary.rows} rows, audit trail at seq "
@@ -119,9 +115,9 @@ def restore(
     try:
         summary = run_restore(source, resolve_home(home))
     except (ConfigurationError, BackupRefused) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except TransientError as exc:
-        _fail(str(exc), code=3)
+        fail(str(exc), code=3)
     for note in summary.notes:
         typer.echo(f"notice: {note}")
     typer.echo(

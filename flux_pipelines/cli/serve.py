@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.exits import fail
 from flux_pipelines.home import resolve_home
 
 
@@ -41,11 +42,11 @@ def serve(
     from flux_pipelines.intake.app import create_app
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
-        _fail("--ssl-certfile and --ssl-keyfile go together")
+        fail("--ssl-certfile and --ssl-keyfile go together")
     try:
         application = create_app(resolve_home(home), max_bytes=max_bytes)
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     uvicorn.run(
         application,
         host=host,
@@ -55,8 +56,3 @@ def serve(
         server_header=False,
         log_level="info",
     )
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)

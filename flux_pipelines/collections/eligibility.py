@@ -30,10 +30,11 @@ from flux_pipelines.collections.use_cases import (
     reason_causes,
     record_eligibility,
 )
-from flux_pipelines.contracts.ddl import create_table_sql, quote
+from flux_pipelines.contracts.ddl import create_table_sql, record_key_sql
 from flux_pipelines.contracts.model import ContentMapping, Contract
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.names import FILE, PARTITION, ROW, DatasetTables
+from flux_pipelines.sql import quote
 
 ELIGIBILITY_COLUMNS: tuple[tuple[str, str], ...] = (
     (PARTITION, "DATE NOT NULL"),
@@ -291,16 +292,6 @@ def _insert(
 
 def _record_key(contract: Contract) -> str:
     return record_key_sql(contract, "c.")
-
-
-def record_key_sql(contract: Contract, prefix: str = "") -> str:
-    """A curated record's key as text, the one spelling every table that names records
-    uses (eligibility, content files, exports): the identifier's values joined by '|', else
-    ``<file>#<row>``."""
-    if contract.identifier:
-        parts = ", ".join(_text(c, prefix) for c in contract.identifier)
-        return f"concat_ws('|', {parts})"
-    return f"{prefix}{FILE} || '#' || CAST({prefix}{ROW} AS VARCHAR)"
 
 
 # --- reading it back ------------------------------------------------------------------------------

@@ -105,7 +105,7 @@ def image_facts(handle: ConfinedFile, detected: Detected, size: int) -> tuple[De
                 facts.width, facts.height = image.size
                 facts.image_mode = image.mode
                 image_format = image.format or ""
-                if image_format == "TIFF":
+                if image_format == "TIFF" and isinstance(image, TiffImagePlugin.TiffImageFile):
                     detected = _tiff(image, stream, size, detected, facts)
         except _PIL_ERRORS as exc:
             facts.problem("content.image_unreadable", f"Pillow cannot read it ({_words(exc)})")
@@ -124,9 +124,13 @@ def pillow_reads(media_type: str) -> bool:
 
 
 def _tiff(
-    image: Image.Image, stream: BinaryIO, size: int, detected: Detected, facts: Facts
+    image: TiffImagePlugin.TiffImageFile,
+    stream: BinaryIO,
+    size: int,
+    detected: Detected,
+    facts: Facts,
 ) -> Detected:
-    tags = image.tag_v2  # type: ignore[attr-defined]
+    tags = image.tag_v2
     _strips_fit(tags, size, "IFD0", facts)
     if _DNG_VERSION not in tags:
         return detected

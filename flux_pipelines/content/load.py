@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flux_pipelines.collections.eligibility import record_key_sql
 from flux_pipelines.content.examine import Examined, FileReport, RecordLink, examine_package
 from flux_pipelines.content.problems import Problem
-from flux_pipelines.contracts.ddl import create_table_sql, quote
+from flux_pipelines.contracts.ddl import create_table_sql, record_key_sql
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.names import CONTENT_FOLDER, FILE, PARTITION, ROW, DatasetTables
 from flux_pipelines.resources.warehouse import ensure_tables
+from flux_pipelines.sql import quote
 
 if TYPE_CHECKING:
     import duckdb

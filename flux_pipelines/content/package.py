@@ -121,7 +121,8 @@ def path_problem(path: str) -> str | None:
 
 def normal_path(path: str) -> str:
     """A safe manifest or link path as the payload paths are written (``./a//b`` -> ``a/b``)."""
-    return bagit.normalize_unicode(posixpath.normpath(path)).removeprefix("./")
+    normalised: str = bagit.normalize_unicode(posixpath.normpath(path))
+    return normalised.removeprefix("./")
 
 
 def read_package(content: ConfinedDir) -> Package:
@@ -193,7 +194,7 @@ def _invalid(file: str, reason: str) -> Problem:
 # --- BagIt -----------------------------------------------------------------------------------
 
 
-class _FluxBag(bagit.Bag):
+class _FluxBag(bagit.Bag):  # type: ignore[misc]  # bagit ships no types: its Bag is Any
     """A bag whose manifest paths Flux judges itself.
 
     bagit refuses a whole bag at the first unsafe manifest path, deciding with

@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 PDF_MAX_BYTES = 512 << 20
 TIMEOUT_S = 20.0
@@ -126,8 +127,8 @@ def _child(fds: list[int]) -> None:
         print(json.dumps(_facts(pypdf, fd)), flush=True)
 
 
-def _facts(pypdf: object, fd: int) -> dict[str, object]:
-    reader_class = pypdf.PdfReader  # type: ignore[attr-defined]
+def _facts(pypdf: ModuleType, fd: int) -> dict[str, object]:
+    reader_class = pypdf.PdfReader
     encrypted = opens = False
     try:
         os.lseek(fd, 0, os.SEEK_SET)

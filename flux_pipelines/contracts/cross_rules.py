@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 from open_data_contract_standard.model import CustomProperty, DataQuality, Relationship
 
-from flux_pipelines.contracts.ddl import PARTITION, DatasetTables, curated_columns, quote
+from flux_pipelines.contracts.ddl import PARTITION, DatasetTables, curated_columns
 from flux_pipelines.contracts.model import (
     CROSS_OUTPUT_COLUMNS,
     Category,
@@ -36,11 +36,12 @@ from flux_pipelines.contracts.model import (
 )
 from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.sql import literal, quote
 
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z][a-z0-9_]*)\s*\}\}")
 THIS = "this"
 _COMPARISONS = {"<=": "<=", "=": "=", ">=": ">=", "==": "="}
-_CATEGORIES: set[str] = {"existence", "accuracy", "completeness"}
+_CATEGORIES: dict[str, Category] = {c: c for c in get_args(Category)}
 
 
 def _custom(props: list[CustomProperty] | None) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def _custom(props: list[CustomProperty] | None) -> dict[str, Any]:
 
 def _category(value: object, default: Category) -> Category:
     text = str(value or default).lower()
-    return text if text in _CATEGORIES else default  # type: ignore[return-value]
+    return _CATEGORIES.get(text, default)
 
 
 def _severity(value: object, where: str) -> Severity:
@@ -59,10 +60,6 @@ def _severity(value: object, where: str) -> Severity:
     if text in {"warning", "warn", "info"}:
         return "warning"
     raise ConfigurationError(f"{where}: severity {value!r} must be fatal or warning")
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:
@@ -112,7 +109,7 @@ def compile_relationship(rel: Relationship, dataset: str, columns: list[str]) ->
 def _reference_query(mine: list[str], other: str, theirs: list[str]) -> str:
     """Violations with the value provided and what the other side holds for the key prefix."""
     provided = " || ', ' || ".join(
-        f"{_sql_text(m + '=')} || coalesce(t.{quote(m)}::VARCHAR, '(empty)')" for m in mine
+        f"{literal(m + '=')} || coalesce(t.{quote(m)}::VARCHAR, '(empty)')" for m in mine
     )
     match = " AND ".join(f"o.{quote(o)} = t.{quote(m)}" for m, o in zip(mine, theirs, strict=True))
     not_null = " AND ".join(f"t.{quote(m)} IS NOT NULL" for m in mine)
@@ -128,9 +125,9 @@ def _reference_query(mine: list[str], other: str, theirs: list[str]) -> str:
         )
     else:
         context = f"(SELECT count(*) FROM {{{{{other}}}}})::VARCHAR || ' {other} rows, none match'"
-    return f"""SELECT t._file, t._row_number, {_sql_text(", ".join(mine))} AS field,
+    return f"""SELECT t._file, t._row_number, {literal(", ".join(mine))} AS field,
   {provided} AS value_provided,
-  {_sql_text(f"an existing {other} row with the same {', '.join(theirs)} (")} || {context}
+  {literal(f"an existing {other} row with the same {', '.join(theirs)} (")} || {context}
     || ')' AS expected,
   NULL::VARCHAR AS difference
 FROM {{{{this}}}} t
@@ -243,7 +240,7 @@ def _sum_query(
         "=": f"abs(m.s - coalesce(o.s, 0)) <= {slack}",
     }[comparison]
     key_value = " || ', ' || ".join(
-        f"{_sql_text(k + '=')} || coalesce(b.k{i}::VARCHAR, '(empty)')" for i, k in enumerate(key)
+        f"{literal(k + '=')} || coalesce(b.k{i}::VARCHAR, '(empty)')" for i, k in enumerate(key)
     )
     return f"""WITH mine AS (
   SELECT {mine_keys}, sum({quote(column)})::DOUBLE AS s FROM {{{{this}}}} GROUP BY {group}
@@ -254,7 +251,7 @@ def _sum_query(
   SELECT m.*, m.s AS mine_sum, o.s AS their_sum FROM mine m LEFT JOIN theirs o ON {join}
   WHERE NOT ({test})
 )
-SELECT t._file, t._row_number, {_sql_text(column)} AS field,
+SELECT t._file, t._row_number, {literal(column)} AS field,
   'sum of {column} for ' || {key_value} || ': ' || printf('%.2f', b.mine_sum) AS value_provided,
   '{comparison} ' || coalesce(printf('%.2f', b.their_sum), '0 (no {other} rows for this key)')
     || ' = sum of {other}.{other_column}' AS expected,

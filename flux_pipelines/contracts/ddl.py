@@ -6,8 +6,7 @@ columns, so a dataset's history stays in one table across versions.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from flux_pipelines.contracts.logical_types import type_row
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.names import (
     DELIVERIES_TABLE,
@@ -17,17 +16,9 @@ from flux_pipelines.names import (
     ROW,
     DatasetTables,
 )
+from flux_pipelines.sql import quote
 
 __all__ = ["DELIVERIES_TABLE", "PARTITION", "DatasetTables"]
-
-DUCKDB_TYPES = {
-    "string": "VARCHAR",
-    "integer": "BIGINT",
-    "number": "DOUBLE",
-    "boolean": "BOOLEAN",
-    "date": "DATE",
-    "timestamp": "TIMESTAMP",
-}
 
 LINEAGE_COLUMNS: tuple[tuple[str, str], ...] = (
     (PARTITION, "DATE NOT NULL"),
@@ -82,17 +73,8 @@ DELIVERY_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def literal(value: str | Path) -> str:
-    """A SQL string literal (a path, a name) with its quotes doubled."""
-    return "'" + str(value).replace("'", "''") + "'"
-
-
 def curated_columns(contract: Contract) -> list[tuple[str, str]]:
-    return [(c.name, DUCKDB_TYPES[c.logical_type]) for c in contract.columns] + list(
+    return [(c.name, type_row(c.logical_type).duckdb) for c in contract.columns] + list(
         LINEAGE_COLUMNS
     )
 
@@ -120,3 +102,14 @@ def contract_ddl(contract: Contract) -> dict[str, list[tuple[str, str]]]:
 def ddl_script(contract: Contract) -> str:
     """The CREATE statements as one script (shown on the contract page)."""
     return ";\n\n".join(create_table_sql(t, cols) for t, cols in contract_ddl(contract).items())
+
+
+def record_key_sql(contract: Contract, prefix: str = "") -> str:
+    """A curated record's key as text, the one spelling every table that names records
+    uses (eligibility, content files, exports): the identifier's values joined by '|', else
+    ``<file>#<row>``. Beside the DDL because it reads only the contract and the lineage
+    columns, so the collections and content code that both need it import neither."""
+    if contract.identifier:
+        parts = ", ".join(f"CAST({prefix}{quote(c)} AS VARCHAR)" for c in contract.identifier)
+        return f"concat_ws('|', {parts})"
+    return f"{prefix}{FILE} || '#' || CAST({prefix}{ROW} AS VARCHAR)"

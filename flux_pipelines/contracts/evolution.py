@@ -21,10 +21,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from flux_pipelines.contracts.ddl import create_table_sql, quote
+from flux_pipelines.contracts.ddl import create_table_sql
+from flux_pipelines.contracts.logical_types import type_row
 from flux_pipelines.contracts.model import ColumnSpec, Contract, Rule
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.names import MIGRATIONS_TABLE, PARTITION
+from flux_pipelines.sql import quote
 
 if TYPE_CHECKING:
     import duckdb
@@ -156,12 +158,6 @@ class Change:
     breaks: tuple[Audience, ...] = ()
 
 
-# Type changes every stored value survives (the migration proves the others value by value).
-WIDENING = {("integer", "number"), ("date", "timestamp")} | {
-    (t, "string") for t in ("integer", "number", "boolean", "date", "timestamp")
-}
-
-
 def diff(old: Contract, new: Contract) -> list[Change]:
     """Every change from ``old`` to ``new`` (same dataset), columns first, then rules."""
     return [*_column_changes(old, new), *_rule_changes(old, new)]
@@ -216,7 +212,8 @@ def _added(column: ColumnSpec) -> Change:
 def _column_edits(old: ColumnSpec, new: ColumnSpec) -> list[Change]:
     changes: list[Change] = []
     if old.logical_type != new.logical_type:
-        widening = (old.logical_type, new.logical_type) in WIDENING
+        # a change every stored value survives (the migration proves others value by value)
+        widening = new.logical_type in type_row(old.logical_type).widens_to
         changes.append(
             Change(
                 new.name,
@@ -316,12 +313,13 @@ def _rule_edits(old: Rule, new: Rule, direction: Direction) -> list[Change]:
         )  # fmt: skip
     if (old.expected, old.expression) != (new.expected, new.expression):
         fatal = new.severity == "fatal"
-        words, breaks = {
+        options: dict[str, tuple[str, tuple[Audience, ...]]] = {
             "tighter": ("tighter: rows that passed may now be quarantined", ("agencies",)),
             "looser": ("looser: curated rows may now hold values it kept out", ("analysts",)),
             "changed": ("changed: some rows that passed may fail and others pass",
                         ("agencies", "analysts")),
-        }[direction]  # fmt: skip
+        }  # fmt: skip
+        words, breaks = options[direction]
         changes.append(
             Change(
                 new.id,

@@ -10,17 +10,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from flux_pipelines.contracts.logical_types import type_row
 from flux_pipelines.contracts.model import ColumnSpec, Contract, NumberFormat
 from flux_pipelines.contracts.rule_kinds import REGISTRY
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-_NUMERIC = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
-_INTEGER = r"^\s*[-+]?\d+(\.0*)?\s*$"
 
 
 def json_schema(contract: Contract) -> dict[str, Any]:
     # Only fatal rules reject a record: a value that merely earns a warning is still loaded.
-    fatal = {(r.column, r.kind) for r in contract.rules if r.severity == "fatal"}
+    fatal: set[tuple[str | None, str]] = {
+        (r.column, r.kind) for r in contract.rules if r.severity == "fatal"
+    }
     properties = {c.name: _property(c, contract, fatal) for c in contract.columns}
     required = [c.name for c in contract.columns if (c.name, "required") in fatal]
     return {
@@ -48,24 +49,9 @@ def _property(
     def enforced(kind: str) -> bool:
         return (column.name, kind) in fatal
 
-    typed: dict[str, Any]
-    match column.logical_type:
-        case "integer":
-            typed = {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": _INTEGER}]}
-        case "number":
-            typed = {"anyOf": [{"type": "number"}, {"type": "string", "pattern": _NUMERIC}]}
-        case "boolean":
-            typed = {"anyOf": [{"type": "boolean"}, {"type": "string"}]}
-        case "date":
-            typed = (
-                {"type": "string", "format": "date"}
-                if not column.date_format
-                else {"type": "string", "x-flux-format": column.date_format}
-            )
-        case "timestamp":
-            typed = {"type": "string", "format": "date-time"}
-        case _:
-            typed = {"type": "string"}
+    typed = type_row(column.logical_type).json_schema()
+    if column.logical_type == "date" and column.date_format:  # not ISO: the declared format
+        typed = {"type": "string", "x-flux-format": column.date_format}
     if column.number_format is not None:  # the text as the contract says it is written
         typed["anyOf"][1] = {
             "type": "string",

@@ -45,6 +45,7 @@ from open_data_contract_standard.model import (
 from pydantic import ValidationError
 
 from flux_pipelines.contracts.cross_rules import compile_quality, compile_relationship
+from flux_pipelines.contracts.logical_types import from_odcs, odcs_spellings
 from flux_pipelines.contracts.model import (
     PRIMARY_KEY_RULE,
     AllowedValue,
@@ -65,15 +66,6 @@ from flux_pipelines.contracts.rule_kinds import REGISTRY
 from flux_pipelines.contracts.slugs import check_column, check_slug
 from flux_pipelines.errors import ConfigurationError, ContractError
 
-# ODCS v3.0.2 logical types Flux reads; a date and time is ``date`` + physicalType timestamp.
-_LOGICAL_TYPES: dict[str, LogicalType] = {
-    "string": "string",
-    "integer": "integer",
-    "number": "number",
-    "boolean": "boolean",
-    "date": "date",
-}
-TIMESTAMP_PHYSICAL_TYPE = "timestamp"
 # ODCS v3.0.2 quality dimensions; Flux's own category is a customProperty ``category``.
 ODCS_DIMENSIONS = frozenset(
     {"accuracy", "completeness", "conformity", "consistency", "coverage", "timeliness",
@@ -418,15 +410,14 @@ def _logical_type(prop: SchemaProperty, name: str) -> LogicalType:
             f"column {name}: logicalType 'timestamp' is not an ODCS v3.0.2 logical type; "
             "write logicalType: date with physicalType: timestamp"
         )
-    logical = _LOGICAL_TYPES.get(spelled)
+    logical = from_odcs(spelled, prop.physicalType)
     if logical is None:
         raise ConfigurationError(
             f"column {name}: logicalType {prop.logicalType!r} is not one of "
-            f"{sorted(_LOGICAL_TYPES)} (a date and time: logicalType date with physicalType "
+            f"{odcs_spellings()} (a date and time: logicalType date with physicalType "
             "timestamp)"
         )
-    physical = (prop.physicalType or "").strip().lower()
-    return "timestamp" if logical == "date" and physical == TIMESTAMP_PHYSICAL_TYPE else logical
+    return logical
 
 
 def _column(prop: SchemaProperty) -> ColumnSpec:

@@ -111,7 +111,7 @@ DELIVERY_RULES: dict[str, tuple[str, str]] = {
         "the row count the manifest gives",
     ),
     # The landing zone: confinement (no link followed, nothing outside the agency's own
-    # folder, regular files only) and completeness (ingest/confine.py, sensors/landing.py).
+    # folder, regular files only) and completeness (ingest/confine.py, defs/ingest/landing.py).
     "delivery.symlink": (
         "the file, or a folder above it, is a symbolic link",
         "a regular file in a real folder of the agency's own landing folder",
@@ -684,7 +684,8 @@ class Contract(BaseModel):
         )
 
     def rule_severity(self, rule_id: str) -> Severity:
-        for r in (*self.rules, *self.cross_rules):
+        every: list[Rule | CrossRule] = [*self.rules, *self.cross_rules]
+        for r in every:
             if r.id == rule_id:
                 return r.severity
         raise KeyError(rule_id)

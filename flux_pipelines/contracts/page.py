@@ -18,7 +18,7 @@ def rule_catalogue_markdown(contract: Contract) -> str:
         expected = r.expected.replace("|", "\\|").replace("\n", " ")
         if len(expected) > 120:
             expected = expected[:117] + "..."
-        severity = r.severity
+        severity: str = r.severity
         if r.default_severity != r.severity:
             severity = f"{r.severity} (agency override; contract: {r.default_severity})"
         lines.append(

@@ -32,7 +32,6 @@ class Agency(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: str
     name: str
-    domain: str
     datasets: tuple[str, ...]
     owner: str = ""
     source_names: tuple[str, ...] = ()
@@ -49,9 +48,9 @@ class Agency(BaseModel):
     @field_validator("delivery_deadline")
     @classmethod
     def _deadline_is_cron(cls, v: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string
+        from flux_pipelines.cron import is_valid_cron
 
-        if not is_valid_cron_string(v):
+        if not is_valid_cron(v):
             raise ValueError(f"delivery_deadline {v!r} is not a cron expression (e.g. '0 9 * * *')")
         return v
 
@@ -156,8 +155,11 @@ class Registry(BaseModel):
             if a.severity_overrides.get(dataset)
         }
 
-    def agencies_for(self, dataset: str) -> list[Agency]:
-        return [a for a in self.agencies if dataset in a.datasets]
+    def agencies_for(self, dataset: str, *also: str) -> list[Agency]:
+        """The agencies delivering ``dataset`` (and every dataset in ``also``), in registry
+        order: the one answer to "who delivers X" (assets, sensors, jobs, reconciliation)."""
+        wanted = {dataset, *also}
+        return [a for a in self.agencies if wanted <= set(a.datasets)]
 
 
 # (contract object, its overrides) -> (the contract, as seen with them). Built once per
@@ -179,6 +181,32 @@ def _as_seen_by(contract: Contract, agency: Agency | None) -> Contract:
     if cached is None or cached[0] is not contract:  # the first contract holds the id
         cached = _SEEN_BY[key] = (contract, contract.with_severities(dict(known)))
     return cached[1]
+
+
+def known_agency(registry: Registry, agency_id: str) -> Agency:
+    """The registry's agency; ConfigurationError listing the known ids otherwise. Ids are
+    exact ('DOD' is not 'dod'): a guess would apply, or silently drop, the wrong agency's
+    severity overrides."""
+    try:
+        return registry.agency(agency_id)
+    except ConfigurationError as exc:
+        near = [a.id for a in registry.agencies if a.id.lower() == agency_id.strip().lower()]
+        if not near:
+            raise
+        raise ConfigurationError(f"{exc}; ids are exact: did you mean {near[0]!r}?") from None
+
+
+def check_ids(registry: Registry, agency_id: str | None, dataset: str | None) -> Agency | None:
+    """Every id a command was given, checked against the registry: the agency, the dataset,
+    and that the agency delivers it. ConfigurationError naming the known ids otherwise."""
+    agency = known_agency(registry, agency_id) if agency_id is not None else None
+    if dataset is not None:
+        registry.versions(dataset)  # an unknown dataset fails here, listing the known ones
+        if agency is not None and dataset not in agency.datasets:
+            raise ConfigurationError(
+                f"{agency.id} does not deliver {dataset}; it delivers {', '.join(agency.datasets)}"
+            )
+    return agency
 
 
 def contracts_dir() -> Path:

@@ -11,9 +11,13 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    from polars.expr.whenthen import ChainedThen, Then
 
 Values = pl.Series | pl.Expr | str | None  # a column, a column to be, or a constant
 
@@ -32,7 +36,8 @@ class Rng:
     def integers(self, n: int, lo: int, hi: int) -> np.ndarray:
         """Uniform integers in [lo, hi]."""
         span = hi - lo + 1
-        return np.minimum(np.floor(self.floats(n) * span).astype(np.int64), span - 1) + lo
+        picks = np.minimum(np.floor(self.floats(n) * span).astype(np.int64), span - 1) + lo
+        return np.asarray(picks, dtype=np.int64)  # typed for mypy: already int64, no copy
 
     def uniform(self, n: int) -> pl.Series:
         return pl.Series(self.floats(n), dtype=pl.Float64)
@@ -82,7 +87,7 @@ def computed_apart(columns: Sequence[pl.Expr]) -> list[pl.Series]:
 def choose(options: Sequence[Values], pick: pl.Series) -> pl.Expr:
     """Row i takes options[pick[i] % len(options)]; options are columns or constants."""
     which = pl.lit(pick % len(options))
-    expr = pl.when(which == 0).then(as_expr(options[0]))
+    expr: Then | ChainedThen = pl.when(which == 0).then(as_expr(options[0]))
     for i in range(1, len(options)):
         expr = expr.when(which == i).then(as_expr(options[i]))
     return expr

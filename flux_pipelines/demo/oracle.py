@@ -19,7 +19,8 @@ from typing import TypeVar
 
 import polars as pl
 
-from flux_pipelines.contracts.validator import FILE, ROW, RowValidator
+from flux_pipelines.contracts.validator import RowValidator
+from flux_pipelines.names import FILE, ROW
 
 T = TypeVar("T")
 Oracle = Generator[pl.DataFrame, pl.DataFrame, T]  # yields rows to judge, gets violations

@@ -4,18 +4,21 @@ The generic generator makes every row a new recipient, which leaves nothing for 
 scoring to learn. Here each recipient has a typical obligation (log-normal, its own centre
 and spread), a few usual NAICS and PSC codes, and a Zipf-like share of the transactions.
 Anomalies are planted on request and labelled, so tests and the benchmark can measure
-what the scoring finds.
+what the scoring finds. ``demo_realism`` is the spending dataset's demo plug-in
+(``realism.py``): the generic generator calls it without knowing the dataset.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import random
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from flux_pipelines.demo.generator import GeneratedDelivery
+from flux_pipelines.demo.delivery import GeneratedDelivery
+from flux_pipelines.demo.realism import Occasion, register
 
 DEMO_RECIPIENTS = 400
 SPENDING_DATASET = "contract_transactions"
@@ -187,3 +190,14 @@ def overlay(
         headers=delivery.headers,
         row_offset=delivery.row_offset,
     )
+
+
+def demo_realism(delivery: GeneratedDelivery, occasion: Occasion) -> GeneratedDelivery:
+    """The demo's spending: each agency pays its own recipients (seeded per agency), the
+    delivery's amounts and codes drawn from its own stream."""
+    agency_seed = random.Random(f"{occasion.seed}/{occasion.agency}").getrandbits(32)
+    people = recipients(DEMO_RECIPIENTS, seed=agency_seed)
+    return overlay(delivery, people, day=occasion.day, seed=occasion.rng.getrandbits(63))
+
+
+register(SPENDING_DATASET, demo_realism)

@@ -27,40 +27,34 @@ only then swapped in, so a failed check leaves the previous export as it was.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from flux_pipelines.access.masking import classified_columns, source_file, treatments
-from flux_pipelines.collections.use_cases import (
-    UseCase,
-    UseCases,
-    content_datasets,
-    file_eligibility,
-    needs_content,
-)
-from flux_pipelines.contracts.ddl import literal, quote
+from flux_pipelines.access.masking import classified_columns, shared_select, treatments
+from flux_pipelines.collections.use_cases import UseCase, UseCases, needs_content
 from flux_pipelines.contracts.registry import Registry
-from flux_pipelines.ingest.receipts import sha256_file
-from flux_pipelines.names import (
-    CROSS_AGENCY,
-    EXPORTS_FOLDER,
-    FILE,
-    PARTITION,
-    ROW,
-    DatasetTables,
-    export_name,
-    published_root,
+from flux_pipelines.exports.datasheet import write_datasheet
+from flux_pipelines.exports.sources import (
+    ExportPaths,
+    SourceDay,
+    Sources,
+    content_decisions,
+    export_paths,
+    find_sources,
+    write_json,
 )
-from flux_pipelines.quality.certification import DayVerdict, day_verdicts
+from flux_pipelines.exports.verify import verify_parts
+from flux_pipelines.files import sha256_file
+from flux_pipelines.names import FILE, PARTITION, ROW, export_name
+from flux_pipelines.sql import literal, quote
 
 if TYPE_CHECKING:
     import duckdb
@@ -68,114 +62,7 @@ if TYPE_CHECKING:
     from flux_pipelines.audit.trail import AuditTrail
 
 MANIFEST = "manifest.json"
-# What a part is made by: bump it with every change to how records and files are selected
-# or written, so parts built by the previous rules are rebuilt rather than kept (the check
-# would otherwise refuse them on every build: 2 = vr's records need a usable file).
-BUILDER_VERSION = 2
 RECORD_SORT = (PARTITION, FILE, ROW)
-FILE_SORT = (PARTITION, "path")
-# Content-file columns an export carries (the rest of the content table is the load's).
-FILE_COLUMNS = (
-    "record_key", "path", "sha256", "size_bytes", "detected_type", "container", "kind",
-    "width", "height", "pages", "duration_s", "gltf_version", "rights", "sidecar_rights",
-    FILE, "_contract_version",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SourceDay:
-    """One certified agency-day of a dataset with rights and content, as published."""
-
-    agency: str
-    dataset: str
-    day: dt.date
-    records: Path
-    eligibility: Path
-    content: Path | None
-
-    @property
-    def part(self) -> str:
-        """The part's file name ('~' never occurs in an agency or dataset slug)."""
-        return f"{self.agency}~{self.dataset}~{self.day.isoformat()}.parquet"
-
-    def hashes(self, use_cases_version: str) -> dict[str, str | None]:
-        """What the part is built from: a changed copy or use-case file rebuilds it."""
-        return {
-            "records": sha256_file(self.records),
-            "eligibility": sha256_file(self.eligibility),
-            "content": sha256_file(self.content) if self.content is not None else None,
-            "use_cases_version": use_cases_version,
-            "builder": BUILDER_VERSION,
-        }
-
-
-@dataclass
-class Sources:
-    """The certified agency-days an export reads, and the days it cannot."""
-
-    days: list[SourceDay] = field(default_factory=list)
-    held_back: list[DayVerdict] = field(default_factory=list)  # the certification gate's
-    undecided: list[DayVerdict] = field(default_factory=list)  # no published eligibility
-
-
-@dataclass(frozen=True)
-class ExportPaths:
-    """Where one use case's export lives (names: ``names.export_name``)."""
-
-    root: Path  # published/cross_agency
-    use_case: str
-
-    @property
-    def records(self) -> Path:
-        return self.root / f"{export_name(self.use_case)}_records"
-
-    @property
-    def files(self) -> Path:
-        return self.root / f"{export_name(self.use_case)}_files"
-
-    @property
-    def docs(self) -> Path:
-        return self.root / EXPORTS_FOLDER / self.use_case
-
-
-def export_paths(home: Path, use_case: str) -> ExportPaths:
-    return ExportPaths(published_root(home) / CROSS_AGENCY, use_case)
-
-
-def published_table_file(home: Path, agency: str, table: str, day: dt.date) -> Path:
-    """A day's published copy of a per-day table other than the curated one (its folder is
-    named after the table: ``published/<agency>/<dataset>_eligibility/<day>.parquet``)."""
-    return source_file(home, agency, table, day.isoformat())
-
-
-def find_sources(home: Path, registry: Registry, trail: AuditTrail) -> Sources:
-    """Every certified agency-day of every content dataset, with its published copies."""
-    found = Sources()
-    for dataset in content_datasets(registry):
-        tables = DatasetTables.for_dataset(dataset)
-        for verdict in day_verdicts(published_root(home), trail, dataset):
-            if not verdict.certified:
-                found.held_back.append(verdict)
-                continue
-            records = source_file(home, verdict.agency, dataset, verdict.day.isoformat())
-            eligibility = published_table_file(
-                home, verdict.agency, tables.eligibility, verdict.day
-            )
-            if not records.is_file() or not eligibility.is_file():
-                found.undecided.append(verdict)
-                continue
-            content = published_table_file(home, verdict.agency, tables.content, verdict.day)
-            found.days.append(
-                SourceDay(
-                    agency=verdict.agency,
-                    dataset=dataset,
-                    day=verdict.day,
-                    records=records,
-                    eligibility=eligibility,
-                    content=content if content.is_file() else None,
-                )
-            )
-    return found
 
 
 # --- one agency-day ------------------------------------------------------------------------------
@@ -187,17 +74,6 @@ class DayPart:
     files: pl.DataFrame
 
 
-def read_eligibility(
-    conn: duckdb.DuckDBPyConnection, source: SourceDay, use_case: str
-) -> pl.DataFrame:
-    """The agency-day's decisions for ``use_case`` (eligible or not), with its identity."""
-    return conn.sql(
-        f"SELECT ? AS agency, ? AS dataset, * FROM read_parquet({literal(source.eligibility)}) "
-        "WHERE use_case = ? ORDER BY _file, _row_number",
-        params=[source.agency, source.dataset, use_case],
-    ).pl()
-
-
 def day_part(
     conn: duckdb.DuckDBPyConnection,
     home: Path,
@@ -207,8 +83,6 @@ def day_part(
 ) -> DayPart:
     """The agency-day's eligible records (with the record as JSON, cross-agency treatments
     applied) and the eligible files of those records."""
-    from flux_pipelines.assets.cross_agency_factory import shared_select
-
     wanted = treatments(classified_columns(registry.versions(source.dataset)), "cross_agency")
     shared = shared_select(conn, home, [source.records], wanted)
     fields = [
@@ -216,7 +90,7 @@ def day_part(
         for (n, *_) in conn.execute(f"DESCRIBE {shared}").fetchall()
         if not n.startswith("_") and n != "agency"
     ]
-    record_json = "json_object(" + ", ".join(f"'{n}', r.{quote(n)}" for n in fields) + ")"
+    record_json = "json_object(" + ", ".join(f"{literal(n)}, r.{quote(n)}" for n in fields) + ")"
     records = conn.sql(
         f"""WITH r AS ({shared})
         SELECT ? AS agency, ? AS dataset, e.{PARTITION}, e.record_key, e.use_case,
@@ -235,39 +109,6 @@ def day_part(
         with_file = files["record_key"] if files.height else pl.Series([], dtype=pl.String)
         records = records.filter(pl.col("record_key").is_in(with_file.implode()))
     return DayPart(records=records, files=files)
-
-
-def content_decisions(
-    conn: duckdb.DuckDBPyConnection, source: SourceDay, use_case: UseCase, eligible: pl.DataFrame
-) -> pl.DataFrame:
-    """The agency-day's content files with ``use_case``'s decision on each: a file is
-    eligible when its record is and ``file_eligibility`` says so (its own sidecar's rights
-    against the record's statement, its detected type, its pixels)."""
-    if source.content is None:
-        return pl.DataFrame()
-    selected = ", ".join(quote(c) for c in FILE_COLUMNS)
-    files = conn.sql(
-        f"SELECT ? AS agency, ? AS dataset, {PARTITION}, {selected} "
-        f"FROM read_parquet({literal(source.content)}) ORDER BY {', '.join(FILE_SORT)}",
-        params=[source.agency, source.dataset],
-    ).pl()
-    rights = dict(zip(eligible["record_key"], eligible["rights_statement"], strict=True))
-    decisions = [_file_decision(use_case, row, rights) for row in files.iter_rows(named=True)]
-    return files.with_columns(
-        pl.Series("eligible", [d[0] for d in decisions], dtype=pl.Boolean),
-        pl.Series("reason", [d[1] for d in decisions], dtype=pl.String),
-    )
-
-
-def _file_decision(
-    use_case: UseCase, row: dict[str, Any], record_rights: dict[str, str | None]
-) -> tuple[bool, str]:
-    key = row["record_key"]
-    if key not in record_rights:
-        return False, f"not eligible for {use_case.id}: its record is not eligible"
-    facts = {**row, "record_rights": record_rights[key]}
-    decision = file_eligibility(use_case, facts)
-    return decision.eligible, decision.sentence
 
 
 def _eligible_files(
@@ -308,9 +149,6 @@ def build_export(
     """Bring one use case's export up to date (see the module docstring), or leave it as it
     was and report why when the re-derived eligibility finds anything it should not hold."""
     import duckdb
-
-    from flux_pipelines.exports.datasheet import write_datasheet
-    from flux_pipelines.exports.verify import verify_parts
 
     use_case = use_cases.get(use_case_id)
     paths = export_paths(home, use_case.id)
@@ -427,9 +265,3 @@ def _swap_in(
                 stale.unlink()
                 removed.append(f"{kind}/{stale.name}")
     return removed
-
-
-def write_json(path: Path, payload: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -22,7 +22,7 @@ from flux_pipelines.collections.use_cases import (
     no_usable_file,
     reason_causes,
 )
-from flux_pipelines.exports.build import (
+from flux_pipelines.exports.sources import (
     ExportPaths,
     Sources,
     content_decisions,

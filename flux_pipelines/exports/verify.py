@@ -126,13 +126,13 @@ def _file_findings(use_case: UseCase, records: pl.DataFrame, files: pl.DataFrame
         ).iter_rows():
             rights[row[:4]] = row[4]
     findings = []
-    for row in files.iter_rows(named=True):
-        key = (row["agency"], row["dataset"], row["_partition_date"], row["record_key"])
-        where = f"file {row['path']} of {_where(row)}"
+    for file in files.iter_rows(named=True):
+        key = (file["agency"], file["dataset"], file["_partition_date"], file["record_key"])
+        where = f"file {file['path']} of {_where(file)}"
         if key not in rights:
             findings.append(f"{where}: its record is not in the export")
             continue
-        decision = file_eligibility(use_case, {**row, "record_rights": rights[key]})
+        decision = file_eligibility(use_case, {**file, "record_rights": rights[key]})
         if not decision.eligible:
             findings.append(f"{where}: {decision.sentence}")
     return findings

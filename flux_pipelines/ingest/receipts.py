@@ -25,14 +25,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flux_pipelines.errors import UnsafePath
+from flux_pipelines.files import sha256_file, write_atomic
 from flux_pipelines.ingest.confine import (
     LANDING,
     ConfinedDir,
@@ -56,9 +55,11 @@ class DeliveryContents(dict[str, str]):
     """{file name: sha256 (or stat token)} of a delivery, plus ``stats``: each regular
     file's stat key (``confine.stat_key``) as it was when its content was hashed."""
 
-    def __init__(self, contents: Mapping[str, str] = (), stats: Mapping[str, str] = ()) -> None:
-        super().__init__(contents)
-        self.stats: dict[str, str] = dict(stats)
+    def __init__(
+        self, contents: Mapping[str, str] | None = None, stats: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(contents or {})
+        self.stats: dict[str, str] = dict(stats or {})
 
 
 def entry_token(entry: Entry) -> str | None:
@@ -139,20 +140,10 @@ def hash_confined(folder: ConfinedDir, name: str) -> tuple[str, str] | None:
     """(sha256, stat key) of the regular file ``name`` read whole through ``folder``; None
     when it changed while being read (being written: try later)."""
     with folder.open_file(name) as handle, handle.reopen() as reader:
-        digest = hashlib.sha256()
-        while chunk := reader.read(1 << 20):
-            digest.update(chunk)
+        digest = sha256_file(reader)
         if handle.changed() is not None:
             return None
-        return digest.hexdigest(), stat_key(handle.stat)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return digest, stat_key(handle.stat)
 
 
 def fingerprint(contents: Mapping[str, str]) -> str:
@@ -214,7 +205,7 @@ def write_receipt(
     run_id: str,
     written_at: dt.datetime | None = None,
 ) -> Receipt:
-    """Write (replace) the day's receipt atomically: written aside, then ``os.replace``.
+    """Write (replace) the day's receipt atomically (``files.write_atomic``).
 
     ``contents`` from ``delivery_contents`` also carries each file's stat when read
     (``DeliveryContents.stats``), so the sensor can match big files without hashing them.
@@ -232,15 +223,9 @@ def write_receipt(
         written_at=written_at or dt.datetime.now(dt.UTC),
         stats=dict(getattr(contents, "stats", {})),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        # No fsync: a receipt lost in a power cut only makes the sensor load the day again
-        # (idempotent); a sync per day is a disk flush per day in a year-long backfill.
-        tmp.write_text(receipt.to_json(), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # Not durable: a receipt lost in a power cut only makes the sensor load the day again
+    # (idempotent); a sync per day is a disk flush per day in a year-long backfill.
+    write_atomic(path, receipt.to_json())
     return receipt
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from flux_pipelines.contracts.registry import PROJECT_ROOT
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.home import PROJECT_ROOT
 
 PG_ENV = (
     "DAGSTER_PG_HOST",
@@ -56,7 +57,7 @@ def postgres_env() -> dict[str, str]:
     return values
 
 
-def instance_config(*, postgres: bool) -> dict:
+def instance_config(*, postgres: bool) -> dict[str, Any]:
     """The instance settings from the project's dagster.yaml, for one storage choice."""
     try:
         config = yaml.safe_load(INSTANCE_TEMPLATE.read_text(encoding="utf-8"))
@@ -64,6 +65,10 @@ def instance_config(*, postgres: bool) -> dict:
         raise ConfigurationError(
             f"cannot read the instance settings {INSTANCE_TEMPLATE}: {exc}"
         ) from exc
+    if not isinstance(config, dict):
+        raise ConfigurationError(
+            f"instance settings {INSTANCE_TEMPLATE}: expected a mapping at the top"
+        )
     if not postgres:
         config.pop("storage", None)
     return config

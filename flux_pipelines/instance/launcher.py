@@ -9,10 +9,10 @@ and run retries re-execute it from the failed step.
 
 How a run worker is found: the run's ``flux/run_worker`` tag (``host:pid:start``, written
 by the run itself as its first step starts), else the pid in Dagster's "Started process for
-run" event. A worker on this host is checked through ``/proc``: a missing pid, a zombie, or
-a pid reused by a newer process means dead. A worker elsewhere is asked about through its
-code server. When nothing is known yet the run is left alone (reported RUNNING), because
-Dagster fails any run whose worker status is not RUNNING.
+run" event. A worker on this host is checked with psutil: a missing pid, a zombie, or a pid
+reused by a newer process (another start time) means dead. A worker elsewhere is asked
+about through its code server. When nothing is known yet the run is left alone (reported
+RUNNING), because Dagster fails any run whose worker status is not RUNNING.
 """
 
 from __future__ import annotations
@@ -24,10 +24,17 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRun
+import psutil
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DefaultRunLauncher
+
+# Private, no public equivalent in dagster 1.13 (each checked with hasattr(dagster, name)):
+# the gRPC error of an unreachable code server (narrower than the public DagsterError),
 from dagster._core.errors import DagsterUserCodeUnreachableError
-from dagster._core.launcher import DefaultRunLauncher
+
+# the result type and statuses that RunLauncher.check_run_worker_health must return,
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+
+# the run tag in which the default launcher records the code server that started the run.
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
 from flux_pipelines.errors import RunStorageUnavailable
@@ -89,55 +96,63 @@ def read_last_words(run_id: str) -> str | None:
         return None
 
 
+START_TOLERANCE = 0.05  # seconds; start times are kept to 1/100 s (the kernel's clock tick)
+
+
 @dataclass(frozen=True)
 class RunWorker:
     host: str
     pid: int
-    start_ticks: int | None = None  # /proc/<pid>/stat starttime, guards against pid reuse
+    started: float | None = None  # seconds after boot the process started: guards pid reuse
 
     def tag_value(self) -> str:
-        return f"{self.host}:{self.pid}:{self.start_ticks or ''}"
+        started = "" if self.started is None else f"{self.started:.2f}"
+        return f"{self.host}:{self.pid}:{started}"
 
     @classmethod
     def parse(cls, value: str) -> RunWorker | None:
+        """Also reads tags written before psutil, whose start is in clock ticks (an integer)."""
         host, _, rest = value.rpartition(":")
         host, _, pid = host.rpartition(":")
         try:
-            return cls(host=host, pid=int(pid), start_ticks=int(rest) if rest else None)
-        except ValueError:
+            if not rest:
+                started = None
+            elif "." in rest:
+                started = float(rest)
+            else:
+                started = int(rest) / os.sysconf("SC_CLK_TCK")
+            return cls(host=host, pid=int(pid), started=started)
+        except (ValueError, OSError):
             return None
 
     @classmethod
     def current(cls) -> RunWorker:
-        return cls(socket.gethostname(), os.getpid(), process_start_ticks(os.getpid()))
+        return cls(socket.gethostname(), os.getpid(), process_started(os.getpid()))
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (None when it does not exist)."""
+def process_started(pid: int) -> float | None:
+    """Seconds after boot the process started (None when it does not exist). psutil's
+    create_time is wall-clock (boot time + this); subtracting the boot time read now keeps
+    the value stable when the clock is stepped (NTP) between the worker's tag and a check."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).create_time() - psutil.boot_time()
+    except psutil.Error:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
 
 
 def local_process_alive(worker: RunWorker) -> bool:
+    """Alive: the pid exists, is not a zombie (exited, not yet reaped) and, when the tag
+    recorded it, started when the worker did (else the pid was reused)."""
     try:
-        stat = Path(f"/proc/{worker.pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (not Linux): fall back to a signal probe
-        try:
-            os.kill(worker.pid, 0)
-        except ProcessLookupError:
+        process = psutil.Process(worker.pid)
+        if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
             return False
-        except PermissionError:
-            return True
-        return True
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):  # zombie or dead: exited, not yet reaped
+        started = process.create_time() - psutil.boot_time()
+    except psutil.NoSuchProcess:  # ZombieProcess included
         return False
-    return worker.start_ticks is None or int(fields[19]) == worker.start_ticks
+    except psutil.AccessDenied:  # exists, but not ours to inspect: cannot say it died
+        return True
+    return worker.started is None or abs(started - worker.started) < START_TOLERANCE
 
 
 def record_run_worker(instance: DagsterInstance, run_id: str) -> None:
@@ -198,10 +213,14 @@ class FluxRunLauncher(DefaultRunLauncher):
         return self._ask_code_server(run, worker)
 
     def _ask_code_server(self, run: DagsterRun, worker: RunWorker) -> CheckRunHealthResult:
-        from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult
-        from dagster._serdes import deserialize_value
+        from dagster import deserialize_value
 
-        client = self._get_grpc_client_for_termination(run.run_id)
+        # the code server's gRPC request/reply types have no public equivalent
+        from dagster._grpc.types import CanCancelExecutionRequest, CanCancelExecutionResult
+
+        # The launcher's own (private, unannotated) way to reach the run's code server: it
+        # reads the grpc_info tag and the TLS setting the same way terminate() does.
+        client = self._get_grpc_client_for_termination(run.run_id)  # type: ignore[no-untyped-call]
         if client is None:
             return CheckRunHealthResult(WorkerStatus.RUNNING, "no code server to ask")
         try:

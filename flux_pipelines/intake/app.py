@@ -13,7 +13,7 @@ import asyncio
 import errno
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +53,9 @@ from flux_pipelines.intake import checks, deliveries, prevalidate, reads
 from flux_pipelines.intake.errors import IntakeRefused, forbidden, not_found
 from flux_pipelines.intake.staging import StagedFile, max_bytes_setting, receive, too_large
 
-ALLOWED, DENIED, REFUSED = "allowed", "denied", "refused"  # refused: allowed, bad input
+ALLOWED: Outcome = "allowed"
+DENIED: Outcome = "denied"
+REFUSED: Outcome = "refused"  # allowed, but the input is bad
 log = logging.getLogger("flux.intake")
 REALM = 'Bearer realm="flux"'
 MAX_TOKEN_BYTES = 16 << 10
@@ -123,7 +125,8 @@ def create_app(
 
 
 def _intake(request: Request) -> Intake:
-    return request.app.state.intake
+    intake: Intake = request.app.state.intake  # set once, by create_app
+    return intake
 
 
 def bearer_token(header: str | None) -> str:
@@ -366,11 +369,11 @@ async def upload(
         await run_in_threadpool(audit.refusal, refusal)
         raise refusal from exc
     except OSError as exc:
-        refusal = _storage_refusal(exc)
-        if refusal is None:
+        storage = _storage_refusal(exc)
+        if storage is None:
             raise
-        await run_in_threadpool(audit.refusal, refusal)
-        raise refusal from exc
+        await run_in_threadpool(audit.refusal, storage)
+        raise storage from exc
     receipt = deliveries.IntakeReceipt.new(
         agency=target.agency,
         dataset=target.dataset,
@@ -382,6 +385,7 @@ async def upload(
         who=identity.audit_fields(),
     )
     await run_in_threadpool(_land, intake, audit, staged, receipt)
+    status_url = f"/v1/deliveries/{receipt.id}"
     body = {
         "id": receipt.id,
         "status": "landed",
@@ -391,9 +395,9 @@ async def upload(
         "file": receipt.file,
         "sha256": receipt.sha256,
         "size": receipt.size,
-        "status_url": f"/v1/deliveries/{receipt.id}",
+        "status_url": status_url,
     }
-    return JSONResponse(body, status_code=201, headers={"Location": body["status_url"]})
+    return JSONResponse(body, status_code=201, headers={"Location": status_url})
 
 
 def _open_landing(home: Path, target: checks.Target) -> StagedFile:
@@ -673,7 +677,7 @@ def _registered(intake: Intake, agency_id: str) -> Agency:
 
 
 def _error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.errors import UnsafePath
+from flux_pipelines.files import write_atomic
 from flux_pipelines.home import confined
 from flux_pipelines.ingest.confine import OUTBOX, ConfinedDir, open_zone
 from flux_pipelines.ingest.receipts import Receipt, read_receipt
@@ -65,16 +65,7 @@ def receipt_path(home: Path, delivery_id: str) -> Path:
 def write_intake_receipt(home: Path, receipt: IntakeReceipt) -> Path:
     """Written aside, flushed, renamed: a receipt is whole or absent."""
     path = receipt_path(home, receipt.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    try:
-        with tmp.open("w", encoding="utf-8") as out:
-            json.dump(asdict(receipt), out, indent=2, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, json.dumps(asdict(receipt), indent=2, sort_keys=True), durable=True)
     return path
 
 

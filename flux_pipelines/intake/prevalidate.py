@@ -1,7 +1,7 @@
 """Pre-validation: ``flux validate``'s verdict on an uploaded file, as JSON, nothing landed.
 
 The file is received into a scratch folder under ``<home>/state/intake/scratch/`` (same
-disk as the home, removed after the verdict) and judged by ``cli.verdict.validate_file``,
+disk as the home, removed after the verdict) and judged by ``reports.verdict.validate_file``,
 the loader's own code path, so the answer is what a load would do.
 """
 
@@ -13,8 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flux_pipelines.cli.verdict import CLEAN, QUARANTINED, REJECTED, Verdict, validate_file
 from flux_pipelines.ingest.confine import ConfinedDir, open_zone
+from flux_pipelines.reports.verdict import CLEAN, QUARANTINED, REJECTED, Verdict, validate_file
 
 MEANINGS = {
     CLEAN: ("clean", "every row would load"),

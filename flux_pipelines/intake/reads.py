@@ -77,7 +77,8 @@ def blocks(handle: BinaryIO) -> Iterator[bytes]:
 
 def parquet_as_json(handle: BinaryIO, header: dict[str, str]) -> Iterator[bytes]:
     """``{...header, "rows": [...]}`` streamed batch by batch: memory holds one batch, not
-    the day. Values are written as polars writes JSON (dates ISO 8601, decimals as numbers)."""
+    the day. Values are written as polars writes JSON (dates ISO 8601, decimals as exact
+    strings such as ``"1.50"``)."""
     import polars as pl
     import pyarrow.parquet as pq
 
@@ -86,7 +87,7 @@ def parquet_as_json(handle: BinaryIO, header: dict[str, str]) -> Iterator[bytes]
         yield (json.dumps(header)[:-1] + ', "rows": [').encode()
         first = True
         for batch in reader.iter_batches(batch_size=JSON_BATCH_ROWS):
-            lines = pl.from_arrow(batch).write_ndjson().splitlines()  # type: ignore[union-attr]
+            lines = pl.DataFrame(batch).write_ndjson().splitlines()
             if lines:
                 yield (("" if first else ",") + ",".join(lines)).encode()
                 first = False

@@ -55,10 +55,10 @@ from pathlib import Path
 from typing import Any
 
 from flux_pipelines.audit.trail import AuditTrail
-from flux_pipelines.contracts.ddl import literal
 from flux_pipelines.errors import BackupRefused, ConfigurationError, TransientError
-from flux_pipelines.ingest.receipts import sha256_file
+from flux_pipelines.files import sha256_file, write_atomic
 from flux_pipelines.names import DB_SUFFIX, agencies_with_db
+from flux_pipelines.sql import literal, quote
 
 MANIFEST = "MANIFEST.json"
 FORMAT = 1
@@ -95,10 +95,6 @@ class BackupSummary:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _copy_tree(src: Path, dst: Path, *, skip_suffixes: tuple[str, ...] = ()) -> None:
     """Copy a folder's regular files (modes kept); links and hidden temp files are skipped
     (``.staging-*``/``.old-*`` of a killed load, ``.*.tmp`` of a publish), and files ending
@@ -128,7 +124,7 @@ def table_counts(conn: Any) -> dict[str, int]:
     ]
     counts: dict[str, int] = {}
     for name in names:
-        ((n,),) = conn.execute(f"SELECT count(*) FROM {_quote(name)}").fetchall()
+        ((n,),) = conn.execute(f"SELECT count(*) FROM {quote(name)}").fetchall()
         counts[name] = int(n)
     return counts
 
@@ -243,7 +239,7 @@ def _backup_agency(
         target.parent.mkdir(parents=True, exist_ok=True)
         ((source,),) = conn.execute("SELECT current_database()").fetchall()
         conn.execute(f"ATTACH {literal(str(target))} AS flux_backup")
-        conn.execute(f"COPY FROM DATABASE {_quote(source)} TO flux_backup")
+        conn.execute(f"COPY FROM DATABASE {quote(source)} TO flux_backup")
         conn.execute("DETACH flux_backup")
         summary.tables[rel] = table_counts(conn)
         live = (DB_SUFFIX, f"{DB_SUFFIX}.wal")  # the working file was copied just above
@@ -325,9 +321,7 @@ def _write_manifest(home: Path, to: Path, summary: BackupSummary, head: str | No
         "files": files,
         "seconds": round(summary.seconds, 3),
     }
-    tmp = to / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, to / MANIFEST)
+    write_atomic(to / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 # --- restore ---------------------------------------------------------------------------------
@@ -342,7 +336,11 @@ def verify_backup(source: Path) -> dict[str, Any]:
         raise BackupRefused(str(source), "has no MANIFEST.json: not a (complete) backup") from None
     except ValueError as exc:
         raise BackupRefused(str(path), f"is not JSON ({exc})") from None
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or not isinstance(manifest.get("files"), dict)
+    ):
         raise BackupRefused(str(path), f"is not a format-{FORMAT} Flux backup manifest")
     listed: dict[str, dict[str, Any]] = manifest["files"]
     present = {
@@ -370,15 +368,16 @@ def _rebase_views(db: Path, old_home: str, new_home: str) -> None:
 
     if old_home == new_home:
         return
-    old, new = old_home.replace("'", "''"), new_home.replace("'", "''")
+    # a path under the home as it opens in a view's SQL: the literal's opening quote and text
+    old, new = literal(f"{old_home}/")[:-1], literal(f"{new_home}/")[:-1]
     with duckdb.connect(str(db)) as conn:
         views = conn.execute(
             "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal "
             "AND database_name = current_database()"
         ).fetchall()
         for _name, sql in views:
-            if f"'{old}/" in sql:
-                rebased = sql.replace(f"'{old}/", f"'{new}/")
+            if old in sql:
+                rebased = sql.replace(old, new)
                 conn.execute(rebased.replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1))
 
 

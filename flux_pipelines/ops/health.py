@@ -223,13 +223,18 @@ def check_sensors(
     ]
     for state in states:
         ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+        last: float | None
         if ticks:
             last = ticks[0].timestamp
         else:
             data = state.instigator_data
             last = getattr(data, "start_timestamp", None) if data is not None else None
         if last is None or now - last > stale_seconds:
-            ago = "never ticked" if not ticks else f"last ticked {now - last:.0f}s ago"
+            ago = (
+                "never ticked"
+                if not ticks or last is None
+                else f"last ticked {now - last:.0f}s ago"
+            )
             problems.append(
                 Problem(
                     "sensor",

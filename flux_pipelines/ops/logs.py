@@ -98,7 +98,8 @@ class FluxJsonFormatter(logging.Formatter):
             tags: Mapping[str, str] = meta.get("job_tags") or {}
             event = meta.get("dagster_event")
             index = _ingest_index()
-            agency, dataset = index.assets.get(_event_asset(event), (None, None))
+            asset = _event_asset(event)
+            agency, dataset = index.assets.get(asset, (None, None)) if asset else (None, None)
             tagged = tags.get("agency")
             doc |= {
                 "run_id": meta.get("run_id"),
@@ -134,7 +135,7 @@ class IngestIndex:
     ``-`` read as ``_``) -> agency id: so a line says ``national-archives``, as Flux's own
     log calls do, whichever way Dagster named the agency."""
 
-    assets: Mapping[dg.AssetKey | None, tuple[str, str]]
+    assets: Mapping[dg.AssetKey, tuple[str, str]]
     agency_ids: Mapping[str, str]
 
 

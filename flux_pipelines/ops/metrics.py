@@ -224,10 +224,12 @@ class FluxCollector(Collector):
         for record in self.instance.get_event_records(
             dg.EventRecordsFilter(event_type=DagsterEventType.STEP_SUCCESS), limit=self.step_window
         ):
-            data = record.event_log_entry.dagster_event.event_specific_data
-            durations[(record.event_log_entry.job_name or "", "success")].append(
-                data.duration_ms / 1000.0
-            )
+            event = record.event_log_entry.dagster_event
+            # StepSuccessData is not public Dagster API: read its field by name.
+            duration_ms = getattr(event.event_specific_data, "duration_ms", None) if event else None
+            if isinstance(duration_ms, int | float):
+                job = record.event_log_entry.job_name or ""
+                durations[(job, "success")].append(duration_ms / 1000.0)
         failures = self.instance.get_event_records(
             dg.EventRecordsFilter(event_type=DagsterEventType.STEP_FAILURE), limit=self.step_window
         )

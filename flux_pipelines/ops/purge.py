@@ -39,7 +39,7 @@ import gzip
 import hashlib
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from flux_pipelines.config_files import load_model
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.names import DatasetTables
+from flux_pipelines.sql import quote, table_exists
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -162,13 +163,10 @@ def _children(folder: Path, pattern: re.Pattern[str]) -> dict[str, Path]:
 
 
 def _rows_by_day(conn: Any, table: str) -> dict[str, int]:
-    exists = conn.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
-        [table],
-    ).fetchall()[0][0]
-    if not exists:
+    if not table_exists(conn, table, schema="main"):
         return {}
-    rows = conn.execute(f'SELECT _partition_date, count(*) FROM "{table}" GROUP BY 1').fetchall()
+    query = f"SELECT _partition_date, count(*) FROM {quote(table)} GROUP BY 1"
+    rows = conn.execute(query).fetchall()
     return {d.isoformat(): int(n) for d, n in rows}
 
 
@@ -196,7 +194,6 @@ def plan_agency(
         keep = retention_for(registry, dataset)
         tables = DatasetTables.for_dataset(dataset)
         curated = counts.get(tables.curated, {})
-        where = {"agency": agency.id, "dataset": dataset}
         published = _children(warehouse.published_dir(agency.id, dataset), _DAY_FILE)
         clear = home / "published" / agency.id / "_clear" / dataset
         surviving = set(published)
@@ -209,18 +206,18 @@ def plan_agency(
                 for table in (tables.eligibility, tables.content)
             ]
             paths = [rel(path)] + [rel(p) for p in [clear / path.name, *companions] if p.exists()]
-            item = Deletion("published", day=day, paths=tuple(paths), **where)
+            item = Deletion("published", agency.id, dataset, day, tuple(paths))
             if curated.get(day, 0) > 0:
                 deletions.append(item)
                 surviving.discard(day)
             else:
-                kept.append(Deletion(**{**asdict(item), "reason": "no curated rows left: "
-                                        "the published copy is the last one"}))  # fmt: skip
+                why = "no curated rows left: the published copy is the last one"
+                kept.append(replace(item, reason=why))
         raw = _children(warehouse.raw_root(agency.id, dataset), _RAW_DIR)
         for day, path in sorted(raw.items()):
             if not _expired(day, keep.raw, now):
                 continue
-            item = Deletion("raw", day=day, paths=(rel(path),), **where)
+            item = Deletion("raw", agency.id, dataset, day, (rel(path),))
             if day in surviving and curated.get(day, 0) > 0:
                 deletions.append(item)
             else:
@@ -230,16 +227,17 @@ def plan_agency(
                     why = "no published copy (never published, or gone)"
                 else:
                     why = "its published copy is purged now"
-                kept.append(Deletion(**{**asdict(item), "reason": f"{why}: raw is the last copy"}))
+                kept.append(replace(item, reason=f"{why}: raw is the last copy"))
         for table in (tables.quarantine, tables.warnings):
             for day, n in sorted(counts.get(table, {}).items()):
                 if n and _expired(day, keep.quarantine, now):
-                    deletions.append(Deletion("quarantine", day=day, paths=(table,), rows=n,
-                                              **where))  # fmt: skip
+                    deletions.append(
+                        Deletion("quarantine", agency.id, dataset, day, (table,), rows=n)
+                    )
         reports = _children(home / "outbox" / agency.id / dataset, _DAY)
         for day, path in sorted(reports.items()):
             if _expired(day, keep.reports, now):
-                deletions.append(Deletion("reports", day=day, paths=(rel(path),), **where))
+                deletions.append(Deletion("reports", agency.id, dataset, day, (rel(path),)))
     return deletions, kept
 
 

@@ -36,6 +36,7 @@ import datetime as dt
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -125,8 +126,7 @@ class SloFile(_Strict):
     @field_validator("objectives")
     @classmethod
     def _unique_ids(cls, value: tuple[Objective, ...]) -> tuple[Objective, ...]:
-        seen: set[str] = set()
-        twice = {o.id for o in value if o.id in seen or seen.add(o.id)}  # type: ignore[func-returns-value]
+        twice = {id_ for id_, n in Counter(o.id for o in value).items() if n > 1}
         if twice:
             raise ValueError(f"objective ids must be unique; repeated: {', '.join(sorted(twice))}")
         return value

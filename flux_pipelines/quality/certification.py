@@ -17,6 +17,7 @@ from flux_pipelines.audit.trail import AuditTrail, override_record
 from flux_pipelines.contracts.ddl import PARTITION
 from flux_pipelines.errors import AccessDenied, ConfigurationError
 from flux_pipelines.quality.scorecard import scorecard_glob
+from flux_pipelines.sql import literal
 
 if TYPE_CHECKING:  # the access modules load PyJWT: not for definitions, which read verdicts
     from flux_pipelines.access.identity import Identity
@@ -44,13 +45,13 @@ def day_verdicts(published_root: Path, trail: AuditTrail, dataset: str) -> list[
     """Every published agency-day of a dataset with its monitors' verdict and overrides."""
     import duckdb
 
-    pattern = scorecard_glob(published_root).replace("'", "''")
+    pattern = literal(scorecard_glob(published_root))
     if not list(published_root.glob("*/_scorecard/*/*.parquet")):
         return []
     with duckdb.connect() as conn:
         rows = conn.execute(
             f"SELECT agency, {PARTITION}, anomaly_severity, coalesce(anomaly_summary, '') "
-            f"FROM read_parquet('{pattern}', union_by_name = true) WHERE dataset = ? "
+            f"FROM read_parquet({pattern}, union_by_name = true) WHERE dataset = ? "
             "ORDER BY 1, 2",
             [dataset],
         ).fetchall()

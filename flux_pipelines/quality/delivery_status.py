@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flux_pipelines.contracts.registry import Agency, Registry
-from flux_pipelines.names import CHECK_NAMES, LANDING_FINDINGS_FILE
+from flux_pipelines.names import CHECK_NAMES, LANDING_FINDINGS_FILE, ingest_keys
 from flux_pipelines.quality.scorecard import deadline_for
 
 if TYPE_CHECKING:
@@ -212,9 +212,7 @@ def counts(statuses: Iterable[DayStatus]) -> dict[State, int]:
 
 
 def curated_key(agency: Agency, dataset: str) -> dg.AssetKey:
-    from flux_pipelines.assets.ingest_factory import asset_keys
-
-    return asset_keys(agency, dataset)[1]
+    return ingest_keys(agency, dataset)[1]
 
 
 def fetch_facts(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables, quote
+from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables
+from flux_pipelines.contracts.logical_types import type_row
 from flux_pipelines.contracts.model import Contract
+from flux_pipelines.sql import quote
 
 if TYPE_CHECKING:
     import duckdb
@@ -34,7 +36,7 @@ def delivery_metrics(
         ROW_COUNT: float(read),
         REJECT_RATE: 100.0 * quarantined / read if read else 0.0,
     }
-    numeric = [c.name for c in contract.columns if c.logical_type in ("integer", "number")]
+    numeric = [c.name for c in contract.columns if type_row(c.logical_type).numeric]
     parts = ["count(*)"]
     parts += [f"count(*) FILTER (WHERE {quote(c)} IS NULL)" for c in contract.column_names]
     parts += [f"avg({quote(c)})::DOUBLE" for c in numeric]

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
-from dagster._utils.schedules import cron_string_iterator
 
-from flux_pipelines.contracts.ddl import PARTITION, quote
+from flux_pipelines.contracts.ddl import PARTITION
+from flux_pipelines.contracts.logical_types import ROWS
+from flux_pipelines.cron import first_tick_at_or_after
+from flux_pipelines.files import replacing
 from flux_pipelines.ingest.delivery import PartitionResult
+from flux_pipelines.sql import quote
 
 if TYPE_CHECKING:
     import duckdb
@@ -51,8 +54,7 @@ SCORECARD_COLUMNS: tuple[tuple[str, str], ...] = (
 def deadline_for(cron: str, day: dt.date) -> dt.datetime:
     """The first tick of the agency's delivery-deadline cron on or after the day starts."""
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    tick = next(cron_string_iterator(start.timestamp(), cron, "UTC"))
-    return tick.astimezone(dt.UTC).replace(tzinfo=None)
+    return first_tick_at_or_after(cron, start).astimezone(dt.UTC).replace(tzinfo=None)
 
 
 def delivered_at(files: list[Path]) -> dt.datetime | None:
@@ -124,24 +126,14 @@ def write_scorecard(
     written = []
     for row in frame.iter_slices(1):
         agency, dataset, day = row["agency"][0], row["dataset"][0], row[PARTITION][0]
-        folder = published_root / agency / "_scorecard" / dataset
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{day.isoformat()}.parquet"
-        tmp = folder / f".{day.isoformat()}.parquet.tmp"
-        row.write_parquet(tmp)
-        os.replace(tmp, target)
+        target = published_root / agency / "_scorecard" / dataset / f"{day.isoformat()}.parquet"
+        with replacing(target) as tmp:
+            row.write_parquet(tmp)
         written.append(target)
     return written
 
 
-_POLARS_TYPES: dict[str, pl.DataType] = {
-    "VARCHAR": pl.String(),
-    "DATE": pl.Date(),
-    "BIGINT": pl.Int64(),
-    "DOUBLE": pl.Float64(),
-    "TIMESTAMP": pl.Datetime("us"),
-    "BOOLEAN": pl.Boolean(),
-}
+_POLARS_TYPES: dict[str, pl.DataType] = {row.duckdb: row.polars for row in ROWS}
 _POLARS_SCHEMA = {n: _POLARS_TYPES[t.split(" ")[0]] for n, t in SCORECARD_COLUMNS}
 
 

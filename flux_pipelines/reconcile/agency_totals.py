@@ -50,7 +50,7 @@ def match_agency_names(
     normalised = _normalised(account_names)
     by_norm = dict(zip(normalised, account_names, strict=True))
     bucket = next((a for a in account_names if catch_all in a.lower()), None)
-    rows = []
+    rows: list[tuple[str, str | None, str, float]] = []
     for name, norm in zip(contract_names, _normalised(contract_names), strict=True):
         if name in account_names:
             rows.append((name, name, "exact", 100.0))

@@ -59,12 +59,14 @@ class LinkResult:
     exceptions: pl.DataFrame  # left_id, left_name, right_id, right_name, block, score, reason
 
 
-MATCHED_SCHEMA = {"left_id": pl.String, "right_id": pl.String, "left_name": pl.String,
-                  "right_name": pl.String, "block": pl.String, "method": pl.String,
-                  "confidence": pl.Float64}  # fmt: skip
-EXCEPTION_SCHEMA = {"left_id": pl.String, "left_name": pl.String, "right_id": pl.String,
-                    "right_name": pl.String, "block": pl.String, "score": pl.Float64,
-                    "reason": pl.String}  # fmt: skip
+MATCHED_SCHEMA = pl.Schema({
+    "left_id": pl.String, "right_id": pl.String, "left_name": pl.String,
+    "right_name": pl.String, "block": pl.String, "method": pl.String, "confidence": pl.Float64,
+})  # fmt: skip
+EXCEPTION_SCHEMA = pl.Schema({
+    "left_id": pl.String, "left_name": pl.String, "right_id": pl.String,
+    "right_name": pl.String, "block": pl.String, "score": pl.Float64, "reason": pl.String,
+})  # fmt: skip
 
 
 def link_records(

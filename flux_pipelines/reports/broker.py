@@ -28,7 +28,8 @@ from pathlib import Path
 
 import duckdb
 
-from flux_pipelines.contracts.ddl import PARTITION, VIOLATION_COLUMNS, DatasetTables, quote
+from flux_pipelines.contracts.ddl import PARTITION, VIOLATION_COLUMNS, DatasetTables
+from flux_pipelines.sql import literal, quote
 
 BROKER_COLUMNS: tuple[str, ...] = (
     "Unique ID",
@@ -47,10 +48,6 @@ BOM = "\ufeff"
 # Leading characters a spreadsheet may treat as a formula (OWASP "CSV Injection").
 FORMULA_TRIGGERS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 FLEX_PREFIX = "flex_"
-
-
-def sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def neutralised(column: str) -> str:
@@ -143,7 +140,7 @@ def report_query(sources: list[str], day: dt.date) -> str:
     }
     header = {name: (BOM + name if i == 0 else name) for i, name in enumerate(REPORT_COLUMNS)}
     select = ",\n       ".join(f"{cells[name]} AS {quote(header[name])}" for name in REPORT_COLUMNS)
-    day_filter = f"{PARTITION} = DATE {sql_literal(day.isoformat())}"
+    day_filter = f"{PARTITION} = DATE {literal(day.isoformat())}"
     scans = "\n  UNION ALL\n  ".join(
         f"""SELECT _file, _row_number, field, message, value_provided, expected, difference,
          rule_id, {unique_id} AS unique_id, {flex_field_sql()} AS flex
@@ -162,6 +159,6 @@ def write_report_csv(
 ) -> int:
     """Write the day's violations in ``sources`` as a Broker CSV at ``path``; lines written."""
     written = conn.execute(
-        f"COPY ({report_query(sources, day)}) TO {sql_literal(str(path))} (FORMAT csv, HEADER true)"
+        f"COPY ({report_query(sources, day)}) TO {literal(path)} (FORMAT csv, HEADER true)"
     ).fetchall()
     return int(written[0][0]) if written else 0

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 import jinja2
 
 from flux_pipelines.collections.eligibility import EligibilityResult, day_summary
-from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables, quote
+from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables
 from flux_pipelines.contracts.model import Contract
-from flux_pipelines.reports.broker import error_sources, table_or_empty, warning_sources
+from flux_pipelines.reports.broker import error_sources, warning_sources
+from flux_pipelines.sql import table_exists
 
 if TYPE_CHECKING:
     import duckdb
@@ -215,7 +216,7 @@ def delivered_files(
     conn: duckdb.DuckDBPyConnection, dataset: str, day: dt.date
 ) -> tuple[FileLine, ...]:
     """The day's files, rejected ones first (they are what the agency must act on)."""
-    if not _table_exists(conn, DELIVERIES_TABLE):
+    if not table_exists(conn, DELIVERIES_TABLE):
         return ()
     rows = conn.execute(
         f"""SELECT file, status, rule_id, reason, rows_read, rows_curated, rows_quarantined,
@@ -226,9 +227,13 @@ def delivered_files(
         [dataset, day],
     ).fetchall()
     return tuple(
-        FileLine(*row[:8], unmapped=tuple(row[8]), missing=tuple(row[9]), contract_version=row[10])
-        for row in rows
-    )
+        FileLine(
+            file, status, rule_id, reason, read, curated, quarantined, warned,
+            unmapped=tuple(unmapped), missing=tuple(missing), contract_version=version,
+        )
+        for (file, status, rule_id, reason, read, curated, quarantined, warned, unmapped, missing,
+             version) in rows
+    )  # fmt: skip
 
 
 def day_totals(day: dt.date, files: Sequence[FileLine]) -> DayPoint:
@@ -247,7 +252,7 @@ def earlier_days(
     conn: duckdb.DuckDBPyConnection, dataset: str, day: dt.date, limit: int
 ) -> tuple[DayPoint, ...]:
     """Up to ``limit`` delivery days of the dataset before ``day``, oldest first."""
-    if limit <= 0 or not _table_exists(conn, DELIVERIES_TABLE):
+    if limit <= 0 or not table_exists(conn, DELIVERIES_TABLE):
         return ()
     rows = conn.execute(
         f"""SELECT {PARTITION}, count(*), count(*) FILTER (WHERE status = 'rejected'),
@@ -318,10 +323,6 @@ def _examples(
             Example(file, row_number, unique_id, field_name, _clip(value), _clip(expected))
         )
     return found
-
-
-def _table_exists(conn: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return table_or_empty(conn, table) == quote(table)
 
 
 def _clip(text: str | None) -> str | None:

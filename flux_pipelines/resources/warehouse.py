@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import os
 import random
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,7 +40,6 @@ from flux_pipelines.contracts.ddl import (
     contract_ddl,
     create_table_sql,
     curated_columns,
-    quote,
 )
 from flux_pipelines.contracts.model import (
     DEFAULT_MAX_FIELD_BYTES,
@@ -52,6 +52,7 @@ from flux_pipelines.contracts.model import (
 )
 from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import ConfigurationError, StorageNotConfined, TransientError
+from flux_pipelines.files import fsync_path, replacing
 from flux_pipelines.home import confined, resolve_home
 from flux_pipelines.locks import exclusive_lock
 from flux_pipelines.names import (
@@ -63,6 +64,7 @@ from flux_pipelines.names import (
     legacy_agency_receipts,
     published_root,
 )
+from flux_pipelines.sql import quote, write_parquet_atomic
 
 if TYPE_CHECKING:
     import duckdb
@@ -76,7 +78,7 @@ LAYOUT_LOCK = ".layout.lock"  # in warehouse/<agency>/: one mover of an agency's
 LOAD_TRACES = ("raw", "models")
 
 
-class FluxWarehouse(dg.ConfigurableResource):
+class FluxWarehouse(dg.ConfigurableResource["FluxWarehouse"]):
     """Where Flux reads deliveries and writes each agency's DuckDB file."""
 
     home: str = Field(
@@ -231,7 +233,8 @@ class FluxWarehouse(dg.ConfigurableResource):
                 continue  # not Flux's: left in place, so the old layout stays reported
             target = confined(new, *source.relative_to(old).parts)
             if not target.exists():  # a receipt already there was written later: it wins
-                _copy_atomically(source, target)
+                with replacing(target, durable=True) as tmp:
+                    shutil.copyfile(source, tmp)
                 moved += 1
             source.unlink()
         _remove_empty(old)
@@ -287,7 +290,7 @@ class FluxWarehouse(dg.ConfigurableResource):
 
         deadline = time.monotonic() + self.lock_wait_seconds
         delay = 0.1
-        config = {
+        config: dict[str, str | bool | int | float | list[str]] = {
             "threads": str(self.threads),
             "memory_limit": self.memory_limit,
             # Tables are read with ORDER BY where order matters; letting inserts run
@@ -313,26 +316,7 @@ class FluxWarehouse(dg.ConfigurableResource):
 def _fsync_dirs(*folders: Path) -> None:
     """Make renames in these folders durable (a crash must not bring an old name back)."""
     for folder in dict.fromkeys(folders):
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _copy_atomically(source: Path, target: Path) -> None:
-    """``source``'s bytes at ``target``, whole or absent (temp file, fsync, rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        with source.open("rb") as src, tmp.open("wb") as out:
-            while block := src.read(1 << 16):
-                out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        fsync_path(folder)
 
 
 def _remove_empty(folder: Path) -> None:
@@ -464,12 +448,10 @@ def publish_partition(
     else:
         entitled_target.unlink(missing_ok=True)
     for path, held in copies:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{day.isoformat()}.parquet.tmp"
-        literal = str(tmp).replace("'", "''")
-        conn.execute(
-            f"COPY (SELECT {masking.select_list(names, held)} {source}) TO '{literal}' "
-            f"(FORMAT parquet, COMPRESSION zstd, {masking.footer(held)})"
+        write_parquet_atomic(
+            conn,
+            f"SELECT {masking.select_list(names, held)} {source}",
+            path,
+            options=f"FORMAT parquet, COMPRESSION zstd, {masking.footer(held)}",
         )
-        os.replace(tmp, path)
     return target

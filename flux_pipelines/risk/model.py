@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from flux_pipelines.errors import FluxError
+from flux_pipelines.files import replacing, sha256_file, write_atomic
 from flux_pipelines.risk.features import FEATURE_COLUMNS, FEATURES
 
 POINTER = "current.json"
@@ -57,7 +57,8 @@ class RiskModel:
         matrix = _matrix(frame, self.features)
         chunks = [matrix[i : i + SCORE_CHUNK] for i in range(0, len(matrix), SCORE_CHUNK)]
         if len(chunks) <= 1:
-            return -self.forest.score_samples(matrix)
+            scores: np.ndarray = -self.forest.score_samples(matrix)
+            return scores
         with ThreadPoolExecutor(max_workers=2) as pool:
             parts = list(pool.map(self.forest.score_samples, chunks))
         return -np.concatenate(parts)
@@ -97,7 +98,7 @@ def train(
         "contamination": "auto",
         "random_state": seed,
     }
-    forest = IsolationForest(**params).fit(matrix)  # type: ignore[arg-type]
+    forest = IsolationForest(**params).fit(matrix)
     digest = hashlib.sha256(matrix.tobytes())
     digest.update(json.dumps([params, FEATURE_COLUMNS, sklearn.__version__]).encode())
     trained_at = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
@@ -118,20 +119,18 @@ def save(model: RiskModel, directory: Path) -> Path:
     import joblib
     import sklearn
 
-    directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{model.version}.joblib"
-    joblib.dump(model, target)
+    with replacing(target) as tmp:
+        joblib.dump(model, tmp)
     pointer = {
         "version": model.version,
         "file": target.name,
-        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+        "sha256": sha256_file(target),
         "features": list(model.features),
         "trained_rows": model.trained_rows,
         "sklearn": sklearn.__version__,
     }
-    tmp = directory / f".{POINTER}.tmp"
-    tmp.write_text(json.dumps(pointer, indent=2))
-    os.replace(tmp, directory / POINTER)
+    write_atomic(directory / POINTER, json.dumps(pointer, indent=2))
     return target
 
 
@@ -147,7 +146,7 @@ def load_current(directory: Path) -> RiskModel:
     target = directory / pointer["file"]
     if not target.is_file():
         raise ModelUnavailable(f"model file {target} named by {pointer_path} is missing")
-    if hashlib.sha256(target.read_bytes()).hexdigest() != pointer["sha256"]:
+    if sha256_file(target) != pointer["sha256"]:
         raise ModelUnavailable(
             f"model file {target} does not match the sha256 in {pointer_path}: retrain it"
         )

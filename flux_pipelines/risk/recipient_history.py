@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from flux_pipelines.sql import frame as sql_frame
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -65,7 +67,7 @@ def for_recipients(
     """Run ``sql`` with the recipients registered as ``_flux_wanted(recipient)``."""
     conn.register("_flux_wanted", pl.DataFrame({"recipient": recipients.unique()}))
     try:
-        return conn.sql(sql, params=params or None).pl()
+        return sql_frame(conn, sql, params or None)
     finally:
         conn.unregister("_flux_wanted")
 

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from flux_pipelines.contracts.ddl import quote
 from flux_pipelines.risk import recipient_codes, recipient_history
 from flux_pipelines.risk.features import (
     FEATURE_COLUMNS,
@@ -39,6 +38,8 @@ from flux_pipelines.risk.rules import (
     row_rules,
     rules_score,
 )
+from flux_pipelines.sql import frame as sql_frame
+from flux_pipelines.sql import quote
 
 if TYPE_CHECKING:
     import duckdb
@@ -361,13 +362,14 @@ def _earlier_modifications(
     awards = frame.select(pl.col(columns.award).cast(pl.Int64).unique().alias("award"))
     conn.register("_flux_awards", awards)
     try:
-        return conn.sql(
+        return sql_frame(
+            conn,
             f"SELECT CAST(t.{quote(columns.award)} AS BIGINT) AS award, "
             f"CAST(t.{quote(columns.modification)} AS VARCHAR) AS modification, "
             f"t.{quote(columns.action_date)} AS action_date FROM {quote(curated_table)} t "
             f"JOIN _flux_awards a ON CAST(t.{quote(columns.award)} AS BIGINT) = a.award "
-            f"WHERE t._partition_date < DATE '{day.isoformat()}'"
-        ).pl()
+            f"WHERE t._partition_date < DATE '{day.isoformat()}'",
+        )
     finally:
         conn.unregister("_flux_awards")
 
@@ -407,10 +409,11 @@ def score_summary(scores: pl.DataFrame) -> dict[str, object]:
     """Counts for metadata and logs: rows, flagged, top reasons by rule."""
     fired = scores.select(pl.col("rules_fired").explode().drop_nulls()).to_series()
     by_rule = fired.value_counts(sort=True)
+    mean = scores.get_column("risk_score").mean()  # None when empty, NaN if a score is
     return {
         "rows": scores.height,
         "flagged": int(scores.get_column("flagged").sum()),
-        "mean_risk": float(np.nan_to_num(scores.get_column("risk_score").mean() or 0.0)),
+        "mean_risk": float(np.nan_to_num(mean if isinstance(mean, float) else 0.0)),
         "by_rule": dict(
             zip(by_rule[by_rule.columns[0]].to_list(), by_rule["count"].to_list(), strict=True)
         ),

@@ -44,7 +44,6 @@ Mapping, per dictionary row of the requested table (one property per attribute, 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import sys
 from collections.abc import Sequence
@@ -65,8 +64,11 @@ from open_data_contract_standard.model import (
     SchemaProperty,
 )
 
+from flux_pipelines.contracts.logical_types import ROWS
 from flux_pipelines.contracts.slugs import check_column, check_slug
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.files import sha256_file
+from flux_pipelines.sql import literal
 
 STRUCTURE_FILE = "ccrcn_database_structure.csv"
 VARIABLES_FILE = "controlled_variables.csv"
@@ -88,7 +90,7 @@ _STRUCTURE_COLUMNS = (
 _VARIABLE_COLUMNS = ("attribute_name", "variable_name", "variable_definition")
 _REQUIREMENTS = {"required", "encouraged", "optional", "conditional", "added automatically"}
 _DATE_FORMATS = {"YYYY": "%Y", "YYYY-MM-DD": "%Y-%m-%d"}
-_NUMERIC = {"integer", "number"}
+_NUMERIC = frozenset(row.name for row in ROWS if row.numeric)
 
 # Titles and one-line descriptions of the CCN tables (the dictionary has none).
 _TABLES: dict[str, tuple[str, str]] = {
@@ -330,10 +332,6 @@ def custom_properties(attr: Attribute, logical: str) -> list[CustomProperty] | N
     return props or None
 
 
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 @dataclass(frozen=True)
 class Condition:
     """When an attribute is expected: ``exempt`` is SQL true for rows that need no value."""
@@ -355,7 +353,7 @@ def condition(attr: Attribute, types: dict[str, str]) -> Condition | None:
     if len(columns) != 1 or types[columns[0]] != "string":
         return None
     column = columns[0]
-    listed = ", ".join(_sql_text(v) for v in attr.conditional_variables)
+    listed = ", ".join(literal(v) for v in attr.conditional_variables)
     values = " or ".join(repr(v) for v in attr.conditional_variables)
     return Condition(f"{column} IS NULL OR {column} NOT IN ({listed})", f"{column} is {values}")
 
@@ -506,7 +504,7 @@ def contract(
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return sha256_file(path)[:16]
 
 
 def header(source_dir: Path) -> str:

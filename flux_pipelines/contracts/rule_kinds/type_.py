@@ -3,17 +3,10 @@ which spellings are which type; a number format declared on the column is applie
 
 import polars as pl
 
+from flux_pipelines.contracts.logical_types import type_row
 from flux_pipelines.contracts.model import ColumnSpec, LogicalType
 from flux_pipelines.contracts.rule_kinds.base import Defect, RuleKindSpec
 
-TYPE_WORDS: dict[LogicalType, str] = {
-    "string": "text",
-    "integer": "a whole number",
-    "number": "a number",
-    "boolean": "true or false",
-    "date": "a date",
-    "timestamp": "a date and time",
-}
 # Placeholders and other formats agencies send instead of a value of the type.
 _CONSTANTS: dict[LogicalType, list[Defect]] = {
     "integer": ["n/a", "12abc", "unknown"],
@@ -42,7 +35,7 @@ def _defects(column: ColumnSpec, valid: pl.Expr) -> list[Defect]:
 
 
 def _words(column: ColumnSpec) -> tuple[str, str]:
-    word = TYPE_WORDS[column.logical_type]
+    word = type_row(column.logical_type).words
     fmt = f" ({column.date_format})" if column.date_format else ""
     if column.number_format is not None:
         fmt = f" ({column.number_format.describe()})"

@@ -1,0 +1,1 @@
+"""Collections: the use-case exports, one cross-agency asset per use case."""

@@ -1,0 +1,1 @@
+"""Ingest: the per-agency ingest assets and step, their jobs and the landing sensors."""

@@ -1,0 +1,1 @@
+"""Operations: the alert sensors and the scheduled purge."""

@@ -1,0 +1,1 @@
+"""Published: agency catalogs, cross-agency outputs, delivery status, the daily refresh."""

@@ -1,0 +1,1 @@
+"""Spending: risk scores and models, reconciliations, risk jobs and their automation."""

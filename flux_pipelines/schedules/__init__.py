@@ -1,1 +1,0 @@
-"""Schedules: what runs on the clock (the daily refresh of published outputs)."""

@@ -1,1 +1,0 @@
-"""Sensors: what starts runs when something happens (a delivery lands)."""
