@@ -28,6 +28,7 @@ from flux_pipelines.contracts.memo import per_contract
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.page import rule_catalogue_markdown
 from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.defs.agency import agency_partitions, agency_spec
 from flux_pipelines.defs.ingest.step_plan import (
     TRANSIENT_RETRIES,
     DatasetStep,
@@ -35,7 +36,6 @@ from flux_pipelines.defs.ingest.step_plan import (
     retry_delay,
     transient_retries,
 )
-from flux_pipelines.defs.partitions import agency_partitions
 from flux_pipelines.defs.spending.risk import SCORING_CONFIG_SCHEMA, delivers_risk, scores_specs
 from flux_pipelines.names import (
     ANOMALIES,
@@ -144,9 +144,7 @@ def _dataset_specs(
     referenced = sorted({d for r in contract.cross_rules for d in r.datasets})
     tables = DatasetTables.for_dataset(dataset)
     common: _SpecCommon = {
-        "group_name": agency.key,
-        "owners": [agency.owner] if agency.owner else [],
-        "tags": {"domain": contract.domain, "agency": agency.key, "dataset": dataset},
+        **agency_spec(agency, domain=contract.domain, dataset=dataset),
         "partitions_def": agency_partitions(agency),
         # Events are per day (step.py): no range-wide output beside them.
         "skippable": True,

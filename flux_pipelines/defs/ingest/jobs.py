@@ -20,8 +20,8 @@ import dagster as dg
 
 from flux_pipelines.access.run_pods import agency_run_tags
 from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.defs.agency import agency_partitions
 from flux_pipelines.defs.ingest.assets import asset_keys
-from flux_pipelines.defs.partitions import agency_partitions
 from flux_pipelines.errors import ConfigurationError
 
 PARALLEL_STEPS = 2

@@ -16,6 +16,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.defs.agency import agency_spec
 from flux_pipelines.defs.ingest.assets import asset_keys
 from flux_pipelines.defs.results import Materialized
 from flux_pipelines.files import replacing
@@ -92,10 +93,8 @@ def catalog_spec(agency: Agency) -> dg.AssetSpec:
     return dg.AssetSpec(
         catalog_key(agency),
         deps=[asset_keys(agency, d)[1] for d in agency.datasets],
-        group_name=agency.key,
         kinds={"duckdb", "parquet"},
-        owners=[agency.owner] if agency.owner else [],
-        tags={"agency": agency.key, "layer": "published"},
+        **agency_spec(agency, layer="published"),
         description=f"Read-only catalog of {agency.name}'s published partitions for analysts: "
         f"one view per published table over published/{agency.id}/<table>/*.parquet "
         "(datasets, risk scores, reconciliations).",

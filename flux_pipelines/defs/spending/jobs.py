@@ -6,7 +6,7 @@ import dagster as dg
 
 from flux_pipelines.access.run_pods import agency_run_tags
 from flux_pipelines.contracts.registry import Agency, Registry
-from flux_pipelines.defs.partitions import agency_partitions
+from flux_pipelines.defs.agency import agency_partitions
 from flux_pipelines.names import RISK_DATASET, scores_key
 
 

@@ -28,6 +28,7 @@ from flux_pipelines.access.policy import Treatment
 from flux_pipelines.audit.trail import AuditTrail
 from flux_pipelines.contracts.ddl import DatasetTables
 from flux_pipelines.contracts.registry import Agency, Registry
+from flux_pipelines.defs.agency import agency_spec
 from flux_pipelines.defs.ingest.assets import agency_pool, asset_keys, transient_retries
 from flux_pipelines.defs.published.cross_agency import GROUP as CROSS_AGENCY
 from flux_pipelines.defs.published.cross_agency import ZSTD_PARQUET, certified_files, output_dir
@@ -88,9 +89,7 @@ def build_agency_totals_asset(agency: Agency) -> dg.AssetsDefinition:
     @dg.asset(
         key=key,
         deps=[asset_keys(agency, CONTRACTS)[1], asset_keys(agency, ACCOUNTS)[1]],
-        group_name=agency.key,
-        owners=[agency.owner] if agency.owner else [],
-        tags={"domain": "spending", "agency": agency.key, "layer": "reconciliation"},
+        **agency_spec(agency, domain="spending", layer="reconciliation"),
         kinds={"duckdb", "polars"},
         description="Per agency: contract obligations of the fiscal year (latest "
         f"{CONTRACTS} delivery) against the Q4 obligations of its federal accounts "

@@ -28,7 +28,7 @@ import dagster as dg
 from pydantic import Field
 
 from flux_pipelines.contracts.registry import Agency, Registry
-from flux_pipelines.defs.partitions import agency_partitions
+from flux_pipelines.defs.agency import agency_partitions, agency_spec
 from flux_pipelines.names import (
     RISK_DATASET,
     RISK_MODEL,
@@ -103,9 +103,7 @@ def scores_specs(agency: Agency) -> tuple[dg.AssetSpec, list[dg.AssetCheckSpec]]
         key,
         deps=[ingest_keys(agency, DATASET)[1]],
         partitions_def=partitions,
-        group_name=agency.key,
-        owners=[agency.owner] if agency.owner else [],
-        tags={"domain": "spending", "agency": agency.key, "layer": "risk"},
+        **agency_spec(agency, domain="spending", layer="risk"),
         kinds={"duckdb", "scikit-learn", "polars"},
         description=f"Improper-payment risk of {agency.name}'s curated contract transactions, "
         "one row per transaction: fired rules with their reasons, the recipient's own "
@@ -143,9 +141,7 @@ def model_spec(agency: Agency) -> dg.AssetSpec:
     return dg.AssetSpec(
         model_key(agency),
         deps=[scores_key(agency)],
-        group_name=agency.key,
-        owners=[agency.owner] if agency.owner else [],
-        tags={"domain": "spending", "agency": agency.key, "layer": "risk"},
+        **agency_spec(agency, domain="spending", layer="risk"),
         kinds={"scikit-learn"},
         description=f"Isolation Forest over the feature vectors stored with {agency.name}'s "
         "risk scores, versioned (training time + hash of data and parameters) and stored "
