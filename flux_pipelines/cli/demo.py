@@ -25,6 +25,7 @@ from flux_pipelines.contracts.registry import Registry, load_registry
 from flux_pipelines.defs.ingest.jobs import QUIET_LOGS
 from flux_pipelines.defs.published.catalogs import CATALOG_FILE
 from flux_pipelines.defs.published.cross_agency import GROUP as CROSS_AGENCY
+from flux_pipelines.defs.spending.risk import delivers_risk
 from flux_pipelines.demo.runs import materialize_agencies, run_range
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.instance.config import prepare_dagster_home
@@ -58,7 +59,7 @@ def run_demo(
     )
     failed = materialize_agencies(agencies, day_list)
     print_summary(home, agencies, registry)
-    spenders = [a for a in agencies if "contract_transactions" in registry.agency(a).datasets]
+    spenders = [a for a in agencies if delivers_risk(registry.agency(a))]
     if spenders:
         failed += score_risk(spenders, day_list)
         print_risk_summary(home, spenders)
