@@ -553,6 +553,12 @@ def test_registry_rejects_bad_agency_slug(tmp_path: Path) -> None:
         load_registry(root)
 
 
+def test_registry_says_an_agency_domain_is_no_longer_read(tmp_path: Path) -> None:
+    root = _registry_root(tmp_path, [{**AGENCY, "domain": "collections"}])
+    with pytest.raises(ConfigurationError, match="'domain', which is no longer read"):
+        load_registry(root)
+
+
 def test_registry_rejects_agency_with_missing_dataset(tmp_path: Path) -> None:
     root = _registry_root(tmp_path, [{**AGENCY, "datasets": ["items", "ghosts"]}])
     with pytest.raises(ConfigurationError, match="delivers 'ghosts' but there is no contract"):

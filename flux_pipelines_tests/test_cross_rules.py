@@ -68,7 +68,6 @@ def _registry(root: Path, overrides: dict[str, Any] | None = None, **child: Any)
     agency: dict[str, Any] = {
         "id": "alpha",
         "name": "Alpha",
-        "domain": "collections",
         "datasets": ["parents", "children"],
     }
     if overrides:

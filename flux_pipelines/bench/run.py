@@ -119,13 +119,14 @@ def measure_ceiling(
     run to the bare load bounds Flux's ratio from above on these settings. Without
     ``raw_copy``: the text read straight into the typed table, the bound for a loader whose
     raw zone were the delivered file itself."""
-    from flux_pipelines.contracts.ddl import DUCKDB_TYPES, quote
+    from flux_pipelines.contracts.logical_types import type_row
+    from flux_pipelines.sql import literal, quote
 
     contract = load_contract(contract_path)
     names = contract.column_names
-    text_columns = "{" + ", ".join(f"'{n}': 'VARCHAR'" for n in names) + "}"
+    text_columns = "{" + ", ".join(f"{literal(n)}: 'VARCHAR'" for n in names) + "}"
     typed = ", ".join(
-        f"TRY_CAST(nullif(trim({quote(c.name)}), '') AS {DUCKDB_TYPES[c.logical_type]}) "
+        f"TRY_CAST(nullif(trim({quote(c.name)}), '') AS {type_row(c.logical_type).duckdb}) "
         f"AS {quote(c.name)}"
         for c in contract.columns
     )
@@ -134,12 +135,15 @@ def measure_ceiling(
         bench_warehouse(Path(tmp), threads).connect("ceiling") as conn,
     ):
         settings = connection_settings(conn)
-        raw = str(Path(tmp) / "raw.parquet").replace("'", "''")
+        raw = literal(Path(tmp) / "raw.parquet")
         started = time.perf_counter()
-        text = f"read_csv('{csv}', columns = {text_columns}, header = true, auto_detect = false)"
+        text = (
+            f"read_csv({literal(csv)}, columns = {text_columns}, header = true, "
+            "auto_detect = false)"
+        )
         if raw_copy:
             conn.execute(f"CREATE TEMP TABLE delivered AS SELECT * FROM {text}")
-            conn.execute(f"COPY delivered TO '{raw}' (FORMAT parquet, COMPRESSION lz4)")
+            conn.execute(f"COPY delivered TO {raw} (FORMAT parquet, COMPRESSION lz4)")
             text = "delivered"
         conn.execute(f"CREATE TABLE curated AS SELECT {typed} FROM {text}")
         rows = conn.execute("SELECT count(*) FROM curated").fetchone()[0]  # type: ignore[index]

@@ -275,6 +275,11 @@ def _load_agencies(path: Path) -> list[Agency]:
         raise ConfigurationError(f"{path}: expected a non-empty 'agencies:' list")
     agencies: list[Agency] = []
     for i, entry in enumerate(entries):
+        if isinstance(entry, dict) and "domain" in entry:
+            raise ConfigurationError(
+                f"{path}: agency entry {i + 1} has 'domain', which is no longer read: a "
+                "dataset's domain is its contract's (ODCS 'domain'); remove the field"
+            )
         try:
             agencies.append(Agency.model_validate(entry))
         except ValidationError as exc:

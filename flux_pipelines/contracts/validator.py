@@ -52,6 +52,7 @@ from decimal import Decimal, InvalidOperation
 
 import polars as pl
 
+from flux_pipelines.contracts.logical_types import type_row
 from flux_pipelines.contracts.model import (
     SHORT_ROW_MESSAGE,
     SHORT_ROW_RULE,
@@ -78,14 +79,6 @@ VIOLATION_SCHEMA: dict[str, pl.DataType] = {
     "message": pl.String(),
 }
 
-_POLARS_TYPES: dict[str, pl.DataType] = {
-    "string": pl.String(),
-    "integer": pl.Int64(),
-    "number": pl.Float64(),
-    "boolean": pl.Boolean(),
-    "date": pl.Date(),
-    "timestamp": pl.Datetime("us"),
-}
 # A numeral, after trimming (ASCII digits only: polars' \d is Unicode-aware). Integers and
 # numbers accept the same spellings; an integer must also be whole and fit 64 bits.
 NUMBER_TEXT = r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
@@ -114,7 +107,7 @@ def dup_flag(key: str) -> str:
 
 
 def polars_type(column: ColumnSpec) -> pl.DataType:
-    return _POLARS_TYPES[column.logical_type]
+    return type_row(column.logical_type).polars
 
 
 @dataclass(frozen=True)

@@ -13,19 +13,16 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from flux_pipelines.contracts.cross_rules import explain, render
-from flux_pipelines.contracts.ddl import PARTITION, DatasetTables, quote
+from flux_pipelines.contracts.ddl import PARTITION, DatasetTables
 from flux_pipelines.contracts.model import Contract, CrossRule
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.resources.warehouse import ensure_tables
+from flux_pipelines.sql import literal, quote
 
 if TYPE_CHECKING:
     import duckdb
 
 VIOLATIONS = "_flux_cross_violations"
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def apply_cross_rules(
@@ -48,7 +45,7 @@ def apply_cross_rules(
                 )
             ensure_tables(conn, references[dataset])
         explain(rule, contract, references)
-        day_sql = _literal(day.isoformat())
+        day_sql = literal(day.isoformat())
         query = render(rule, contract, day_sql)
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {VIOLATIONS} AS {query}").fetchall()
         ((found,),) = conn.execute(f"SELECT count(*) FROM {VIOLATIONS}").fetchall()
@@ -75,12 +72,12 @@ def _record(
     conn.execute(
         f"""INSERT INTO {quote(target)} BY NAME
         SELECT DATE {day_sql} AS {PARTITION}, v._file, v._row_number,
-               {_literal(rule.id)} AS rule_id, v.field, v.value_provided, v.expected,
-               v.difference, {_literal(rule.severity)} AS severity,
-               {_literal(rule.category)} AS category, {_literal(rule.message)} AS message,
+               {literal(rule.id)} AS rule_id, v.field, v.value_provided, v.expected,
+               v.difference, {literal(rule.severity)} AS severity,
+               {literal(rule.category)} AS category, {literal(rule.message)} AS message,
                {_unique_id(contract)} AS unique_id, {_original_row(contract)} AS original_row,
-               c._file_sha256, {_literal(contract.id)} AS _contract_id,
-               {_literal(contract.version)} AS _contract_version, ? AS _run_id,
+               c._file_sha256, {literal(contract.id)} AS _contract_id,
+               {literal(contract.version)} AS _contract_version, ? AS _run_id,
                ?::TIMESTAMP AS _loaded_at
         FROM {VIOLATIONS} v JOIN {quote(t.curated)} c ON {this_row}""",
         [run_id, loaded_at],
@@ -104,11 +101,11 @@ def _unique_id(contract: Contract) -> str:
     if not contract.identifier:
         return "'row=' || c._row_number::VARCHAR"
     return " || ', ' || ".join(
-        f"{_literal(col + '=')} || coalesce(c.{quote(col)}::VARCHAR, '')"
+        f"{literal(col + '=')} || coalesce(c.{quote(col)}::VARCHAR, '')"
         for col in contract.identifier
     )
 
 
 def _original_row(contract: Contract) -> str:
-    pairs = ", ".join(f"{_literal(c)}, c.{quote(c)}" for c in contract.column_names)
+    pairs = ", ".join(f"{literal(c)}, c.{quote(c)}" for c in contract.column_names)
     return f"json_object({pairs})"

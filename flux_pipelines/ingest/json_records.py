@@ -44,7 +44,6 @@ import polars as pl
 
 from flux_pipelines.contracts.model import MAX_LINE_BYTES_ENV, SizeLimits
 from flux_pipelines.contracts.slugs import normalise_header
-from flux_pipelines.contracts.validator import ROW
 from flux_pipelines.ingest.readers import (
     _CLOSES,
     _COMMA,
@@ -61,6 +60,7 @@ from flux_pipelines.ingest.readers import (
     _reject_duplicates,
     _too_deep_problem,
 )
+from flux_pipelines.names import ROW
 
 if TYPE_CHECKING:
     import duckdb
@@ -87,8 +87,11 @@ MAX_KEYS = 10_000
 class Readable(Protocol):
     """What the scans read: a descriptor, its stat as opened, and a path for libraries."""
 
-    via: str
-    stat: os.stat_result
+    @property
+    def via(self) -> str: ...
+
+    @property
+    def stat(self) -> os.stat_result: ...
 
     def fileno(self) -> int: ...
 
@@ -211,7 +214,7 @@ class LayoutScan(NestingScan):
             offset += len(block)
         return self._finish()
 
-    def feed(self, block: bytes) -> TooDeep | None:  # type: ignore[override]
+    def feed(self, block: bytes) -> TooDeep | None:
         self._block = block
         data = np.frombuffer(block, dtype=np.uint8)
         quotes = np.flatnonzero(data == _QUOTE) if b'"' in block else _NONE
@@ -387,10 +390,11 @@ class LayoutScan(NestingScan):
         assert self.rec_open is not None
         limit = self.limits.max_line_bytes
         commas = commas[commas > self.rec_open]
-        closed_here = self.rec_close is not None and self.rec_close < self.base + len(block)
-        if closed_here:
-            commas = commas[commas < self.rec_close]
-        bounds = np.append(commas, self.rec_close) if closed_here else commas
+        close = self.rec_close
+        closed_here = close is not None and close < self.base + len(block)
+        if close is not None and closed_here:
+            commas = commas[commas < close]
+        bounds = np.append(commas, close) if close is not None and closed_here else commas
         if bounds.size:
             starts = np.concatenate(([self.rec_mark], bounds[:-1]))
             sizes = bounds - starts - 1

@@ -17,7 +17,6 @@ period, and either one is required of agencies the sensor is told to wait for
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TypeVar
@@ -26,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from flux_pipelines.config_files import problems
 from flux_pipelines.errors import UnsafePath
+from flux_pipelines.files import sha256_file
 from flux_pipelines.ingest.confine import (
     LANDING,
     landing_root_of,
@@ -158,7 +158,7 @@ def write_manifest(folder: Path, rows: dict[str, int]) -> Path:
         {
             "name": name,
             "rows": n,
-            "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(),
+            "sha256": sha256_file(folder / name),
         }
         for name, n in sorted(rows.items())
     ]

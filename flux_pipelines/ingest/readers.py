@@ -82,7 +82,7 @@ from flux_pipelines.contracts.model import (
     SizeLimits,
 )
 from flux_pipelines.contracts.slugs import normalise_header
-from flux_pipelines.contracts.validator import DELIVERED_FIELDS, EXPECTED_FIELDS, ROW
+from flux_pipelines.contracts.validator import DELIVERED_FIELDS, EXPECTED_FIELDS
 from flux_pipelines.errors import UnsafePath
 from flux_pipelines.ingest.confine import (
     LANDING,
@@ -95,6 +95,7 @@ from flux_pipelines.ingest.confine import (
     stat_key,
 )
 from flux_pipelines.ingest.manifest import COMPLETION_MARKER
+from flux_pipelines.names import ROW
 
 if TYPE_CHECKING:
     from flux_pipelines.ingest.json_records import JsonRecords
@@ -665,7 +666,8 @@ def comment_lines(
     eol = b"\r" if _eol_char(text.via) == "\r" else b"\n"
     lines = head[skip_bom:].split(eol)[:-1]  # complete lines only
     mark = (prefix or UNDECLARED_COMMENT).encode("utf-8")
-    comments, skip, offset = [], 0, skip_bom
+    comments: list[bytes] = []
+    skip, offset = 0, skip_bom
     for line in lines:
         bare = line.rstrip(b"\r")
         if not bare.startswith(mark) and (not comments or bare.strip()):
@@ -843,7 +845,7 @@ def holds_data(facts: FileFacts) -> bool:
         import pyarrow.parquet as pq
 
         with pq.ParquetFile(facts.source) as footer:
-            return footer.metadata.num_rows > 0
+            return bool(footer.metadata.num_rows > 0)
     if facts.format == "json":
         return facts.records is not None and facts.records.records > 0
     eol = _eol_char(facts.source).encode()
@@ -1040,7 +1042,8 @@ class RecordScan:
     def _outside_commas(data: np.ndarray, quotes: np.ndarray, parity: int) -> np.ndarray:
         commas = np.flatnonzero(data == _COMMA)
         if commas.size and quotes.size:
-            return commas[_outside(quotes, commas, parity)]
+            outside: np.ndarray = commas[_outside(quotes, commas, parity)]
+            return outside
         return _NONE if parity == 1 else commas  # parity 1: the block is inside quotes
 
     def may_be_short(self) -> bool:
@@ -1137,7 +1140,8 @@ class RecordScan:
         """Offsets of the commas outside quotes in ``data[lo:]``."""
         commas = np.flatnonzero(data[lo:] == _COMMA) + lo
         if quotes.size:
-            return commas[_outside(quotes, commas, parity)]
+            outside: np.ndarray = commas[_outside(quotes, commas, parity)]
+            return outside
         return commas if parity == 0 else _NONE
 
     def _fields(
@@ -1201,7 +1205,8 @@ class RecordScan:
 
 def _outside(quotes: np.ndarray, positions: np.ndarray, parity: int) -> np.ndarray:
     """True where a position is outside quotes: an even number of quotes before it."""
-    return ((np.searchsorted(quotes, positions) + parity) & 1) == 0
+    even: np.ndarray = ((np.searchsorted(quotes, positions) + parity) & 1) == 0
+    return even
 
 
 @dataclass(frozen=True)
