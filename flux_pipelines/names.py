@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flux_pipelines.contracts.slugs import dagster_name
+from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.home import confined
+from flux_pipelines.slugs import check_slug, dagster_name
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -215,9 +216,6 @@ def agencies_with_db(home: Path) -> list[str]:
 
 
 def _is_slug(name: str) -> bool:
-    from flux_pipelines.contracts.slugs import check_slug
-    from flux_pipelines.errors import ConfigurationError
-
     try:
         check_slug(name, "agency")
     except ConfigurationError:

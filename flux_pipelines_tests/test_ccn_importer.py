@@ -20,8 +20,8 @@ import yaml
 from flux_pipelines.contracts.importers import ccn
 from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.contracts.model import Contract
-from flux_pipelines.contracts.slugs import normalise_header
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.slugs import normalise_header
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATASETS_DIR = PROJECT_ROOT / "contracts" / "datasets"

@@ -20,7 +20,6 @@ from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.pandera_schema import pandera_schema
 from flux_pipelines.contracts.registry import load_registry
-from flux_pipelines.contracts.slugs import check_slug, normalise_header
 from flux_pipelines.contracts.validator import (
     FILE,
     MAX_CELL_BYTES,
@@ -30,6 +29,7 @@ from flux_pipelines.contracts.validator import (
     truncate,
 )
 from flux_pipelines.errors import ConfigurationError, ContractError
+from flux_pipelines.slugs import check_slug, normalise_header
 from flux_pipelines_tests.conftest import contract_doc, write_contract
 
 # --- loader: every rule kind ------------------------------------------------------------------

@@ -48,7 +48,8 @@ from flux_pipelines.contracts.validator import SHORT_ROW_RULE
 from flux_pipelines.defs.ingest.landing import HIDDEN_GRACE_SECONDS
 from flux_pipelines.ingest.delivery import PartitionResult, is_data_file_name
 from flux_pipelines.ingest.manifest import write_manifest
-from flux_pipelines.ingest.readers import MAX_JSON_DEPTH, display_name
+from flux_pipelines.ingest.readers import display_name
+from flux_pipelines.ingest.scanning import MAX_JSON_DEPTH
 from flux_pipelines_tests.hostile import (
     AGENCY,
     CANARY,
@@ -1011,7 +1012,7 @@ KINDS: list[Kind] = [
         "formats",
         data("h.json", '[{"id": 101, "name": ' + "[" * 300 + "]" * 300 + "}]"),
         # read whole, its cost grows much faster than its size (depth 400: 4 s, 1 GB):
-        # rejected unparsed past readers.MAX_JSON_DEPTH, as JSON lines are
+        # rejected unparsed past scanning.MAX_JSON_DEPTH, as JSON lines are
         Expect(
             {"h.json": UNREADABLE},
             check=reason_says("h.json", "302 levels deep", f"limit of {MAX_JSON_DEPTH}"),

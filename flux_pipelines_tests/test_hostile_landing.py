@@ -38,7 +38,8 @@ from flux_pipelines.ingest.delivery import (
     load_partition,
 )
 from flux_pipelines.ingest.manifest import COMPLETION_MARKER, ManifestInvalid, write_manifest
-from flux_pipelines.ingest.readers import FileProblem, inspect_file, read_chunks
+from flux_pipelines.ingest.readers import inspect_file, read_chunks
+from flux_pipelines.ingest.scanning import FileProblem
 from flux_pipelines.names import agencies_with_db, agency_db
 from flux_pipelines.reports import write_delivery_report
 from flux_pipelines.reports.verdict import validate_file

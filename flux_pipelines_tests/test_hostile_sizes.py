@@ -55,7 +55,8 @@ from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.ingest.confine import LANDING_RULES
 from flux_pipelines.ingest.delivery import PartitionLoader, PartitionResult, load_partition
-from flux_pipelines.ingest.readers import FileProblem, RecordScan, inspect_file, read_chunks
+from flux_pipelines.ingest.readers import inspect_file, read_chunks
+from flux_pipelines.ingest.scanning import FileProblem, RecordScan
 from flux_pipelines.names import agency_db
 from flux_pipelines.resources.warehouse import FluxWarehouse
 from flux_pipelines_tests.conftest import (

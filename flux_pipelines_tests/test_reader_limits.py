@@ -1,4 +1,4 @@
-"""The JSON nesting pass (``readers.NestingScan``) against a byte-by-byte reference, and
+"""The JSON nesting pass (``scanning.NestingScan``) against a byte-by-byte reference, and
 the rejections it and the Parquet column names give through ``inspect_file``.
 
 The pass is vectorised over blocks, carrying string, escape and depth state between them;
@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flux_pipelines.ingest.readers import MAX_JSON_DEPTH, FileProblem, NestingScan, inspect_file
+from flux_pipelines.ingest.readers import inspect_file
+from flux_pipelines.ingest.scanning import MAX_JSON_DEPTH, FileProblem, NestingScan
 
 ALPHABET = b'[]{}"\\\\\n a'  # backslashes twice: runs of them are what escapes get wrong
 

@@ -37,7 +37,7 @@ from flux_pipelines.ingest.delivery import (
     PartitionResult,
     load_partition,
 )
-from flux_pipelines.ingest.readers import FileProblem
+from flux_pipelines.ingest.scanning import FileProblem
 from flux_pipelines_tests.conftest import DAY, contract_doc, run_load, write_contract
 
 runner = CliRunner()

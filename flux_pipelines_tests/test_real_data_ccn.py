@@ -16,8 +16,8 @@ import pytest
 
 from flux_pipelines.contracts.model import Contract
 from flux_pipelines.contracts.registry import load_registry
-from flux_pipelines.contracts.slugs import normalise_header
 from flux_pipelines.ingest.delivery import PartitionLoader, PartitionResult, load_partition
+from flux_pipelines.slugs import normalise_header
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 FIRST_DAY = dt.date(2026, 1, 5)  # smithsonian-serc's onboarding

@@ -20,9 +20,9 @@ import yaml
 
 from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.contracts.model import ColumnSpec, Contract
-from flux_pipelines.contracts.slugs import normalise_header
 from flux_pipelines.errors import ContractError
 from flux_pipelines.ingest.readers import inspect_file
+from flux_pipelines.slugs import normalise_header
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATASETS_DIR = PROJECT_ROOT / "contracts" / "datasets"

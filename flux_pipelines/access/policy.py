@@ -16,8 +16,8 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flux_pipelines.config_files import read_yaml, validated
-from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.slugs import check_slug
 
 Role = Literal["operator", "viewer", "agency_submitter", "agency_analyst"]
 ROLES: tuple[str, ...] = get_args(Role)

@@ -27,10 +27,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.home import FLUX_HOME_ENV
 from flux_pipelines.names import AGENCY_ZONES
+from flux_pipelines.slugs import check_slug
 
 K8S_CONFIG_TAG = "dagster-k8s/config"  # read by dagster-k8s's K8sRunLauncher
 RUN_POD_VOLUME_ENV = "FLUX_RUN_POD_VOLUME"  # the run pods' volume holding FLUX_HOME

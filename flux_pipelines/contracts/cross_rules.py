@@ -34,8 +34,8 @@ from flux_pipelines.contracts.model import (
     CrossRule,
     Severity,
 )
-from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import ConfigurationError
+from flux_pipelines.slugs import check_slug
 from flux_pipelines.sql import literal, quote
 
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z][a-z0-9_]*)\s*\}\}")

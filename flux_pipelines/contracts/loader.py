@@ -63,8 +63,8 @@ from flux_pipelines.contracts.model import (
     Severity,
 )
 from flux_pipelines.contracts.rule_kinds import REGISTRY
-from flux_pipelines.contracts.slugs import check_column, check_slug
 from flux_pipelines.errors import ConfigurationError, ContractError
+from flux_pipelines.slugs import check_column, check_slug
 
 # ODCS v3.0.2 quality dimensions; Flux's own category is a customProperty ``category``.
 ODCS_DIMENSIONS = frozenset(

@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from flux_pipelines.contracts.cross_rules import check_cross_queries, check_cross_rules
 from flux_pipelines.contracts.loader import SAFE_LOADER, load_contract
 from flux_pipelines.contracts.model import Contract, Severity
-from flux_pipelines.contracts.slugs import check_slug, dagster_name
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.home import PROJECT_ROOT
+from flux_pipelines.slugs import check_slug, dagster_name
 
 CONTRACTS_DIR_ENV = "FLUX_CONTRACTS_DIR"
 

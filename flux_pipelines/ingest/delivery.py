@@ -36,7 +36,6 @@ import polars as pl
 from flux_pipelines.contracts.ddl import DELIVERIES_TABLE, PARTITION, DatasetTables
 from flux_pipelines.contracts.evolution import ContractMigrationError
 from flux_pipelines.contracts.model import DELIVERY_RULES, Contract, SizeLimits
-from flux_pipelines.contracts.slugs import normalise_header
 from flux_pipelines.contracts.validator import (
     MAX_CELL_BYTES,
     RowValidator,
@@ -57,14 +56,15 @@ from flux_pipelines.ingest.manifest import (
 from flux_pipelines.ingest.readers import (
     DEFAULT_CHUNK_ROWS,
     FileFacts,
-    FileProblem,
     display_name,
     inspect_file,
     mark_short_rows,
     read_chunks,
 )
+from flux_pipelines.ingest.scanning import FileProblem
 from flux_pipelines.names import CONTENT_FOLDER, FILE, REJECTED_ATTEMPTS_TABLE, ROW
 from flux_pipelines.resources.warehouse import MigrationContext, ensure_tables
+from flux_pipelines.slugs import normalise_header
 from flux_pipelines.sql import literal, quote
 
 if TYPE_CHECKING:

@@ -5,7 +5,8 @@ in an object (``{"version": 1, "releases": [...]}``); the contract then says und
 keys (customProperty ``jsonRecordsPath``, ``ReadOptions.json_records_path``). Read whole,
 such a document became one row holding nothing the contract knows: a 1,010-record delivery
 loaded as one empty row and passed. So the layout is established first, in one streaming
-pass over the bytes (``LayoutScan``, numpy, bounded memory whatever the file's size):
+pass over the bytes (``LayoutScan``: ``scanning.NestingScan`` that also finds where the
+records are; numpy, bounded memory whatever the file's size):
 
 - a top-level array: its elements are the records; each is one record for
   ``max_line_bytes`` (an element over it is rejected before any parser holds it);
@@ -43,24 +44,24 @@ import numpy as np
 import polars as pl
 
 from flux_pipelines.contracts.model import MAX_LINE_BYTES_ENV, SizeLimits
-from flux_pipelines.contracts.slugs import normalise_header
-from flux_pipelines.ingest.readers import (
-    _CLOSES,
-    _COMMA,
-    _FOLD,
-    _NONE,
-    _OPENS,
-    _QUOTE,
+from flux_pipelines.ingest.scanning import (
+    CLOSES,
+    COMMA,
+    FOLD,
     MAX_JSON_DEPTH,
+    NONE,
+    OPENS,
+    QUOTE,
     SCAN_BLOCK,
     FileProblem,
     NestingScan,
     StagedText,
     TooDeep,
-    _reject_duplicates,
-    _too_deep_problem,
+    reject_duplicates,
+    too_deep_problem,
 )
 from flux_pipelines.names import ROW
+from flux_pipelines.slugs import normalise_header
 
 if TYPE_CHECKING:
     import duckdb
@@ -210,25 +211,25 @@ class LayoutScan(NestingScan):
                 break
             deep = self.feed(block)
             if deep is not None:
-                raise _too_deep_problem(deep, fmt="json", name=self.name)
+                raise too_deep_problem(deep, fmt="json", name=self.name)
             offset += len(block)
         return self._finish()
 
     def feed(self, block: bytes) -> TooDeep | None:
         self._block = block
         data = np.frombuffer(block, dtype=np.uint8)
-        quotes = np.flatnonzero(data == _QUOTE) if b'"' in block else _NONE
+        quotes = np.flatnonzero(data == QUOTE) if b'"' in block else NONE
         if self.escaped or b"\\" in block:
             quotes = self._unescaped(data, quotes)
-        folded = data | _FOLD
-        wanted = (folded == _OPENS) | (folded == _CLOSES) | (data == _COMMA)
+        folded = data | FOLD
+        wanted = (folded == OPENS) | (folded == CLOSES) | (data == COMMA)
         if self.walk:  # a top-level array's walk needs no colon: its members are records
             wanted |= data == _COLON
         found = np.flatnonzero(wanted)
         events = found[((np.searchsorted(quotes, found) + self.parity) & 1) == 0]
         chars = data[events]
-        kinds = chars | _FOLD
-        delta = np.where(kinds == _OPENS, 1, np.where(kinds == _CLOSES, -1, 0))
+        kinds = chars | FOLD
+        delta = np.where(kinds == OPENS, 1, np.where(kinds == CLOSES, -1, 0))
         after = self.depth + np.cumsum(delta)
         levels = after - (delta == 1)  # a bracket's level is its container's depth
         if after.size and after.min() < 0:
@@ -238,13 +239,13 @@ class LayoutScan(NestingScan):
         over = np.flatnonzero(after[brackets] > self.limit)
         if over.size:
             levels_b, where = after[brackets], events[brackets]
-            return self._too_deep(block, levels_b, None, where, _NONE, int(over[0]))
+            return self._too_deep(block, levels_b, None, where, NONE, int(over[0]))
         if self.top_end is not None:
             self._nothing_after(block, 0)
         for i in np.flatnonzero(levels <= self.walk):
             self._event(self.base + int(events[i]), int(chars[i]), int(levels[i]))
         if self.rec_open is not None and (self.rec_close is None or self.rec_close >= self.base):
-            commas = events[(levels == self.walk + 1) & (chars == _COMMA)] + self.base
+            commas = events[(levels == self.walk + 1) & (chars == COMMA)] + self.base
             self._records(block, commas)
         self.parity = (self.parity + int(quotes.size)) & 1
         self.depth = int(after[-1]) if after.size else self.depth
@@ -742,7 +743,7 @@ def discover(records: JsonRecords) -> None:
             "table; deliver one key per column",
         )
     records.keys = tuple(keys.get_column("ks").to_list())
-    _reject_duplicates(list(records.headers))
+    reject_duplicates(list(records.headers))
     if records.keys:
         _reject_doubled_nested_keys(records)
 

@@ -50,7 +50,6 @@ from flux_pipelines.contracts.model import (
     Contract,
     SizeLimits,
 )
-from flux_pipelines.contracts.slugs import check_slug
 from flux_pipelines.errors import ConfigurationError, StorageNotConfined, TransientError
 from flux_pipelines.files import fsync_path, replacing
 from flux_pipelines.home import confined, resolve_home
@@ -64,6 +63,7 @@ from flux_pipelines.names import (
     legacy_agency_receipts,
     published_root,
 )
+from flux_pipelines.slugs import check_slug
 from flux_pipelines.sql import quote, write_parquet_atomic
 
 if TYPE_CHECKING:

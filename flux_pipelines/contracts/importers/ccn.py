@@ -65,9 +65,9 @@ from open_data_contract_standard.model import (
 )
 
 from flux_pipelines.contracts.logical_types import ROWS
-from flux_pipelines.contracts.slugs import check_column, check_slug
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.files import sha256_file
+from flux_pipelines.slugs import check_column, check_slug
 from flux_pipelines.sql import literal
 
 STRUCTURE_FILE = "ccrcn_database_structure.csv"
