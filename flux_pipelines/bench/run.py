@@ -34,6 +34,7 @@ from flux_pipelines.bench.memory import peak_rss_mb
 from flux_pipelines.bench.process import run_python
 from flux_pipelines.contracts.loader import load_contract
 from flux_pipelines.resources.warehouse import FluxWarehouse
+from flux_pipelines.sql import literal, scalar
 
 if TYPE_CHECKING:
     from flux_pipelines.bench.definitions import ProcessFigures
@@ -102,8 +103,8 @@ def measure_baseline(csv: Path, threads: int, as_text: bool = False) -> dict[str
         settings = connection_settings(conn)
         started = time.perf_counter()
         options = ", all_varchar = true" if as_text else ""
-        conn.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv}'{options})")
-        rows = conn.execute("SELECT count(*) FROM t").fetchone()[0]  # type: ignore[index]
+        conn.execute(f"CREATE TABLE t AS SELECT * FROM read_csv({literal(csv)}{options})")
+        rows = scalar(conn, "SELECT count(*) FROM t")
         elapsed = time.perf_counter() - started
     return {"seconds": elapsed, "rows": rows, "peak_rss_mb": _peak_rss_mb(), "settings": settings}
 
@@ -120,7 +121,7 @@ def measure_ceiling(
     ``raw_copy``: the text read straight into the typed table, the bound for a loader whose
     raw zone were the delivered file itself."""
     from flux_pipelines.contracts.logical_types import type_row
-    from flux_pipelines.sql import literal, quote
+    from flux_pipelines.sql import quote
 
     contract = load_contract(contract_path)
     names = contract.column_names
@@ -146,7 +147,7 @@ def measure_ceiling(
             conn.execute(f"COPY delivered TO {raw} (FORMAT parquet, COMPRESSION lz4)")
             text = "delivered"
         conn.execute(f"CREATE TABLE curated AS SELECT {typed} FROM {text}")
-        rows = conn.execute("SELECT count(*) FROM curated").fetchone()[0]  # type: ignore[index]
+        rows = scalar(conn, "SELECT count(*) FROM curated")
         elapsed = time.perf_counter() - started
     return {"seconds": elapsed, "rows": rows, "peak_rss_mb": _peak_rss_mb(), "settings": settings}
 
