@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
 
@@ -177,6 +178,7 @@ def stack(tmp_path: Path, pg_env: dict[str, str]) -> Iterator[Stack]:
             [sys.executable, "-m", "flux_pipelines.cli.main", "dev", "--home", str(home),
              "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+            preexec_fn=_as_a_background_job,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     stack = Stack(process, url, log, 0.0)
@@ -190,6 +192,21 @@ def stack(tmp_path: Path, pg_env: dict[str, str]) -> Iterator[Stack]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             process.wait()
+
+
+def _as_a_background_job() -> None:
+    """What a non-interactive shell does to a background job (``cmd &``), and more: flux dev
+    must still start its services with the default dispositions and stop on SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def ignored_signals(pid: int) -> int:
+    """The process's mask of ignored signals (``SigIgn`` in /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return int(line.split()[1], 16)
+    raise AssertionError(f"no SigIgn for {pid}")
 
 
 def wait_until_serving(stack: Stack, started: float) -> None:
@@ -267,9 +284,15 @@ def test_flux_dev_serves_runs_and_sensors_then_stops_on_sigterm(
     retry_seconds = time.monotonic() - died
     assert retried["status"] == "SUCCESS", stack.tail()
 
-    # SIGTERM to flux dev stops the webserver, the daemon and the code servers.
+    # SIGTERM to flux dev stops the webserver, the daemon and the code servers, though flux
+    # dev was started with SIGINT and SIGTERM ignored: its services do not inherit that.
     processes = descendants(stack.process.pid)
     assert len(processes) >= 3, "webserver, daemon and code server run under flux dev"
+    mask = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
+    services = psutil.Process(stack.process.pid).children()  # what flux dev started itself
+    assert len(services) >= 2, "webserver and daemon run under flux dev"
+    inheriting = [s.cmdline() for s in services if ignored_signals(s.pid) & mask]
+    assert not inheriting, f"services ignoring SIGINT/SIGTERM: {inheriting}"
     stopping = time.monotonic()
     stack.process.send_signal(signal.SIGTERM)
     stack.process.wait(timeout=STOP_TIMEOUT)

@@ -3,8 +3,8 @@
 The fast tests run the supervisor on stand-in services (small Python processes) so each
 path is exercised in a second: a requested stop, a service that dies on its own, one that
 ignores SIGTERM, a leftover in a service's process group, signal dispositions inherited
-from a background job. The slow test starts the real ``flux dev`` as a script's background
-job (SIGINT and SIGTERM ignored) and stops it with SIGINT.
+from a background job. The real ``flux dev``, started as a background job, is stopped in
+``test_daemon_stack.py`` (with the dispositions of its real services checked there).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
 from flux_pipelines.cli import dev
 from flux_pipelines.cli.dev import Service, run_dev, shut_down, supervise
@@ -182,59 +180,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _ignore_int_and_term() -> None:
-    """What a non-interactive shell does to a background job (``cmd &``), and more."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _ignored_signals(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("SigIgn:"):
-            return int(line.split()[1], 16)
-    raise AssertionError(f"no SigIgn for {pid}")
-
-
-@pytest.mark.slow
-def test_real_flux_dev_started_as_a_background_job_stops_on_sigint(tmp_path: Path) -> None:
-    home, port, log = tmp_path / "flux", _free_port(), tmp_path / "dev.log"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DAGSTER_HOME", "FLUX_HOME") and not k.startswith("DAGSTER_PG")
-    }
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [PY, "-m", "flux_pipelines.cli.main", "dev", "--home", str(home),
-             "--port", str(port), "--metrics-port", "off"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            preexec_fn=_ignore_int_and_term,
-        )  # fmt: skip
-    try:
-        started = time.monotonic()
-        while time.monotonic() - started < 180:
-            assert process.poll() is None, log.read_text()
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/server_info", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"no /server_info in 180 s\n{log.read_text()[-3000:]}")
-        children = psutil.Process(process.pid).children(recursive=True)
-        names = " ".join(" ".join(c.cmdline()) for c in children)
-        assert "dagster-webserver" in names and "dagster-daemon" in names, names
-        mask = (1 << (signal.SIGINT - 1)) | (1 << (signal.SIGTERM - 1))
-        for child in children:  # the job's ignored signals are not its services'
-            assert _ignored_signals(child.pid) & mask == 0, child.cmdline()
-
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=120) == 0, log.read_text()[-3000:]
-        wait_for(lambda: gone([c.pid for c in children]), timeout=10)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()

@@ -152,6 +152,7 @@ def run_dev(home: Path, host: str, port: int, metrics_port: int | str | None = "
     }
     info = prepare_dagster_home(home)
     typer.echo(info.describe())
+    create_storage()
     typer.echo(f"FLUX_HOME={home}; UI on http://{host}:{port} (Ctrl-C stops everything)")
     stop = install_stop_handlers()  # before any child starts: they inherit default dispositions
     services: list[Service] = []
@@ -180,6 +181,21 @@ def run_dev(home: Path, host: str, port: int, metrics_port: int | str | None = "
         )
         return 1
     return 0 if clean else 1
+
+
+def create_storage() -> None:
+    """Create the instance's storage (its schema) before the services start: the webserver
+    and the daemon would otherwise both create a new SQLite storage at once, and the loser
+    exits ("table alembic_version already exists")."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    try:  # a read of each store creates its tables (SQLite's event index on first use)
+        instance.get_runs(limit=1)
+        instance.fetch_materializations(dg.AssetKey("flux_dev"), limit=1)
+        instance.all_instigator_state()
+    finally:
+        instance.dispose()
 
 
 def install_stop_handlers() -> threading.Event:
