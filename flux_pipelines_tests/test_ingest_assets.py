@@ -16,8 +16,8 @@ import pytest
 
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
+from flux_pipelines.defs.agency import agency_partitions
 from flux_pipelines.defs.ingest.assets import (
-    agency_partitions,
     agency_pool,
     asset_keys,
     ingest_step_name,

@@ -23,10 +23,10 @@ import pytest
 
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.definitions import defs
+from flux_pipelines.defs.agency import agency_partitions
 from flux_pipelines.defs.ingest import step as ingest_step
 from flux_pipelines.defs.ingest.assets import (
     TRANSIENT_RETRIES,
-    agency_partitions,
     asset_keys,
     build_ingest_asset,
     retry_delay,

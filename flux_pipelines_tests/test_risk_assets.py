@@ -236,7 +236,7 @@ def test_a_model_is_due_for_retraining_after_monday_five_utc() -> None:
 @pytest.mark.slow
 def test_a_newly_loaded_day_is_requested_by_automation(tmp_path: Path) -> None:
     from flux_pipelines.definitions import defs
-    from flux_pipelines.defs.ingest.assets import agency_partitions
+    from flux_pipelines.defs.agency import agency_partitions
 
     agency = load_registry().agency(AGENCY)
     key = scores_key(agency)

@@ -51,7 +51,6 @@ __all__ = [
     "CONSERVATION",
     "CONTRACT_SCHEMA",
     "TRANSIENT_RETRIES",
-    "agency_partitions",
     "agency_pool",
     "asset_keys",
     "build_ingest_asset",
