@@ -114,6 +114,20 @@ def cross_agency_key(name: str) -> dg.AssetKey:
     return asset_key(CROSS_AGENCY, name)
 
 
+# Cross-agency outputs besides one table per shared dataset (their run's mounts follow the
+# name: access/run_pods.py), and the purge job with one op per agency.
+SCORECARD = "quality_scorecard"
+DELIVERY_STATUS = "delivery_status"
+RECIPIENT_LINKS = "recipient_links"
+AWARDS_DATASET = "award_obligations"  # the award file the recipient links join
+PURGE_JOB = "flux_purge"
+
+
+def purge_op_name(agency: Agency) -> str:
+    """The agency's op (and step) in the purge job."""
+    return f"purge_{agency.key}"
+
+
 # --- use-case exports (flux_pipelines/exports) --------------------------------------------------
 EXPORTS_FOLDER = "exports"  # published/cross_agency/exports/<use case>/: manifest, datasheet
 
@@ -160,6 +174,7 @@ WAREHOUSE_ZONE = "warehouse"  # the pipeline's working files: DuckDB file, raw P
 RECEIPTS_ZONE = "receipts"  # load receipts: which content of a delivery day was last loaded
 PUBLISHED_ZONE = "published"
 OUTBOX_ZONE = "outbox"
+RUN_ERRORS_ZONE = "run_errors"  # a run's last words, for run monitoring (instance/launcher.py)
 # (zone, written by a run of the agency's job), in the order a run pod mounts them
 AGENCY_ZONES: tuple[tuple[str, bool], ...] = (
     (LANDING_ZONE, False),

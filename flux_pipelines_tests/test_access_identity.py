@@ -118,15 +118,41 @@ def test_a_symmetric_algorithm_in_the_policy_is_refused(tmp_path: Path) -> None:
         load_policy(tmp_path / "access.yaml")
 
 
-def test_an_agency_role_granted_with_and_without_an_agency_is_refused(tmp_path: Path) -> None:
-    # A group without "{agency}" grants the role for no agency: the refusal must still name
-    # what was granted (it used to fail sorting None among the agency ids).
+@pytest.mark.parametrize(
+    ("line", "group"),
+    [
+        ("    flux-all-analysts: agency_analyst\n", "flux-all-analysts"),
+        ("    flux-submitters: agency_submitter\n", "flux-submitters"),
+        ('    "flux-{agency}-{agency}": agency_analyst\n', "flux-{agency}-{agency}"),
+    ],
+)
+def test_an_agency_role_without_its_agency_is_refused_when_the_policy_loads(
+    tmp_path: Path, line: str, group: str
+) -> None:
+    """A group granting an agency role must carry exactly one "{agency}": without it the role
+    would hold for no agency. Refused at load, naming the group and what to write."""
     text = POLICY_FILE.read_text().replace(
-        "    flux-viewers: viewer\n",
-        "    flux-viewers: viewer\n    flux-all-analysts: agency_analyst\n",
+        "    flux-viewers: viewer\n", "    flux-viewers: viewer\n" + line
     )
     (tmp_path / "access.yaml").write_text(text)
-    policy = load_policy(tmp_path / "access.yaml")
-    claims = {"sub": "u1", "groups": ["flux-all-analysts", "flux-nasa-analysts"]}
-    with pytest.raises(AccessDenied, match=r"several agencies \(nasa, no agency\)"):
-        identity_from_claims(claims, policy, AGENCIES)
+    with pytest.raises(ConfigurationError, match=str(tmp_path / "access.yaml")) as caught:
+        load_policy(tmp_path / "access.yaml")
+    assert repr(group) in str(caught.value) and "flux-{agency}-analysts" in str(caught.value)
+    # the same file with the placeholder loads, and the group then names its agency
+    fixed = text.replace(
+        line, line.replace("all-", "{agency}-").replace("flux-sub", "flux-{agency}-sub")
+    )
+    if "{agency}-{agency}" not in fixed:
+        (tmp_path / "access.yaml").write_text(fixed)
+        policy = load_policy(tmp_path / "access.yaml")
+        claims = {"sub": "u1", "groups": ["flux-nasa-analysts"]}
+        assert identity_from_claims(claims, policy, AGENCIES).agency == "nasa"
+
+
+def test_a_personal_data_group_without_its_agency_is_refused(tmp_path: Path) -> None:
+    text = POLICY_FILE.read_text().replace(
+        'personal_data_group: "flux-{agency}-personal-data"', "personal_data_group: flux-pii"
+    )
+    (tmp_path / "access.yaml").write_text(text)
+    with pytest.raises(ConfigurationError, match="'flux-pii'"):
+        load_policy(tmp_path / "access.yaml")

@@ -1,11 +1,11 @@
-"""Write isolation of run pods: an agency's runs mount that agency's folders and no other's.
+"""Write isolation of runs: an agency's runs mount that agency's folders and no other's.
 
-Offline, as the other deploy tests (no cluster here): the ``dagster-k8s/config`` tag an
-agency's jobs carry is merged onto the Helm values' run launcher the way dagster-k8s 0.29
-merges a ``SHALLOW`` tag (``K8sContainerContext._merge_k8s_config``, transcribed below) and
-the resulting pod is validated against the Kubernetes 1.30 and 1.37 schemas. Then a real
-load shows those mounts are enough: every file it creates or changes lies inside them, and
-nothing of another agency, nor of its own landing folder, changes.
+Which folders a run mounts comes from ``access/run_pods.py`` (rendered by both launchers:
+test_run_isolation_launchers.py). Here: an agency's mount list itself, that agency jobs no
+longer carry a mounts tag (the launcher is the one source), that ``flux access apply`` and
+the layout Job make every folder those mounts need, and a real load shows the mounts are
+enough: every file it creates or changes lies inside them, and nothing of another agency,
+nor of its own landing folder, changes (also with only those folders bind-mounted).
 """
 
 from __future__ import annotations
@@ -16,35 +16,30 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import jsonschema
 import pytest
 
 from flux_pipelines.access.layout import main as layout_main
 from flux_pipelines.access.layout import missing_run_folders
 from flux_pipelines.access.permissions import PER_AGENCY_PRIVATE, layout
 from flux_pipelines.access.policy import load_policy
-from flux_pipelines.access.run_pods import (
-    K8S_CONFIG_TAG,
-    RUN_POD_VOLUME_ENV,
-    agency_run_mounts,
-    agency_run_tags,
-)
+from flux_pipelines.access.run_pods import agency_run_mounts
 from flux_pipelines.contracts.registry import load_registry
 from flux_pipelines.names import AGENCY_ZONES, agency_db
 from flux_pipelines_tests.conftest import deliver, materialize
-from flux_pipelines_tests.test_deploy import DEPLOY, K8S_VERSIONS, helm, validate_k8s
+from flux_pipelines_tests.test_deploy import (
+    DEPLOY,
+    K8S_VERSIONS,
+    helm,
+    run_launcher_config,
+    validate_k8s,
+)
 
-# What dagster-k8s accepts in the tag (USER_DEFINED_K8S_JOB_CONFIG_SCHEMA, dagster-k8s 0.29)
-TAG_KEYS = {
-    "container_config", "pod_template_spec_metadata", "pod_spec_config", "job_config",
-    "job_metadata", "job_spec_config", "merge_behavior",
-}  # fmt: skip
 A, B = "nasa", "nga"
 DAY, DAY2 = "2026-02-02", "2026-02-03"
 
 
 def launcher() -> dict[str, Any]:
-    return helm()["runLauncher"]["config"]["k8sRunLauncher"]
+    return run_launcher_config()
 
 
 def code_server_env() -> dict[str, str]:
@@ -52,107 +47,30 @@ def code_server_env() -> dict[str, str]:
     return {var["name"]: var["value"] for var in deployment["env"]}
 
 
-@pytest.fixture
-def as_the_code_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The environment the Helm code server builds its jobs in (its contracts are ours)."""
-    for name in ("FLUX_HOME", RUN_POD_VOLUME_ENV):
-        monkeypatch.setenv(name, code_server_env()[name])
-
-
-def tag_config(agency: str) -> dict[str, Any]:
-    return json.loads(agency_run_tags(agency)[K8S_CONFIG_TAG])
-
-
-def shallow_merge(onto: dict[str, Any], tag: dict[str, Any]) -> dict[str, Any]:
-    """dagster-k8s's SHALLOW merge of a tag onto the launcher's run config: within each
-    section (container_config, pod_spec_config, ...) the tag's keys replace the launcher's."""
-    sections = TAG_KEYS - {"merge_behavior"}
-    return {s: {**onto.get(s, {}), **tag.get(s, {})} for s in sections}
-
-
-def launcher_run_config() -> dict[str, Any]:
-    """The launcher's run config as dagster-k8s builds it from the Helm values' fields."""
-    values = launcher()
-    return {
-        "container_config": {
-            "volume_mounts": values["volumeMounts"],
-            "resources": values["resources"],
-            "security_context": values["securityContext"],
-        },
-        "pod_spec_config": {"volumes": values["volumes"]},
-    }
-
-
-def test_runs_on_one_host_carry_no_tag(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(RUN_POD_VOLUME_ENV, raising=False)
-    assert agency_run_tags(A) == {}
-
-
-@pytest.mark.usefixtures("as_the_code_server")
 def test_every_agency_mounts_only_its_own_folders() -> None:
     agencies = [a.id for a in load_registry().agencies]
-    home = code_server_env()["FLUX_HOME"]
     for agency in agencies:
-        config = tag_config(agency)
-        assert set(config) <= TAG_KEYS and config["merge_behavior"] == "SHALLOW"
-        mounts = config["container_config"]["volume_mounts"]
+        mounts = {m.sub_path: m.read_only for m in agency_run_mounts(agency)}
         own = {f"{zone}/{agency}": not writes for zone, writes in AGENCY_ZONES}
         shared = {"audit": False, "state": False, "run_errors": False}
-        assert {m["subPath"]: m["readOnly"] for m in mounts} == own | shared
+        assert mounts == own | shared
         assert own[f"landing/{agency}"] is True  # deliveries are read, never written
-        for m in mounts:
-            assert m["mountPath"] == f"{home}/{m['subPath']}"  # paths the code expects
-            others = [b for b in agencies if b != agency and m["subPath"].endswith(f"/{b}")]
-            assert others == [], f"{agency}'s run mounts {m['subPath']}"
-            assert m["subPath"] not in {zone for zone, _ in AGENCY_ZONES}  # never a whole zone
-        assert len({m["mountPath"] for m in mounts}) == len(mounts)
+        for path in mounts:
+            others = [b for b in agencies if b != agency and path.endswith(f"/{b}")]
+            assert others == [], f"{agency}'s run mounts {path}"
+            assert path not in {zone for zone, _ in AGENCY_ZONES}  # never a whole zone
 
 
-@pytest.mark.usefixtures("as_the_code_server")
-@pytest.mark.parametrize("version", K8S_VERSIONS)
-def test_the_tag_replaces_the_launchers_whole_home_mount_in_a_valid_pod(version: str) -> None:
-    base = launcher_run_config()
-    assert [m["mountPath"] for m in base["container_config"]["volume_mounts"]] == [
-        "/var/lib/flux"
-    ]  # the default every other run gets: the whole home
-    merged = shallow_merge(base, tag_config(A))
-    mounts = merged["container_config"]["volume_mounts"]
-    assert mounts == agency_mounts(A) and "/var/lib/flux" not in {m["mountPath"] for m in mounts}
-    assert merged["container_config"]["resources"] == launcher()["resources"]  # kept
-    assert merged["pod_spec_config"]["volumes"] == launcher()["volumes"]  # kept
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in launcher()["volumes"]}
-    assert {m["name"] for m in mounts} == {code_server_env()[RUN_POD_VOLUME_ENV]}
-    assert claims[code_server_env()[RUN_POD_VOLUME_ENV]] == "flux-home"
-    env = dict(var.split("=", 1) for var in launcher()["envVars"])
-    assert env["FLUX_HOME"] == code_server_env()["FLUX_HOME"]
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "dagster-run-x", "labels": launcher()["labels"]},
-        "spec": {
-            "restartPolicy": "Never",
-            "volumes": merged["pod_spec_config"]["volumes"],
-            "containers": [
-                {
-                    "name": "dagster",
-                    "image": "registry.example.org/flux/flux-pipelines:0.1.0",
-                    "volumeMounts": mounts,
-                    "resources": merged["container_config"]["resources"],
-                    "securityContext": merged["container_config"]["security_context"],
-                }
-            ],
-        },
-    }
-    validate_k8s(pod, "io.k8s.api.core.v1.Pod", version)
-    # and the check is not blind: a mount naming a volume the pod lacks is no valid pod
-    bad = json.loads(json.dumps(pod))
-    bad["spec"]["containers"][0]["volumeMounts"][0]["readOnly"] = "yes"
-    with pytest.raises(jsonschema.ValidationError):
-        validate_k8s(bad, "io.k8s.api.core.v1.Pod", version)
+def test_agency_jobs_carry_no_mounts_tag() -> None:
+    """One source of truth: the launchers derive every run's mounts; a job's tag would be a
+    second (and the launcher overrides it anyway: test_run_isolation_launchers.py)."""
+    from flux_pipelines.defs.ingest.jobs import agency_jobs
+    from flux_pipelines.defs.spending.jobs import risk_jobs
 
-
-def agency_mounts(agency: str) -> list[dict[str, Any]]:
-    return tag_config(agency)["container_config"]["volume_mounts"]
+    registry = load_registry()
+    for jobs in (agency_jobs(registry), risk_jobs(registry)):
+        for agency, job in jobs.items():
+            assert job.run_tags == {"agency": registry.agency(agency).key}
 
 
 def test_every_run_folder_is_a_zone_flux_access_apply_makes() -> None:
@@ -240,22 +158,10 @@ def test_the_layout_job_is_valid_and_runs_the_layout_command(version: str, tmp_p
         "flux-home", home, None,
     )  # fmt: skip
     assert spec["automountServiceAccountToken"] is False
-    assert spec["securityContext"]["runAsUser"] == launcher()["securityContext"]["runAsUser"]
+    assert spec["securityContext"]["runAsUser"] == launcher()["security_context"]["runAsUser"]
     assert "secret" not in json.dumps(spec).lower()
     assert layout_main([*[a if a != home else str(tmp_path) for a in args], "--check"]) == 1
     assert layout_main([a if a != home else str(tmp_path) for a in args]) == 0
-
-
-@pytest.mark.usefixtures("as_the_code_server")
-def test_every_agency_job_carries_its_run_pod_tag() -> None:
-    from flux_pipelines.defs.ingest.jobs import agency_jobs
-    from flux_pipelines.defs.spending.jobs import risk_jobs
-
-    registry = load_registry()
-    for jobs in (agency_jobs(registry), risk_jobs(registry)):
-        for agency, job in jobs.items():
-            assert job.run_tags[K8S_CONFIG_TAG] == agency_run_tags(agency)[K8S_CONFIG_TAG]
-            assert job.run_tags["agency"] == registry.agency(agency).key
 
 
 # --- the run pod's view, made real: bind mounts in a private mount namespace ------------------

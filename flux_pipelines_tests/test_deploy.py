@@ -69,6 +69,17 @@ def instance() -> dict[str, Any]:
 
 
 @functools.cache
+def compose_instance() -> dict[str, Any]:
+    """The compose deployment's instance (mounted over the image's dagster.yaml)."""
+    return load_yaml(DEPLOY / "dagster.docker.yaml")
+
+
+def run_launcher_config() -> dict[str, Any]:
+    """The config of Flux's run launcher in the Helm values (a CustomRunLauncher's)."""
+    return helm()["runLauncher"]["config"]["customRunLauncher"]["config"]
+
+
+@functools.cache
 def pyproject() -> dict[str, Any]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
@@ -301,12 +312,59 @@ def test_image_command_module_defines_the_code_location() -> None:
 
 
 def test_instance_run_launcher_is_importable() -> None:
-    """Every Flux container loads dagster.yaml, whose run launcher is Flux code."""
-    launcher = instance()["run_launcher"]
-    cls = getattr(importlib.import_module(launcher["module"]), launcher["class"])
+    """Every Flux container loads dagster.yaml (compose: dagster.docker.yaml; Helm: the
+    chart's, from the values), whose run launcher is Flux code."""
     from dagster._core.launcher import RunLauncher
+    from dagster_docker import DockerRunLauncher
+    from dagster_k8s import K8sRunLauncher
 
-    assert issubclass(cls, RunLauncher)
+    custom = helm()["runLauncher"]["config"]["customRunLauncher"]
+    for launcher, base in (
+        (instance()["run_launcher"], RunLauncher),
+        (compose_instance()["run_launcher"], DockerRunLauncher),
+        (custom, K8sRunLauncher),
+    ):
+        cls = getattr(importlib.import_module(launcher["module"]), launcher["class"])
+        assert issubclass(cls, base), launcher
+
+
+def test_compose_instance_is_the_project_instance_but_for_the_run_launcher() -> None:
+    """One source of truth: the compose instance differs from dagster.yaml only in its run
+    launcher, which names compose's own network, volume and image; every service that
+    loads the instance mounts it."""
+    ours, theirs = instance(), compose_instance()
+    assert {k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)} == {
+        "run_launcher"
+    }
+    config = theirs["run_launcher"]["config"]
+    backend = compose()["networks"]["backend"]
+    assert config["networks"] == [backend["name"]] and backend["internal"] is True
+    storage = compose()["volumes"]["dagster-storage"]["name"]
+    assert config["container_kwargs"]["volumes"] == [
+        f"{storage}:{dockerfile_env()['DAGSTER_HOME']}/storage"
+    ]
+    assert config["flux_home_path"] == dockerfile_env()["FLUX_HOME"]
+    assert config["flux_home_host_dir"] == {"env": "FLUX_HOME_HOST_DIR"}
+    device = compose()["volumes"]["flux-home"]["driver_opts"]["device"]
+    assert device.startswith("${FLUX_HOME_HOST_DIR:?")  # the same host directory
+    for name in (*FLUX_IMAGE_SERVICES, "metrics"):
+        service = compose()["services"][name]
+        assert mounts(service)[dockerfile_env()["DAGSTER_HOME"] + "/dagster.yaml"] == (
+            "./dagster.docker.yaml"
+        ), name
+        assert set(config["env_vars"]) <= set(service["environment"]), name
+
+
+def test_only_the_daemon_and_the_full_webserver_reach_the_docker_socket() -> None:
+    """The run launcher's Docker engine: the daemon starts and checks runs' containers, the
+    operators' webserver stops them; nothing else (the socket is root on the host)."""
+    socket = "/var/run/docker.sock"
+    holders = {n for n, svc in compose()["services"].items() if socket in mounts(svc)}
+    assert holders == {"daemon", "webserver"}
+    for name in holders:
+        assert compose()["services"][name]["group_add"], name
+    code_server = compose()["services"]["code-server"]["environment"]
+    assert code_server["DAGSTER_CURRENT_IMAGE"] == compose()["services"]["code-server"]["image"]
 
 
 def container_commands() -> list[list[str]]:
@@ -603,6 +661,9 @@ CHART_KEYS: dict[str, Any] = {
     "runLauncher": {
         "type": ANY,
         "config": {
+            # module, class and a free config (checked against the launcher's own schema by
+            # test_run_isolation_launchers.py, which builds the launcher from it)
+            "customRunLauncher": {"module": ANY, "class": ANY, "config": ANY},
             "k8sRunLauncher": keys(
                 "image imagePullPolicy jobNamespace loadInclusterConfig kubeconfigFile "
                 "envConfigMaps envSecrets envVars volumeMounts volumes labels "
@@ -613,7 +674,7 @@ CHART_KEYS: dict[str, Any] = {
                     "containerConfig podSpecConfig podTemplateSpecMetadata jobSpecConfig "
                     "jobMetadata"
                 )
-            }
+            },
         },
     },
     "dagsterDaemon": {
@@ -682,7 +743,8 @@ def test_helm_values_use_only_chart_keys() -> None:
 
 def test_helm_uses_k8s_run_launcher_queue_and_no_telemetry() -> None:
     values = helm()
-    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert values["runLauncher"]["type"] == "CustomRunLauncher"
+    assert values["runLauncher"]["config"]["customRunLauncher"]["class"] == "FluxK8sRunLauncher"
     coordinator = values["dagsterDaemon"]["runCoordinator"]
     assert coordinator["enabled"] and coordinator["type"] == "QueuedRunCoordinator"
     # The chart fails when run limits are set both here and under concurrency.runs.
@@ -741,7 +803,13 @@ def helm_k8s_objects() -> Iterator[tuple[str, str, Any]]:
     """(where, Kubernetes type, object) for every Kubernetes object in the Helm values."""
     values = helm()
     (deployment,) = values["dagster-user-deployments"]["deployments"]
-    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    config = run_launcher_config()
+    launcher = {  # dagster-k8s's snake_case names, as the chart's own fields
+        "resources": config["resources"],
+        "securityContext": config["security_context"],
+        "volumes": config["volumes"],
+        "volumeMounts": config["volume_mounts"],
+    }
     sections = {
         "dagsterWebserver": values["dagsterWebserver"],
         "dagsterDaemon": values["dagsterDaemon"],
@@ -810,18 +878,18 @@ def unknown_k8s_fields(obj: dict[str, Any], definition: str, version: str) -> It
 
 
 def test_helm_run_k8s_config_names_kubernetes_fields() -> None:
-    config = helm()["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]
+    config = run_launcher_config()["run_k8s_config"]
     targets = {
-        "podSpecConfig": "io.k8s.api.core.v1.PodSpec",
-        "podTemplateSpecMetadata": "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
-        "jobSpecConfig": "io.k8s.api.batch.v1.JobSpec",
-        "containerConfig": "io.k8s.api.core.v1.Container",
-        "jobMetadata": "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "pod_spec_config": "io.k8s.api.core.v1.PodSpec",
+        "pod_template_spec_metadata": "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "job_spec_config": "io.k8s.api.batch.v1.JobSpec",
+        "container_config": "io.k8s.api.core.v1.Container",
+        "job_metadata": "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
     }
     for version in K8S_VERSIONS:
         for section, obj in config.items():
             assert list(unknown_k8s_fields(obj, targets[section], version)) == [], section
-    assert list(unknown_k8s_fields({"backof_limit": 0}, targets["jobSpecConfig"], "1.37"))
+    assert list(unknown_k8s_fields({"backof_limit": 0}, targets["job_spec_config"], "1.37"))
 
 
 def test_helm_code_location_is_the_image_and_flux_home() -> None:
@@ -831,24 +899,31 @@ def test_helm_code_location_is_the_image_and_flux_home() -> None:
     assert option(deployment["codeServerArgs"], "-m") == option(cmd, "-m")
     assert deployment["port"] == int(option(cmd, "-p"))
     deployment_env = {var["name"]: var["value"] for var in deployment["env"]}
-    launcher = helm()["runLauncher"]["config"]["k8sRunLauncher"]
-    launcher_env = dict(var.split("=", 1) for var in launcher["envVars"])
+    launcher = run_launcher_config()
+    launcher_env = dict(var.split("=", 1) for var in launcher["env_vars"])
     pvc = k8s_doc("PersistentVolumeClaim", "flux-home")
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
-    for where, section, section_env in (
-        ("user deployment", deployment, deployment_env),
-        ("run pods", launcher, launcher_env),
-    ):
+    for where, section_env in (("user deployment", deployment_env), ("run pods", launcher_env)):
         for name in ("FLUX_HOME", "FLUX_CONTRACTS_DIR"):
             assert section_env[name] == env[name], f"{where}: {name}"
-        claims = {
-            v["name"]: v["persistentVolumeClaim"]["claimName"]
-            for v in section["volumes"]
-            if "persistentVolumeClaim" in v
-        }
-        mounted = {m["mountPath"]: m["name"] for m in section["volumeMounts"]}
-        assert claims[mounted[env["FLUX_HOME"]]] == pvc["metadata"]["name"], where
-    assert launcher["jobNamespace"] == NAMESPACE
+
+    def claims(volumes: list[dict[str, Any]]) -> dict[str, str]:
+        return {v["name"]: v["persistentVolumeClaim"]["claimName"]
+                for v in volumes if "persistentVolumeClaim" in v}  # fmt: skip
+
+    mounted = {m["mountPath"]: m["name"] for m in deployment["volumeMounts"]}
+    assert claims(deployment["volumes"])[mounted[env["FLUX_HOME"]]] == pvc["metadata"]["name"]
+    # Run pods: no mount of their own; the launcher mounts the run's folders of this volume
+    # at this path (test_run_isolation_launchers.py).
+    assert launcher["volume_mounts"] == []
+    assert claims(launcher["volumes"])[launcher["flux_home_volume"]] == pvc["metadata"]["name"]
+    assert launcher["flux_home_path"] == env["FLUX_HOME"]
+    assert launcher["job_namespace"] == NAMESPACE
+    # What the chart fills in for its own K8sRunLauncher, named here for release `dagster`.
+    assert launcher["instance_config_map"] == f"{RELEASE}-instance"
+    assert launcher["postgres_password_secret"] == helm()["global"]["postgresqlSecretName"]
+    assert launcher["dagster_home"] == helm()["global"]["dagsterHome"]
+    assert launcher["service_account_name"] == RELEASE
 
 
 def test_readme_installs_the_pinned_chart_as_the_expected_release() -> None:
@@ -864,8 +939,11 @@ def test_readme_installs_the_pinned_chart_as_the_expected_release() -> None:
         for release, rest in installs:
             assert release == RELEASE, path
             assert re.search(rf"--version {re.escape(dagster_pin)}\b", rest), path
+    # The webservers and the daemon run the Flux image: they load the instance, which names
+    # Flux's run launcher (its dagster is the pinned one: uv.lock).
+    (deployment,) = helm()["dagster-user-deployments"]["deployments"]
     for section in ("dagsterWebserver", "dagsterDaemon"):
-        assert str(helm()[section]["image"]["tag"]) == dagster_pin
+        assert helm()[section]["image"] == deployment["image"], section
 
 
 # ---------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from flux_pipelines_tests.test_deploy import (
     mounts,
     option,
     parse_cli,
+    run_launcher_config,
     validate_k8s,
 )
 
@@ -121,7 +122,7 @@ def pods() -> dict[str, Pod]:
         },
         ports=(deployment["port"],),
     )
-    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    launcher = run_launcher_config()
     found["run-pod"] = Pod(
         "run-pod",
         {
@@ -558,7 +559,7 @@ def test_code_server_cannot_write_published_or_warehouse() -> None:
     for folder in ("landing", "published", "warehouse", "receipts"):
         mount = mounted[f"{FLUX_HOME}/{folder}"]
         assert mount["subPath"] == folder and mount["readOnly"] is True
-    launcher = helm()["runLauncher"]["config"]["k8sRunLauncher"]
+    launcher = run_launcher_config()
     assert launcher["labels"]["flux-role"] == "run-worker"
 
 
@@ -665,9 +666,12 @@ def test_compose_services_mount_only_their_folders() -> None:
     expected = {
         "flux-home-init": {FLUX_HOME: ("", False)},
         "postgres": {},
-        "code-server": {  # runs execute here (README: limitation); none writes landing/
+        "code-server": {  # runs have their own containers; the sensors write findings
             FLUX_HOME: ("", False),
-            f"{FLUX_HOME}/landing": ("landing", True),
+            **{
+                f"{FLUX_HOME}/{zone}": (zone, True)
+                for zone in ("landing", "published", "warehouse", "receipts")
+            },
         },
         "webserver": {},
         "webserver-read-only": {},

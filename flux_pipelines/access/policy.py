@@ -28,6 +28,8 @@ Treatment = Literal["clear", "mask", "hash"]
 Classification = Literal["public", "internal", "restricted"]
 CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
 AGENCY_PLACEHOLDER = "{agency}"
+# Roles held for one agency: the group granting one must say which (its "{agency}").
+AGENCY_ROLES: tuple[Role, ...] = ("agency_submitter", "agency_analyst")
 POLICY_FILE = Path(__file__).resolve().parents[2] / "contracts" / "access.yaml"
 # Agency ids are lower-case slugs (agencies.yaml); a group pattern's {agency} matches only those.
 _AGENCY_ID = r"(?P<agency>[a-z][a-z0-9_]*)"
@@ -52,6 +54,24 @@ class IdentitySettings(_Strict):
     personal_data_group: str | None = None
     jwks_url: str | None = None
     jwks_file: str | None = None
+
+    @model_validator(mode="after")
+    def _agency_groups_name_their_agency(self) -> IdentitySettings:
+        """A group granting an agency role without one ``{agency}`` would grant it for no
+        agency (or, with two, fail to match): refused when the policy loads."""
+        agency_groups = [g for g, role in self.groups.items() if role in AGENCY_ROLES]
+        if self.personal_data_group is not None:
+            agency_groups.append(self.personal_data_group)
+        for group in agency_groups:
+            if group.count(AGENCY_PLACEHOLDER) != 1:
+                role = self.groups.get(group, "personal data entitlement")
+                raise ValueError(
+                    f"identity.groups: {group!r} grants {role}, a role held for one agency, "
+                    f"but has {group.count(AGENCY_PLACEHOLDER)} {AGENCY_PLACEHOLDER} "
+                    f"placeholders; write exactly one where the group name carries the agency "
+                    f'id, e.g. "flux-{AGENCY_PLACEHOLDER}-analysts": agency_analyst'
+                )
+        return self
 
     @model_validator(mode="after")
     def _asymmetric_only(self) -> IdentitySettings:

@@ -38,10 +38,11 @@ from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
 from flux_pipelines.errors import RunStorageUnavailable
+from flux_pipelines.names import RUN_ERRORS_ZONE
 
 RUN_WORKER_TAG = "flux/run_worker"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
-LAST_WORDS_DIR = "run_errors"
+LAST_WORDS_DIR = RUN_ERRORS_ZONE
 
 
 def last_words_path(run_id: str) -> Path:

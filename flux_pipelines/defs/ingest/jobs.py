@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from flux_pipelines.access.run_pods import agency_run_tags
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.defs.agency import agency_partitions
 from flux_pipelines.defs.ingest.assets import asset_keys
@@ -50,7 +49,7 @@ def agency_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition
             selection=ingest_selection([agency]),
             partitions_def=agency_partitions(agency),
             description=f"Validate and load {agency.name}'s deliveries for a day.",
-            tags={"agency": agency.key, **agency_run_tags(agency.id)},
+            tags={"agency": agency.key},
             executor_def=dg.in_process_executor,
         )
         for agency in registry.agencies

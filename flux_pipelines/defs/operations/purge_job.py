@@ -11,9 +11,8 @@ import dagster as dg
 
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.defs.ingest.assets import agency_pool
+from flux_pipelines.names import PURGE_JOB, purge_op_name
 from flux_pipelines.resources.warehouse import FluxWarehouse
-
-PURGE_JOB = "flux_purge"
 
 
 def _today() -> dt.date:
@@ -21,7 +20,7 @@ def _today() -> dt.date:
 
 
 def _agency_op(registry: Registry, agency: Agency) -> dg.OpDefinition:
-    @dg.op(name=f"purge_{agency.key}", pool=agency_pool(agency), out=dg.Out(dg.Nothing))
+    @dg.op(name=purge_op_name(agency), pool=agency_pool(agency), out=dg.Out(dg.Nothing))
     def _purge(context: dg.OpExecutionContext, warehouse: FluxWarehouse) -> None:
         from flux_pipelines.ops.purge import apply, plan_with_kept
 

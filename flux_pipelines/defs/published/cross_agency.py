@@ -29,6 +29,7 @@ from flux_pipelines.defs.results import Materialized
 from flux_pipelines.names import (
     CATALOG,
     CROSS_AGENCY,
+    SCORECARD,
     cross_agency_key,
     published_root,
 )
@@ -46,7 +47,7 @@ CERTIFICATION = "certification"
 ZSTD_PARQUET = "FORMAT parquet, COMPRESSION zstd"  # COPY options of every cross-agency file
 
 
-SCORECARD_KEY = cross_agency_key("quality_scorecard")
+SCORECARD_KEY = cross_agency_key(SCORECARD)
 
 
 def output_dir(warehouse: FluxWarehouse) -> Path:

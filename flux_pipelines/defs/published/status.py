@@ -23,7 +23,7 @@ from flux_pipelines.contracts.registry import Registry
 from flux_pipelines.defs.published.cross_agency import GROUP, output_dir
 from flux_pipelines.defs.results import Materialized
 from flux_pipelines.files import replacing
-from flux_pipelines.names import cross_agency_key
+from flux_pipelines.names import DELIVERY_STATUS, cross_agency_key
 from flux_pipelines.quality.delivery_status import (
     State,
     counts,
@@ -36,7 +36,7 @@ from flux_pipelines.quality.delivery_status import (
 )
 from flux_pipelines.resources.warehouse import FluxWarehouse
 
-DELIVERY_STATUS_KEY = cross_agency_key("delivery_status")
+DELIVERY_STATUS_KEY = cross_agency_key(DELIVERY_STATUS)
 DELIVERY_STATUS_SENSOR = "delivery_status_automation"
 REFRESH_CRON = "*/30 * * * *"
 MATRIX_DAYS = 14

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from flux_pipelines.access.run_pods import agency_run_tags
 from flux_pipelines.contracts.registry import Agency, Registry
 from flux_pipelines.defs.agency import agency_partitions
 from flux_pipelines.names import RISK_DATASET, scores_key
@@ -27,7 +26,7 @@ def risk_jobs(registry: Registry) -> dict[str, dg.UnresolvedAssetJobDefinition]:
             partitions_def=agency_partitions(a),
             description=f"Risk-score {a.name}'s contract transactions for a day range "
             "(blended with its Isolation Forest once one is trained).",
-            tags={"agency": a.key, **agency_run_tags(a.id)},
+            tags={"agency": a.key},
             executor_def=dg.in_process_executor,
         )
         for a in registry.agencies_for(RISK_DATASET)

@@ -33,7 +33,12 @@ from flux_pipelines.defs.ingest.assets import agency_pool, asset_keys, transient
 from flux_pipelines.defs.published.cross_agency import GROUP as CROSS_AGENCY
 from flux_pipelines.defs.published.cross_agency import ZSTD_PARQUET, certified_files, output_dir
 from flux_pipelines.defs.results import Materialized
-from flux_pipelines.names import cross_agency_key, published_root
+from flux_pipelines.names import (
+    AWARDS_DATASET,
+    RECIPIENT_LINKS,
+    cross_agency_key,
+    published_root,
+)
 from flux_pipelines.quality.certification import day_verdicts
 from flux_pipelines.reconcile.agency_totals import Tolerance, reconcile_agency_totals
 from flux_pipelines.reconcile.linking import LinkResult, LinkSettings, LinkSpec, link_records
@@ -44,7 +49,7 @@ if TYPE_CHECKING:
     import duckdb
 
 
-CONTRACTS = "award_obligations"
+CONTRACTS = AWARDS_DATASET
 ACCOUNTS = "account_obligations"
 TRANSACTIONS = "contract_transactions"
 AGENCY_TOTALS = "agency_obligations_reconciliation"
@@ -254,7 +259,6 @@ def _replace(conn: "duckdb.DuckDBPyConnection", table: str, frame: pl.DataFrame)
 
 
 # -- record level, across agencies ----------------------------------------------------------
-RECIPIENT_LINKS = "recipient_links"
 LINK_TABLES = ("matched", "unmatched_left", "unmatched_right", "exceptions")
 EVERY_RECORD_ACCOUNTED = "every_record_accounted"
 
