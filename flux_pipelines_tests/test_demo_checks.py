@@ -1,24 +1,28 @@
 """The demo as an engineer sees it in the UI: per-day truth, and no unexplained check result.
 
-One `flux demo` run (two agencies, a week) through the real code path and a persistent
-SQLite instance; then the instance's event log is read the way the UI reads it.
+One `flux demo` run (two agencies, a week) through the command line and a persistent
+SQLite instance; then the instance's event log is read the way the UI reads it, and the
+agency files, catalogs and the command's output the way an engineer reads them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
+from typer.testing import CliRunner
 
-from flux_pipelines.cli.demo import run_demo
-from flux_pipelines.cli.main import DEMO_FIRST_DAY
+from flux_pipelines.cli.main import DEMO_FIRST_DAY, app
 from flux_pipelines.contracts.registry import load_registry
+from flux_pipelines.definitions import defs
 from flux_pipelines.defs.ingest.assets import asset_keys
 from flux_pipelines.demo.generator import planted_anomalies
 from flux_pipelines.names import agency_db
+from flux_pipelines.resources.warehouse import FluxWarehouse
 
 AGENCIES = ["nasa", "national-archives"]
 DAYS = [DEMO_FIRST_DAY + dt.timedelta(days=i) for i in range(7)]
@@ -27,14 +31,34 @@ CROSS_AGENCY_DATASETS = {"constituents", "media_items", "contract_transactions"}
 pytestmark = pytest.mark.slow
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    home: Path
+    output: str  # what ``flux demo`` printed
+
+
 @pytest.fixture(scope="module")
-def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("demo")
-    with pytest.MonkeyPatch.context() as env:  # the demo points DAGSTER_HOME / FLUX_HOME at home
-        env.setenv("DAGSTER_HOME", str(home))
-        env.setenv("FLUX_HOME", str(home))
-        run_demo(home=home, agencies=AGENCIES, first_day=DAYS[0], days=len(DAYS), seed=42, rows=200)
-    return home
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """One ``flux demo`` through the command line, shared by every test here (a demo run
+    is the slowest thing the suite does: one for all)."""
+    work = tmp_path_factory.mktemp("demo")
+    home = work / "flux"
+    with pytest.MonkeyPatch.context() as env:  # restored after; the demo sets its own
+        env.setenv("DAGSTER_HOME", str(work))
+        env.setenv("FLUX_HOME", str(work))
+        result = CliRunner().invoke(
+            app,
+            ["demo", "--home", str(home), "--days", str(len(DAYS)), "--rows", "200",
+             "--seed", "42", "--agencies", ",".join(AGENCIES)],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert DAYS[0] == DEMO_FIRST_DAY, "the command's first day is the demo's default"
+    return DemoRun(home, result.output)
+
+
+@pytest.fixture(scope="module")
+def demo_home(demo_run: DemoRun) -> Path:
+    return demo_run.home
 
 
 def _instance(home: Path) -> dg.DagsterInstance:
@@ -97,3 +121,65 @@ def test_every_day_shows_its_own_row_count(demo_home: Path) -> None:
     assert compared == len(DAYS) * sum(len(registry.agency(a).datasets) for a in AGENCIES)
     counts = set(in_duckdb.values())
     assert len(counts) > 1, "days differ, so a range-wide figure could not pass"
+
+
+def test_demo_end_to_end(demo_run: DemoRun) -> None:
+    home, output = demo_run.home, demo_run.output
+    registry = load_registry()
+    for agency in AGENCIES:
+        with duckdb.connect(str(agency_db(home, agency)), read_only=True) as c:
+            for dataset in registry.agency(agency).datasets:
+                rows_in, curated, quarantined = c.execute(
+                    "SELECT sum(rows_read), sum(rows_curated), sum(rows_quarantined) "
+                    "FROM _flux_deliveries WHERE dataset = ?",
+                    [dataset],
+                ).fetchone()  # type: ignore[misc]
+                assert rows_in == curated + quarantined > 0
+                assert f"{agency}" in output and dataset in output
+    # the runs are in the persistent instance the UI reads
+    assert (home / "dagster_home" / "history" / "runs.db").exists()
+    assert "flux dev" in output
+
+    # the analysts' catalogs exist (the daily refresh ran once), their views hold the
+    # curated rows, and the output says where they are
+    for agency in AGENCIES:
+        catalog = home / "published" / agency / "catalog.duckdb"
+        assert f"{catalog}: " in output
+        working = agency_db(home, agency)
+        with duckdb.connect(str(working), read_only=True) as c:
+            curated = {d: _count(c, d) for d in registry.agency(agency).datasets}
+        with duckdb.connect(str(catalog), read_only=True) as c:
+            assert {d: _count(c, d) for d in curated} == curated
+        assert all(n > 0 for n in curated.values())
+    cross = home / "published" / "cross_agency" / "catalog.duckdb"
+    assert f"{cross}: " in output
+    with duckdb.connect(str(cross), read_only=True) as c:
+        scored = c.execute(
+            "SELECT count(*) FROM quality_scorecard WHERE agency IN ('nasa', 'national-archives')"
+        ).fetchall()[0][0]
+    delivered = 0
+    for agency in AGENCIES:
+        with duckdb.connect(str(agency_db(home, agency)), read_only=True) as c:
+            delivered += c.execute(
+                "SELECT count(DISTINCT (dataset, _partition_date)) FROM _flux_deliveries"
+            ).fetchall()[0][0]
+    assert scored == delivered > 0  # one scorecard row per agency, dataset and day
+
+    # `flux dev` afterwards: the landing sensors start with an empty cursor, and the
+    # delivery receipts the demo's loads wrote keep them from loading anything again
+    repo = defs.get_repository_def()
+    for sensor in repo.sensor_defs:
+        if not sensor.name.startswith("landing_"):
+            continue
+        context = dg.build_sensor_context(
+            cursor=None,
+            resources={"warehouse": FluxWarehouse(home=str(home))},
+            instance=dg.DagsterInstance.ephemeral(),
+            repository_def=repo,
+        )
+        tick = sensor.evaluate_tick(context)
+        assert not tick.run_requests, f"{sensor.name} would load the demo again"
+
+
+def _count(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0])
