@@ -113,5 +113,4 @@ def planted_table(plan: Plan, defects: Defects, offset: int) -> pl.DataFrame:
             rows += [(p + offset + 1, i) for p in (pos, defects.sources[pos]) for i in ids]
         else:
             rows += [(pos + offset + 1, i) for i in plan.expected[rule.id].split(",")]
-    table = pl.DataFrame(rows, schema=PLANTED_SCHEMA, orient="row")
-    return table.unique().sort("row_number", "rule_id")
+    return pl.DataFrame(sorted(set(rows)), schema=PLANTED_SCHEMA, orient="row")

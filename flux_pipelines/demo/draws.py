@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import numpy as np
 import polars as pl
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from polars.expr.whenthen import ChainedThen, Then
 
 Values = pl.Series | pl.Expr | str | None  # a column, a column to be, or a constant
+# The engine for the generator's lazy queries (a few thousand rows at most): polars 2's
+# default, streaming, costs more to set up than such rows take; the in-memory engine, the
+# one eager calls use, ran the judge's query 1.8x faster (shipped contracts, 2,000 rows).
+SMALL_ROWS: Final = "in-memory"
 
 
 class Rng:
@@ -106,6 +110,14 @@ def gather(values: Sequence[str], picks: pl.Series) -> pl.Expr:
 def _vocabulary(values: tuple[str, ...]) -> pl.Series:
     """Value lists as columns, built once: the same few lists are drawn from per column."""
     return pl.Series(values, dtype=pl.String)
+
+
+def texts(strings: list[str]) -> pl.Expr:
+    """Strings drawn eagerly as a column to compute with others.
+
+    Why eager: picking and joining a few hundred strings costs Python less than polars
+    costs to plan and run the expressions (no formatting involved: the same values)."""
+    return pl.lit(pl.Series(strings, dtype=pl.String))
 
 
 def char_run(chars: str, lo: int, top: int, n: int, rng: Rng) -> pl.Expr:

@@ -80,7 +80,7 @@ def compile_plan(
         validator=validator or RowValidator(contract),
         columns=columns,
         plantable=tuple(r for r in contract.rules if _plantable(r, by_name)),
-        expected={r.id: _expected(r, contract.rules) for r in contract.rules},
+        expected=_expected(contract.rules),
         comparisons=tuple(comparisons),
         assignments=tuple(assignments),
         implications=tuple(implications),
@@ -146,16 +146,18 @@ def _plantable(rule: Rule, columns: Mapping[str, Column]) -> bool:
     return True
 
 
-def _expected(rule: Rule, rules: Sequence[Rule]) -> str:
-    """What the validator reports for a row that breaks ``rule``: it and its duplicates."""
-    if rule.kind == "unique":
-        return ""
-    same = [
-        r.id
+def _expected(rules: Sequence[Rule]) -> dict[str, str]:
+    """Per rule, what the validator reports for a row that breaks it: it and its duplicates
+    (same kind, columns and expression), comma-joined in order; nothing for a unique rule."""
+    same: dict[tuple[str, tuple[str, ...], str | None], list[str]] = {}
+    for r in rules:
+        same.setdefault((r.kind, tuple(r.columns), r.expression), []).append(r.id)
+    return {
+        r.id: ""
+        if r.kind == "unique"
+        else ",".join(sorted(same[(r.kind, tuple(r.columns), r.expression)]))
         for r in rules
-        if r.kind == rule.kind and r.columns == rule.columns and r.expression == rule.expression
-    ]
-    return ",".join(sorted(same))
+    }
 
 
 def unique_ids(rule: Rule, rules: Sequence[Rule]) -> list[str]:

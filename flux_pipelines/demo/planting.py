@@ -122,29 +122,28 @@ def _apply_defects(
 
 
 def _judge(plan: Plan, candidates: pl.DataFrame, defects: Defects) -> Oracle[pl.DataFrame]:
-    """The best candidate per row: exact (0), planted plus extras (1), defect missing (2)."""
-    expected = pl.Series(
-        [plan.expected[defects.assigned[p].id] for p in candidates["__pos"].to_list()],
-        dtype=pl.String,
-    )
+    """The best candidate per row: exact (0), planted plus extras (1), defect missing (2);
+    among equals the one with the fewest other rules, then the first."""
+    positions = candidates["__pos"].to_list()
+    expected = [plan.expected[defects.assigned[p].id] for p in positions]
     found = yield from violation_sets(candidates.select(plan.contract.column_names))
-    found_ids, expected_ids = pl.col("__found"), pl.col("__expected")
-    missing = expected_ids.str.split(",").list.set_difference(found_ids.str.split(",")).list.len()
-    score = (
-        pl.when(found_ids == expected_ids)
-        .then(0)
-        .when((expected_ids == "") | (missing == 0))
-        .then(1)
-        .otherwise(2)
+    scores = [_score(f, e) for f, e in zip(found, expected, strict=True)]
+    order = sorted(range(len(positions)), key=lambda i: (positions[i], scores[i], len(found[i])))
+    best = [i for k, i in enumerate(order) if k == 0 or positions[order[k - 1]] != positions[i]]
+    return candidates.select(*plan.contract.column_names, "__pos")[best].with_columns(
+        pl.Series("__found", [found[i] for i in best], dtype=pl.String),
+        pl.Series("__expected", [expected[i] for i in best], dtype=pl.String),
+        pl.Series("__score", [scores[i] for i in best], dtype=pl.Int32),
     )
-    judged = (
-        candidates.lazy()
-        .select(*plan.contract.column_names, "__pos")
-        .with_columns(found.alias("__found"), expected.alias("__expected"))
-        .with_columns(score.alias("__score"), found_ids.str.len_chars().alias("__noise"))
-    )
-    best = judged.sort("__pos", "__score", "__noise", maintain_order=True)
-    return best.unique("__pos", keep="first", maintain_order=True).collect()
+
+
+def _score(found: str, expected: str) -> int:
+    """0: the validator found exactly the planted rule(s); 1: those and others (or nothing
+    was expected); 2: a planted rule is missing."""
+    if found == expected:
+        return 0
+    missing = set(expected.split(",")) - set(found.split(","))
+    return 1 if expected == "" or not missing else 2
 
 
 def _repair_extras(

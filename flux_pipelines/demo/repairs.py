@@ -14,7 +14,7 @@ import polars as pl
 from flux_pipelines.contracts.model import ColumnSpec, Rule
 from flux_pipelines.contracts.validator import polars_type
 from flux_pipelines.demo.columns import Column
-from flux_pipelines.demo.draws import Rng, Values, choose, computed, computed_column
+from flux_pipelines.demo.draws import SMALL_ROWS, Rng, Values, choose, computed, computed_column
 from flux_pipelines.demo.plan import Plan
 from flux_pipelines.demo.values import NULL_SHARE, column_values, stamp_text
 from flux_pipelines.names import ROW
@@ -48,17 +48,20 @@ def derive(plan: Plan, frame: pl.DataFrame, imply: bool = True) -> pl.DataFrame:
     value where ``a IS NULL OR b = 'value'`` needs it (when the columns are present)."""
     present = set(frame.columns)
     implied = [(a, b, v) for a, b, v in plan.implications if imply and {a, b} <= present]
-    if implied:
-        frame = frame.with_columns(
-            pl.when(plan.validator.clean(plan.column(a).spec).is_not_null())
-            .then(pl.lit(value))
-            .otherwise(pl.col(b))
-            .alias(b)
-            for a, b, value in implied
-        )
-    for left, op, right in plan.comparisons:
-        if {left, right} <= present:
-            frame = _order(plan, frame, left, op, right)
+    ordered = [(a, op, b) for a, op, b in plan.comparisons if {a, b} <= present]
+    if implied or ordered:  # one query: each step still sees the one before
+        query = frame.lazy()
+        if implied:
+            query = query.with_columns(
+                pl.when(plan.validator.clean(plan.column(a).spec).is_not_null())
+                .then(pl.lit(value))
+                .otherwise(pl.col(b))
+                .alias(b)
+                for a, b, value in implied
+            )
+        for left, op, right in ordered:
+            query = _order(plan, query, left, op, right)
+        frame = query.collect(engine=SMALL_ROWS)
     for target, sql, roots in plan.assignments:
         if target in present and set(roots) <= present:
             frame = _compute(plan, frame, target, sql, roots)
@@ -76,19 +79,15 @@ def _typed(plan: Plan, name: str) -> pl.Expr:
     return plan.validator.typed_expr(spec, text).alias(name)
 
 
-def _order(plan: Plan, frame: pl.DataFrame, left: str, op: str, right: str) -> pl.DataFrame:
+def _order(plan: Plan, frame: pl.LazyFrame, left: str, op: str, right: str) -> pl.LazyFrame:
     """Swap the two values of an ``a <= b`` rule where they came out the wrong way."""
     a, b = _typed(plan, left), _typed(plan, right)
     swap = ((a > b) if op.startswith("<") else (a < b)).fill_null(False)
-    swapped = (
-        frame.lazy()
-        .with_columns(swap.alias("__swap"))
-        .with_columns(
-            pl.when("__swap").then(pl.col(right)).otherwise(pl.col(left)).alias(left),
-            pl.when("__swap").then(pl.col(left)).otherwise(pl.col(right)).alias(right),
-        )
+    swapped = frame.with_columns(swap.alias("__swap")).with_columns(
+        pl.when("__swap").then(pl.col(right)).otherwise(pl.col(left)).alias(left),
+        pl.when("__swap").then(pl.col(left)).otherwise(pl.col(right)).alias(right),
     )  # the typed values once: typing numbers runs Python per batch
-    return swapped.drop("__swap").collect()
+    return swapped.drop("__swap")
 
 
 def _compute(
@@ -97,7 +96,7 @@ def _compute(
     """Set ``target`` to the value its ``target = <sql>`` rule demands (nulls stay null)."""
     try:
         typed = frame.lazy().select(_typed(plan, name) for name in roots)
-        value = typed.select(pl.sql_expr(sql).alias("v")).collect()["v"]
+        value = typed.select(pl.sql_expr(sql).alias("v")).collect(engine=SMALL_ROWS)["v"]
     except pl.exceptions.PolarsError:
         return frame  # not computable after all: sampling and the oracle still apply
     text = pl.lit(_render(value, plan.column(target).spec))

@@ -11,6 +11,7 @@ what the scoring finds. ``demo_realism`` is the spending dataset's demo plug-in
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 from dataclasses import dataclass
 
@@ -196,8 +197,14 @@ def demo_realism(delivery: GeneratedDelivery, occasion: Occasion) -> GeneratedDe
     """The demo's spending: each agency pays its own recipients (seeded per agency), the
     delivery's amounts and codes drawn from its own stream."""
     agency_seed = random.Random(f"{occasion.seed}/{occasion.agency}").getrandbits(32)
-    people = recipients(DEMO_RECIPIENTS, seed=agency_seed)
+    people = _demo_recipients(agency_seed)
     return overlay(delivery, people, day=occasion.day, seed=occasion.rng.getrandbits(63))
+
+
+@functools.lru_cache(maxsize=16)
+def _demo_recipients(agency_seed: int) -> Recipients:
+    """An agency's recipients, drawn once per demo, not once per delivery (only read)."""
+    return recipients(DEMO_RECIPIENTS, seed=agency_seed)
 
 
 register(SPENDING_DATASET, demo_realism)

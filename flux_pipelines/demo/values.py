@@ -9,14 +9,16 @@ over seeded draws (``draws.py``), computed in batches.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 
 from flux_pipelines.contracts.model import ColumnSpec
 from flux_pipelines.demo.columns import Column
-from flux_pipelines.demo.draws import Rng, choose, gather
+from flux_pipelines.demo.draws import Rng, choose, gather, texts
 from flux_pipelines.demo.patterns import sample_tree
 
 NULL_SHARE = 0.1  # optional columns are empty this often in valid rows
@@ -67,13 +69,18 @@ def stamp_text(stamp: pl.Expr, spec: ColumnSpec, naive: bool = True) -> pl.Expr:
 
 def _enum_values(values: Sequence[str], n: int, rng: Rng) -> pl.Expr:
     """Skewed like real code lists: the first values are the common ones."""
+    vocabulary, cumulative = _code_list(tuple(values))
+    picks = np.searchsorted(cumulative, rng.floats(n), side="right")
+    return texts(vocabulary[np.clip(picks, 0, len(values) - 1)].tolist())
+
+
+@functools.lru_cache(maxsize=256)
+def _code_list(values: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A code list's values and the cumulative share of each (1 / rank), built once."""
     weights = [1 / (i + 1) for i in range(len(values))]
     total = sum(weights)
-    cumulative = pl.Series([sum(weights[: i + 1]) / total for i in range(len(values))])
-    picks = pl.lit(cumulative).search_sorted(pl.lit(rng.uniform(n)), side="right")
-    return pl.lit(pl.Series(list(values), dtype=pl.String)).gather(
-        picks.cast(pl.Int64).clip(0, len(values) - 1)
-    )
+    cumulative = [sum(weights[: i + 1]) / total for i in range(len(values))]
+    return np.array(values, dtype=object), np.array(cumulative, dtype=np.float64)
 
 
 def _integers(column: Column, index: pl.Series, rng: Rng) -> pl.Series:
@@ -122,10 +129,9 @@ def _strings(column: Column, index: pl.Series, rng: Rng) -> pl.Expr:
 
 
 def _words(n: int, rng: Rng) -> pl.Expr:
-    """One to three words, some with non-ASCII letters, as names and titles look."""
-    count = pl.lit(rng.ints(n, 1, 3))
-    picks = pl.Series(rng.integers(3 * n, 0, len(_WORDS) - 1), dtype=pl.Int64)
-    words = [gather(_WORDS, picks.slice(j * n, n)) for j in range(3)]
-    return pl.concat_str(
-        [pl.when(count > j).then(words[j]) for j in range(3)], separator=" ", ignore_nulls=True
-    )
+    """One to three words, some with non-ASCII letters, as names and titles look (joined in
+    Python: cheaper for a few hundred rows than polars' expressions, the same text)."""
+    counts = rng.integers(n, 1, 3).tolist()
+    picks = [_WORDS[p] for p in rng.integers(3 * n, 0, len(_WORDS) - 1).tolist()]
+    # row i: its words are picks i, n + i and 2n + i, as many as its count
+    return texts([" ".join(picks[i::n][:count]) for i, count in enumerate(counts)])
