@@ -363,47 +363,57 @@ def integer_value(text: pl.Expr) -> pl.Expr:
 
     polars' integer cast succeeds on exactly the plain spellings (``_PLAIN_INTEGER``) within
     64 bits (pinned by ``test_casts_accept_exactly_the_numeral_spellings``), so the common
-    case costs one cast and no regular expression; the rest take the exact digit path."""
+    case costs one cast and no regular expression; only the texts it leaves null take the
+    exact digit path (``_integers``)."""
+    return text.map_batches(_integers, return_dtype=pl.Int64)
+
+
+def _integers(text: pl.Series) -> pl.Series:
+    """``integer_value`` on one batch. Why a batch function: the texts the cast leaves null
+    are found first, so a clean column (none) costs the cast alone and a dirty one runs the
+    digit path on those texts only (measured: 0.12 CPU-s per 1M rows before, 0.03 after)."""
     direct = text.cast(pl.Int64, strict=False)
-    others = pl.when(direct.is_null()).then(text)
-    return pl.coalesce(direct, others.map_batches(_spelled_integers, return_dtype=pl.Int64))
+    others = (direct.is_null() & text.is_not_null()).arg_true()
+    if others.len() == 0:
+        return direct
+    spelled = pl.repeat(None, len(text), dtype=pl.Int64, eager=True)
+    # fill_null keeps the input's chunks (scatter would make one): a frame whose columns are
+    # chunked alike is not copied whole by the next operation on it (measured: +60 MB).
+    return direct.fill_null(spelled.scatter(others, _spelled_integers(text.gather(others))))
 
 
 def number_value(text: pl.Expr) -> pl.Expr:
-    """A 64-bit float, only when it keeps every delivered digit (``float_exact``).
+    """A 64-bit float, only when it keeps every delivered digit (``_numbers``).
 
     A finite result of polars' float cast is a numeral (``NUMBER_TEXT``): the cast accepts no
     other spelling that parses finite (pinned by ``test_casts_accept_exactly_the_numeral_
     spellings``), so no regular expression runs over every value."""
+    return text.map_batches(_numbers, return_dtype=pl.Float64)
+
+
+def _numbers(text: pl.Series) -> pl.Series:
+    """``number_value`` on one batch: the cast, kept where it is finite and keeps every
+    digit the text delivered (written with as many significant digits as the text has, it
+    gives the text's number back: 0.1 and 78.400000000000006, a 17-digit export of 78.4,
+    are kept; 9007199254740993, which would be ...992, and 1e-400, 0, are not).
+
+    Only texts that may have lost a digit (``_may_lose_digits``) are checked, one by one;
+    a batch function so that a clean column skips that step whole (measured: 0.20 CPU-s
+    per 1M rows as expressions, 0.06 so)."""
     value = text.cast(pl.Float64, strict=False)
-    return pl.when(value.is_finite() & float_exact(text, value)).then(value)
+    kept = value.is_finite().fill_null(False)
+    suspect = (kept & _may_lose_digits(text)).arg_true()
+    if suspect.len():
+        pairs = zip(text.gather(suspect).to_list(), value.gather(suspect).to_list(), strict=True)
+        exact = pl.Series([_keeps_digits(t, v) is True for t, v in pairs], dtype=pl.Boolean)
+        kept = kept.scatter(suspect, exact)
+    return value.zip_with(kept, pl.repeat(None, len(value), dtype=pl.Float64, eager=True))
 
 
-def float_exact(text: pl.Expr, value: pl.Expr) -> pl.Expr:
-    """True where the float ``value`` keeps every digit ``text`` delivered: written with as
-    many significant digits as the text has, it gives the text's number back. So 0.1 and
-    78.400000000000006 (a 17-digit export of the float 78.4) are kept; 9007199254740993
-    (it would be ...992) and 1e-400 (0) are not.
-
-    A text of at most 15 bytes without an exponent always is kept (DBL_DIG), so only the
-    longer ones are checked, one by one; the others are masked to null and skipped.
-    """
-    suspect = (
-        (text.str.len_bytes() > _FLOAT_SAFE_BYTES)
-        | text.str.contains("e", literal=True)
-        | text.str.contains("E", literal=True)
-    )
-    pair = pl.when(suspect).then(pl.struct(text.alias("t"), value.alias("v")))
-    return ~suspect | pair.map_batches(_digits_kept, return_dtype=pl.Boolean)
-
-
-def _digits_kept(pairs: pl.Series) -> pl.Series:
-    """``_keeps_digits`` on the non-null (text, value) pairs only; null elsewhere."""
-    rows = (
-        pl.DataFrame({"p": pairs}).with_row_index("i").filter(pl.col("p").is_not_null()).unnest("p")
-    )
-    kept = [_keeps_digits(t, v) for t, v in rows.select("t", "v").iter_rows()]
-    return _scattered(pairs, rows.select("i", pl.Series("v", kept, dtype=pl.Boolean)), pl.Boolean())
+def _may_lose_digits(text: pl.Series) -> pl.Series:
+    """True where a float's value may differ from the text's number: longer than 15 bytes, or
+    with an exponent. A shorter text without one always is kept (DBL_DIG)."""
+    return (text.str.len_bytes() > _FLOAT_SAFE_BYTES) | text.str.contains("[eE]")
 
 
 def _keeps_digits(text: str | None, value: float | None) -> bool | None:
