@@ -551,3 +551,75 @@ def test_empty_keys_are_never_duplicates(tmp_path: Path, conn: duckdb.DuckDBPyCo
         "SELECT _row_number FROM items_quarantine WHERE rule_id = 'code.unique' ORDER BY 1",
     )
     assert flagged == [(4,), (5,)]
+
+
+def _raw_view_probe(conn: duckdb.DuckDBPyConnection, root: Path, contract: Contract) -> None:
+    """Define the raw view as Flux does plus a ``probe`` column, under Flux's own comment:
+    while the probe is there, no load has defined the view again."""
+    from flux_pipelines.ingest.delivery import raw_view_sql
+    from flux_pipelines.sql import literal
+
+    (comment,) = rows(conn, "SELECT comment FROM duckdb_views() WHERE view_name = 'raw_items'")[0]
+    definition = raw_view_sql("raw_items", contract.dataset, root / "raw" / contract.dataset)
+    conn.execute(definition.replace("SELECT r.*,", "SELECT 'kept' AS probe, r.*,", 1))
+    conn.execute(f"COMMENT ON VIEW raw_items IS {literal(comment)}")
+
+
+def _raw_columns(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    return [c for (c,) in rows(conn, "SELECT column_name FROM (DESCRIBE raw_items)")]
+
+
+def test_the_raw_view_is_defined_again_only_when_a_day_can_change_it(
+    tmp_path: Path, conn: duckdb.DuckDBPyConnection, contract: Contract
+) -> None:
+    day = [DAY + dt.timedelta(days=i) for i in range(4)]
+    first = write(tmp_path, "a.csv", csv_text([(1, "a", 5, "x")]))
+    run_load(conn, contract, [first], tmp_path, day=day[0])
+    _raw_view_probe(conn, tmp_path, contract)
+
+    # A new day with the view's columns: the view is left as it is and still reads the day.
+    run_load(
+        conn,
+        contract,
+        [write(tmp_path, "b.csv", csv_text([(2, "b", 5, "x")]))],
+        tmp_path,
+        day=day[1],
+    )
+    assert rows(conn, "SELECT probe, _partition_date, id FROM raw_items ORDER BY 2") == [
+        ("kept", day[0], "1"),
+        ("kept", day[1], "2"),
+    ]
+
+    # A day with a column the view lacks (a later version adds one): defined again.
+    wider = load_contract(
+        write_contract(
+            tmp_path / "v2",
+            contract_doc([*PROPS, {"name": "extra", "logicalType": "string"}], version="2.0.0"),
+        )
+    )
+    extra = write(tmp_path, "c.csv", "id,name,extra\n3,c,new\n")
+    run_load(conn, wider, [extra], tmp_path, day=day[2])
+    assert "probe" not in _raw_columns(conn) and "extra" in _raw_columns(conn)
+    assert rows(conn, "SELECT _partition_date, extra FROM raw_items ORDER BY 1") == [
+        (day[0], None),
+        (day[1], None),
+        (day[2], "new"),
+    ]
+
+    # A day delivered again (its columns may have been the only holder of one): defined again.
+    _raw_view_probe(conn, tmp_path, contract)
+    run_load(conn, wider, [extra], tmp_path, day=day[2])
+    assert "probe" not in _raw_columns(conn)
+
+    # A view another definition of Flux made (its comment says which): defined again.
+    _raw_view_probe(conn, tmp_path, contract)
+    conn.execute("COMMENT ON VIEW raw_items IS 'flux raw view, an older definition'")
+    run_load(
+        conn,
+        contract,
+        [write(tmp_path, "d.csv", csv_text([(4, "d", 5, "y")]))],
+        tmp_path,
+        day=day[3],
+    )
+    assert "probe" not in _raw_columns(conn)
+    assert rows(conn, "SELECT count(*) FROM raw_items") == [(4,)]
