@@ -25,6 +25,7 @@ whole home: ``ConfigurationError`` naming the run and what to declare here.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -68,6 +69,16 @@ class RunMount:
 
     sub_path: str
     read_only: bool
+
+
+def absolute_setting(path: str, setting: str, where: str) -> str:
+    """A run launcher's path setting, normalised; refused unless absolute (a relative path
+    would mount folders relative to wherever the container or pod starts)."""
+    if not path.startswith("/"):
+        raise ConfigurationError(
+            f"run launcher {setting} {path!r} is not an absolute path: set it in {where}"
+        )
+    return posixpath.normpath(path)
 
 
 def shared_run_zones() -> tuple[RunMount, ...]:

@@ -23,7 +23,7 @@ from dagster import DagsterRun, Field, StringSource
 from dagster_docker import DockerRunLauncher
 from dagster_docker.container_context import DockerContainerContext
 
-from flux_pipelines.access.run_pods import RunMount, mounts_for_run
+from flux_pipelines.access.run_pods import RunMount, absolute_setting, mounts_for_run
 from flux_pipelines.errors import ConfigurationError
 
 HOME_SETTINGS = {
@@ -36,13 +36,10 @@ HOME_SETTINGS = {
 REFUSED_KWARGS = ("volumes_from", "mounts", "privileged")
 
 
-def _absolute(path: str, what: str) -> str:
-    if not path.startswith("/"):
-        raise ConfigurationError(
-            f"run launcher {what} {path!r} is not an absolute path: set it in the compose "
-            "instance (deploy/dagster.docker.yaml, run_launcher.config)"
-        )
-    return posixpath.normpath(path)
+def _absolute(path: str, setting: str) -> str:
+    return absolute_setting(
+        path, setting, "the compose instance (deploy/dagster.docker.yaml, run_launcher.config)"
+    )
 
 
 def docker_binds(mounts: Sequence[RunMount], *, host_dir: str, home: str) -> list[str]:

@@ -22,7 +22,7 @@ from dagster import DagsterRun, Field, StringSource
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
 
-from flux_pipelines.access.run_pods import RunMount, mounts_for_run
+from flux_pipelines.access.run_pods import RunMount, absolute_setting, mounts_for_run
 from flux_pipelines.errors import ConfigurationError
 
 HOME_SETTINGS = {
@@ -40,12 +40,11 @@ def k8s_volume_mounts(
 ) -> list[dict[str, Any]]:
     """``mounts`` as sub-path mounts of ``volume`` at ``home/<sub_path>`` (dagster-k8s's
     snake_case form of a V1VolumeMount)."""
-    if not home.startswith("/"):
-        raise ConfigurationError(
-            f"run launcher flux_home_path {home!r} is not an absolute path: set it to the run "
-            "pods' FLUX_HOME (deploy/helm/values.yaml, runLauncher.config.customRunLauncher)"
-        )
-    root = home.rstrip("/")
+    root = absolute_setting(
+        home,
+        "flux_home_path",
+        "deploy/helm/values.yaml (runLauncher.config.customRunLauncher), the run pods' FLUX_HOME",
+    ).rstrip("/")
     return [
         {
             "name": volume,
