@@ -376,14 +376,14 @@ def test_the_mount_list_is_one_source_for_both_renderings() -> None:
 
 
 def test_exports_read_the_content_datasets_agencies_read_only() -> None:
-    """run_pods cannot import collections (it sits above access): the export's reads are
-    the agencies of collections.use_cases.content_datasets, checked here."""
+    """An export's run reads the published days of every agency delivering a content
+    dataset, read-only."""
     from flux_pipelines.access.run_pods import cross_agency_reads
-    from flux_pipelines.collections.use_cases import content_datasets, load_use_cases
+    from flux_pipelines.collections.use_cases import load_use_cases
     from flux_pipelines.names import export_name
 
     registry = load_registry()
-    agencies = {a.id for d in content_datasets(registry) for a in registry.agencies_for(d)}
+    agencies = {a.id for d in registry.content_datasets() for a in registry.agencies_for(d)}
     assert agencies
     for use_case in load_use_cases().use_cases:
         reads = cross_agency_reads(export_name(use_case.id), registry)

@@ -157,9 +157,7 @@ def cross_agency_reads(name: str, registry: Registry) -> tuple[RunMount, ...] | 
         sources = {a.id: a for d in datasets for a in registry.agencies_for(d)}
         return _published(sources.values(), read_only=True)
     if name.startswith(export_name("")):  # a use case's export: the content datasets' days
-        # (collections.use_cases.content_datasets; not imported: collections sits above access)
-        content = [d for d in registry.contracts if registry.latest(d).content is not None]
-        sources = {a.id: a for d in content for a in registry.agencies_for(d)}
+        sources = {a.id: a for d in registry.content_datasets() for a in registry.agencies_for(d)}
         return _published(sources.values(), read_only=True)
     return None
 

@@ -36,7 +36,7 @@ from flux_pipelines.contracts.model import ContentMapping, ContentType
 from flux_pipelines.errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from flux_pipelines.contracts.registry import Registry
+    pass
 
 USE_CASES_FILE = "use_cases.yaml"
 CONTENT_TYPES: tuple[ContentType, ...] = get_args(ContentType)
@@ -90,12 +90,6 @@ class UseCases(_Strict):
                 return use_case
         known = ", ".join(u.id for u in self.use_cases)
         raise ConfigurationError(f"unknown use case {use_case_id!r}; known: {known}")
-
-
-def content_datasets(registry: Registry) -> list[str]:
-    """Datasets whose latest contract maps rights and content: what use cases decide on
-    and exports read."""
-    return sorted(d for d in registry.contracts if registry.latest(d).content is not None)
 
 
 def load_use_cases(path: Path | None = None) -> UseCases:

@@ -161,6 +161,11 @@ class Registry(BaseModel):
         wanted = {dataset, *also}
         return [a for a in self.agencies if wanted <= set(a.datasets)]
 
+    def content_datasets(self) -> list[str]:
+        """Datasets whose latest contract maps rights and content: what use cases decide
+        on, exports read and their run pods mount."""
+        return sorted(d for d in self.contracts if self.latest(d).content is not None)
+
 
 # (contract object, its overrides) -> (the contract, as seen with them). Built once per
 # distinct set of overrides, not per agency and per call: definitions build an asset for

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from flux_pipelines.access.masking import source_file
-from flux_pipelines.collections.use_cases import UseCase, content_datasets, file_eligibility
+from flux_pipelines.collections.use_cases import UseCase, file_eligibility
 from flux_pipelines.contracts.registry import Registry
 from flux_pipelines.files import sha256_file, write_atomic
 from flux_pipelines.names import (
@@ -118,7 +118,7 @@ def published_table_file(home: Path, agency: str, table: str, day: dt.date) -> P
 def find_sources(home: Path, registry: Registry, trail: AuditTrail) -> Sources:
     """Every certified agency-day of every content dataset, with its published copies."""
     found = Sources()
-    for dataset in content_datasets(registry):
+    for dataset in registry.content_datasets():
         tables = DatasetTables.for_dataset(dataset)
         for verdict in day_verdicts(published_root(home), trail, dataset):
             if not verdict.certified:

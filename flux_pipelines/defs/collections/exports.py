@@ -10,7 +10,7 @@ import dagster as dg
 from dagster import AssetExecutionContext
 
 from flux_pipelines.audit.trail import AuditTrail, publication_record
-from flux_pipelines.collections.use_cases import UseCase, content_datasets, load_use_cases
+from flux_pipelines.collections.use_cases import UseCase, load_use_cases
 from flux_pipelines.contracts.registry import Registry, load_registry
 from flux_pipelines.defs.ingest.assets import asset_keys
 from flux_pipelines.defs.results import Materialized
@@ -21,7 +21,7 @@ ELIGIBILITY_CHECK = "eligibility_rederived"
 
 
 def build_export_asset(use_case: UseCase, registry: Registry) -> dg.AssetsDefinition:
-    datasets = content_datasets(registry)
+    datasets = registry.content_datasets()
     key = export_key(use_case.id)
 
     @dg.asset(
@@ -100,6 +100,6 @@ def build_export_asset(use_case: UseCase, registry: Registry) -> dg.AssetsDefini
 
 def export_assets(registry: Registry) -> list[dg.AssetsDefinition]:
     """One export per use case, when some dataset maps rights and content."""
-    if not content_datasets(registry):
+    if not registry.content_datasets():
         return []
     return [build_export_asset(u, registry) for u in load_use_cases().use_cases]
