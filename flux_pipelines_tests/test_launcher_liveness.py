@@ -15,10 +15,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import psutil
 import pytest
+from dagster import DagsterRun
 
-from flux_pipelines.instance.launcher import RunWorker, local_process_alive, process_started
+from flux_pipelines.instance.launcher import (
+    RUN_WORKER_TAG,
+    RunWorker,
+    local_process_alive,
+    process_started,
+)
 
 
 @pytest.fixture
@@ -88,3 +95,36 @@ def test_unreadable_tags_are_none() -> None:
     assert RunWorker.parse("no-pid") is None
     assert RunWorker.parse("host:notapid:") is None
     assert RunWorker.parse("host:12:") == RunWorker("host", 12, None)
+    assert RunWorker.parse("r1@host:12:") == RunWorker("host", 12, None, "r1")
+
+
+def dead_pid() -> int:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return gone.pid
+
+
+def test_a_retry_is_not_failed_for_the_dead_worker_it_inherited_from_its_parent() -> None:
+    """Run retries copy the parent's tags, its dead worker's tag too: until the retry's own
+    worker tags itself, run monitoring must not read the parent's death as the retry's."""
+    launcher = {"module": "flux_pipelines.instance.launcher", "class": "FluxRunLauncher"}
+    host = socket.gethostname()
+    with dg.instance_for_test(overrides={"run_launcher": launcher}) as instance:
+
+        def health(run_id: str, worker: RunWorker, parent: str | None = None) -> str:
+            tags = {RUN_WORKER_TAG: worker.tag_value()}
+            run = DagsterRun(
+                "ingest_nasa", run_id, tags=tags, parent_run_id=parent, root_run_id=parent
+            )
+            instance.add_run(run)
+            return instance.run_launcher.check_run_worker_health(run).status.value
+
+        parents_worker = RunWorker(host, dead_pid(), None, "parent")
+        assert health("parent", parents_worker) == "FAILED"  # its own worker died
+        assert health("retry", parents_worker, parent="parent") == "RUNNING"  # not yet known
+        assert health("retry-2", RunWorker(host, dead_pid(), None, "retry-2"), "parent") == (
+            "FAILED"  # once the retry's own worker has tagged it and died
+        )
+        older_tag = RunWorker(host, dead_pid())  # written before tags named their run
+        assert health("fresh", older_tag) == "FAILED"
+        assert health("retry-3", older_tag, parent="fresh") == "RUNNING"

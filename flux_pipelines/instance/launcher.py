@@ -7,12 +7,15 @@ its agency's queue slot. With a health check, Dagster's own run monitoring (in t
 every ``run_monitoring.poll_interval_seconds``) marks such a run failed with the reason,
 and run retries re-execute it from the failed step.
 
-How a run worker is found: the run's ``flux/run_worker`` tag (``host:pid:start``, written
-by the run itself as its first step starts), else the pid in Dagster's "Started process for
-run" event. A worker on this host is checked with psutil: a missing pid, a zombie, or a pid
-reused by a newer process (another start time) means dead. A worker elsewhere is asked
-about through its code server. When nothing is known yet the run is left alone (reported
-RUNNING), because Dagster fails any run whose worker status is not RUNNING.
+How a run worker is found: the run's ``flux/run_worker`` tag (``run_id@host:pid:start``,
+written by the run itself as its first step starts), else the pid in Dagster's "Started
+process for run" event. A retry or re-execution copies its parent's tags, this one
+included: a tag naming another run is the parent's dead worker, not this run's, and is
+ignored until the new worker writes its own. A worker on this host is checked with
+psutil: a missing pid, a zombie, or a pid reused by a newer process (another start time)
+means dead. A worker elsewhere is asked about through its code server. When nothing is
+known yet the run is left alone (reported RUNNING), because Dagster fails any run whose
+worker status is not RUNNING.
 """
 
 from __future__ import annotations
@@ -105,14 +108,24 @@ class RunWorker:
     host: str
     pid: int
     started: float | None = None  # seconds after boot the process started: guards pid reuse
+    run_id: str | None = None  # the run whose worker this is (None in tags before it)
 
     def tag_value(self) -> str:
         started = "" if self.started is None else f"{self.started:.2f}"
-        return f"{self.host}:{self.pid}:{started}"
+        owner = "" if self.run_id is None else f"{self.run_id}@"
+        return f"{owner}{self.host}:{self.pid}:{started}"
+
+    def works_for(self, run: DagsterRun) -> bool:
+        """False for a tag the run inherited from the run it retries or re-executes."""
+        if self.run_id is None:  # an older tag: trusted only on a run that copied no tags
+            return run.parent_run_id is None
+        return self.run_id == run.run_id
 
     @classmethod
     def parse(cls, value: str) -> RunWorker | None:
-        """Also reads tags written before psutil, whose start is in clock ticks (an integer)."""
+        """Also reads tags without a run id, and those written before psutil, whose start
+        is in clock ticks (an integer)."""
+        run_id, _, value = value.rpartition("@")
         host, _, rest = value.rpartition(":")
         host, _, pid = host.rpartition(":")
         try:
@@ -122,13 +135,13 @@ class RunWorker:
                 started = float(rest)
             else:
                 started = int(rest) / os.sysconf("SC_CLK_TCK")
-            return cls(host=host, pid=int(pid), started=started)
+            return cls(host=host, pid=int(pid), started=started, run_id=run_id or None)
         except (ValueError, OSError):
             return None
 
     @classmethod
-    def current(cls) -> RunWorker:
-        return cls(socket.gethostname(), os.getpid(), process_started(os.getpid()))
+    def current(cls, run_id: str | None = None) -> RunWorker:
+        return cls(socket.gethostname(), os.getpid(), process_started(os.getpid()), run_id)
 
 
 def process_started(pid: int) -> float | None:
@@ -160,16 +173,16 @@ def record_run_worker(instance: DagsterInstance, run_id: str) -> None:
     """Tag the run with this process, so a health check can find it, and watch for a lost
     run storage (idempotent)."""
     watch_storage_loss(run_id)
-    worker = RunWorker.current()
+    worker = RunWorker.current(run_id)
     run = instance.get_run_by_id(run_id)
     if run is not None and run.tags.get(RUN_WORKER_TAG) != worker.tag_value():
         instance.add_run_tags(run_id, {RUN_WORKER_TAG: worker.tag_value()})
 
 
 def find_run_worker(instance: DagsterInstance, run: DagsterRun) -> RunWorker | None:
-    tagged = run.tags.get(RUN_WORKER_TAG)
-    if tagged:
-        return RunWorker.parse(tagged)
+    tagged = RunWorker.parse(run.tags.get(RUN_WORKER_TAG, ""))
+    if tagged is not None and tagged.works_for(run):
+        return tagged
     records = instance.get_records_for_run(
         run.run_id, of_type=DagsterEventType.ENGINE_EVENT, ascending=False, limit=50
     ).records
