@@ -4,7 +4,8 @@ Offline (no cluster, no Docker engine here): the real launchers are built by a r
 instance from the deployment files' own run-launcher config (deploy/helm/values.yaml's
 CustomRunLauncher, deploy/dagster.docker.yaml), real runs are created from the real Flux
 definitions, and the launchers' own config-building methods say what each run's container
-gets: ``get_container_context_for_run`` (Kubernetes; the Job dagster-k8s builds from it is
+gets, read as launch and resume read it (``creating_container_for``):
+``get_container_context_for_run`` (Kubernetes; the Job dagster-k8s builds from it is
 validated against the Kubernetes 1.30 and 1.37 schemas) and ``get_container_context``
 (Docker: the ``volumes`` handed to ``containers.create``). What the cluster or the engine
 then does with them is not observed here (deploy/README.md, "Not run here").
@@ -109,7 +110,8 @@ def k8s_mounts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, bo
     checking every such mount sits at the run pod's FLUX_HOME/<subPath>."""
     launcher = instance.run_launcher
     assert isinstance(launcher, FluxK8sRunLauncher)
-    context = launcher.get_container_context_for_run(run)
+    with launcher.creating_container_for(run):  # as launch and resume read it
+        context = launcher.get_container_context_for_run(run)
     mounts = [m for m in context.run_k8s_config.container_config["volume_mounts"]
               if m["name"] == run_launcher_config()["flux_home_volume"]]  # fmt: skip
     for m in mounts:
@@ -123,7 +125,8 @@ def docker_mounts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str,
     its other volumes are exactly the compute logs' one."""
     launcher = instance.run_launcher
     assert isinstance(launcher, FluxDockerRunLauncher)
-    volumes = launcher.get_container_context(run).container_kwargs["volumes"]
+    with launcher.creating_container_for(run):  # as launch and resume read it
+        volumes = launcher.get_container_context(run).container_kwargs["volumes"]
     found, others = {}, []
     for spec in volumes:
         if not spec.startswith(HOST_DIR + "/"):
@@ -252,9 +255,9 @@ def test_a_k8s_config_tag_cannot_bring_the_whole_home_back(k8s: dg.DagsterInstan
     run = job_run(k8s, f"ingest_{A}", tags={"agency": A, "dagster-k8s/config": json.dumps(tag)})
     launcher = k8s.run_launcher
     assert isinstance(launcher, FluxK8sRunLauncher)
-    mounts = launcher.get_container_context_for_run(run).run_k8s_config.container_config[
-        "volume_mounts"
-    ]
+    with launcher.creating_container_for(run):
+        context = launcher.get_container_context_for_run(run)
+    mounts = context.run_k8s_config.container_config["volume_mounts"]
     assert {m["sub_path"]: m["read_only"] for m in mounts} == agency(A)
     assert {m["name"] for m in mounts} == {"flux-home"}
 
@@ -294,9 +297,22 @@ def test_runs_that_cannot_be_classified_are_refused(
             f"agency={A}": job_run(instance, f"ingest_{B}", tags={"agency": A}),
         }
         for why, run in runs.items():
-            with pytest.raises(ConfigurationError, match=run.run_id) as caught:
+            with (
+                pytest.raises(ConfigurationError, match=run.run_id) as caught,
+                launcher.creating_container_for(run),  # type: ignore[attr-defined]
+            ):
                 build(run)
             assert why in str(caught.value) and "whole home" in str(caught.value)
+            # The launchers' own pod/container creation (launch and resume) refuses it
+            # before any API is called.
+            with pytest.raises(ConfigurationError, match=run.run_id):
+                if isinstance(launcher, FluxK8sRunLauncher):
+                    launcher._launch_k8s_job_with_args("dagster-run", [], run)
+                else:
+                    launcher._launch_container_with_command(run, IMAGE, [])  # type: ignore[attr-defined]
+            # Terminate and health checks read the same context for its namespace or client
+            # only: a run in flight stays stoppable whatever became of its classification.
+            assert build(run) is not None
 
 
 def test_every_asset_of_the_code_location_is_classified(k8s: dg.DagsterInstance) -> None:
@@ -324,7 +340,8 @@ def test_the_run_pod_is_a_valid_job_with_only_the_runs_mounts(
     launcher = k8s.run_launcher
     assert isinstance(launcher, FluxK8sRunLauncher)
     run = selection_run(k8s, key(A, "meteorites"), key(B, "artworks"))
-    context = launcher.get_container_context_for_run(run)
+    with launcher.creating_container_for(run):
+        context = launcher.get_container_context_for_run(run)
     job = construct_dagster_k8s_job(
         context.get_k8s_job_config(job_image=IMAGE, run_launcher=launcher),  # type: ignore[no-untyped-call]
         args=["dagster", "api", "execute_run", "{}"],

@@ -21,12 +21,19 @@ asset and check selection, and the steps of its stored execution plan (a job lau
 carries no selection). Anything not classified here (a new cross-agency asset, an op job
 other than the purge, an agency missing from the registry) is refused, never given the
 whole home: ``ConfigurationError`` naming the run and what to declare here.
+
+Mounts are derived when a launcher creates the run's container (launch, and resume after a
+worker crash), never when it only looks a run up (terminate, health checks, debug info
+read the namespace or the Docker client): a run in flight stays stoppable and monitored
+even if its agency has since left the registry (``CreatesRunContainers``).
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -69,6 +76,24 @@ class RunMount:
 
     sub_path: str
     read_only: bool
+
+
+class CreatesRunContainers:
+    """Mixin of the run launchers: marks, per thread, the run whose container is being
+    created, the one moment its mounts are derived (``mounts_for_run``)."""
+
+    _creating = threading.local()
+
+    @contextmanager
+    def creating_container_for(self, run: dg.DagsterRun) -> Iterator[None]:
+        self._creating.run_id = run.run_id
+        try:
+            yield
+        finally:
+            self._creating.run_id = None
+
+    def is_creating_container_for(self, run: dg.DagsterRun) -> bool:
+        return getattr(self._creating, "run_id", None) == run.run_id
 
 
 def absolute_setting(path: str, setting: str, where: str) -> str:

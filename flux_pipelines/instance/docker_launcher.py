@@ -23,7 +23,12 @@ from dagster import DagsterRun, Field, StringSource
 from dagster_docker import DockerRunLauncher
 from dagster_docker.container_context import DockerContainerContext
 
-from flux_pipelines.access.run_pods import RunMount, absolute_setting, mounts_for_run
+from flux_pipelines.access.run_pods import (
+    CreatesRunContainers,
+    RunMount,
+    absolute_setting,
+    mounts_for_run,
+)
 from flux_pipelines.errors import ConfigurationError
 
 HOME_SETTINGS = {
@@ -81,7 +86,7 @@ def other_volumes(container_kwargs: Mapping[str, Any], *, host_dir: str, home: s
     return kept
 
 
-class FluxDockerRunLauncher(DockerRunLauncher):
+class FluxDockerRunLauncher(CreatesRunContainers, DockerRunLauncher):
     """DockerRunLauncher whose run containers mount only their run's folders of FLUX_HOME."""
 
     def __init__(self, *, flux_home_host_dir: str, flux_home_path: str, **kwargs: Any) -> None:
@@ -93,10 +98,21 @@ class FluxDockerRunLauncher(DockerRunLauncher):
     def config_type(cls) -> dict[str, Any]:
         return {**super().config_type(), **HOME_SETTINGS}  # type: ignore[no-untyped-call]
 
+    def _launch_container_with_command(
+        self, run: DagsterRun, docker_image: str, command: Sequence[str]
+    ) -> None:
+        """Where launch and resume create the run's container (dagster-docker): its
+        context is read inside, with the run's own mounts."""
+        with self.creating_container_for(run):
+            super()._launch_container_with_command(run, docker_image, command)  # type: ignore[no-untyped-call]
+
     def get_container_context(self, dagster_run: DagsterRun) -> DockerContainerContext:
-        """dagster-docker's context (launcher and code location merged), its volumes the
-        run's own mounts of the home plus the launcher's volumes elsewhere."""
+        """dagster-docker's context (launcher and code location merged); for the container
+        being created, its volumes the run's own mounts of the home plus the launcher's
+        volumes elsewhere. Terminate and health checks use only its client settings."""
         context = super().get_container_context(dagster_run)
+        if not self.is_creating_container_for(dagster_run):
+            return context
         where = {"host_dir": self.flux_home_host_dir, "home": self.flux_home_path}
         kept = other_volumes(context.container_kwargs, **where)
         binds = docker_binds(mounts_for_run(dagster_run, self._instance), **where)

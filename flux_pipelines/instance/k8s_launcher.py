@@ -1,7 +1,7 @@
 """dagster-k8s's run launcher, giving each run pod only the folders of the home its run needs.
 
 The chart's K8sRunLauncher gives every run pod one static mount list. This one replaces,
-for every run it launches or inspects, each mount of the FLUX_HOME volume (from the
+for every run pod it creates (launch, resume), each mount of the FLUX_HOME volume (from the
 launcher's config, the code location or a ``dagster-k8s/config`` run tag) with sub-path
 mounts of exactly ``access/run_pods.mounts_for_run``: an agency's run reaches no other
 agency's folders, a cross-agency run reads the agencies' published copies read-only, and a
@@ -22,7 +22,12 @@ from dagster import DagsterRun, Field, StringSource
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
 
-from flux_pipelines.access.run_pods import RunMount, absolute_setting, mounts_for_run
+from flux_pipelines.access.run_pods import (
+    CreatesRunContainers,
+    RunMount,
+    absolute_setting,
+    mounts_for_run,
+)
 from flux_pipelines.errors import ConfigurationError
 
 HOME_SETTINGS = {
@@ -75,7 +80,7 @@ def home_volume_names(volumes: Sequence[Mapping[str, Any]], home_volume: str) ->
     return {home_volume} | {n for n, v in by_name.items() if claim and _claim(v) == claim}
 
 
-class FluxK8sRunLauncher(K8sRunLauncher):
+class FluxK8sRunLauncher(CreatesRunContainers, K8sRunLauncher):
     """K8sRunLauncher whose run pods mount only their run's folders of FLUX_HOME."""
 
     def __init__(self, *, flux_home_volume: str, flux_home_path: str, **kwargs: Any) -> None:
@@ -87,10 +92,21 @@ class FluxK8sRunLauncher(K8sRunLauncher):
     def config_type(cls) -> dict[str, Any]:
         return {**super().config_type(), **HOME_SETTINGS}  # type: ignore[no-untyped-call]
 
+    def _launch_k8s_job_with_args(
+        self, job_name: str, args: Sequence[str] | None, run: DagsterRun
+    ) -> None:
+        """Where launch and resume create the run pod (dagster-k8s): the pod's context is
+        read inside, with the run's own mounts."""
+        with self.creating_container_for(run):
+            super()._launch_k8s_job_with_args(job_name, args, run)
+
     def get_container_context_for_run(self, dagster_run: DagsterRun) -> K8sContainerContext:
-        """dagster-k8s's context (launcher, code location, run tags merged), with every
-        mount of the home replaced by the run's own (``mounts_for_run``)."""
+        """dagster-k8s's context (launcher, code location, run tags merged); for the pod
+        being created, every mount of the home replaced by the run's own
+        (``mounts_for_run``). Terminate and health checks read only its namespace."""
         context = super().get_container_context_for_run(dagster_run)
+        if not self.is_creating_container_for(dagster_run):
+            return context
         config = context.run_k8s_config
         volumes = config.pod_spec_config.get("volumes") or []
         home = home_volume_names(volumes, self.flux_home_volume)
