@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from flux_pipelines.risk.recipient_history import for_recipients
+from flux_pipelines.risk.recipient_history import day_in_ledger, for_recipients
 
 if TYPE_CHECKING:
     import duckdb
@@ -55,6 +55,8 @@ def day_codes(frame: pl.DataFrame, recipient: str, codes: dict[str, str]) -> pl.
 
 def take_out_day(conn: duckdb.DuckDBPyConnection, day: dt.date) -> None:
     """Remove the day's earlier counts, if any (inside the caller's transaction)."""
+    if not day_in_ledger(conn, CODES_LEDGER, day):
+        return
     conn.execute(
         f"UPDATE {CODES_TABLE} c SET n = c.n - d.n FROM {CODES_LEDGER} d WHERE d.day = ? "
         "AND c.recipient = d.recipient AND c.kind = d.kind AND c.code = d.code",

@@ -124,8 +124,16 @@ def fold_day(conn: duckdb.DuckDBPyConnection, day: dt.date, stats: pl.DataFrame)
         raise
 
 
+def day_in_ledger(conn: duckdb.DuckDBPyConnection, ledger: str, day: dt.date) -> bool:
+    """Whether ``day`` was folded in before: a day loaded for the first time (the daily
+    flow, a backfill) has nothing to take out, and skips the merge and deletes."""
+    return bool(conn.execute(f"SELECT 1 FROM {ledger} WHERE day = ? LIMIT 1", [day]).fetchall())
+
+
 def take_out_day(conn: duckdb.DuckDBPyConnection, day: dt.date) -> None:
     """Remove the day's earlier contribution, if any (inside the caller's transaction)."""
+    if not day_in_ledger(conn, LEDGER_TABLE, day):
+        return
     _merge(conn, f"SELECT recipient, n, mean, m2 FROM {LEDGER_TABLE} WHERE day = ?", [day], -1)
     conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE day = ?", [day]).fetchall()
     conn.execute(f"DELETE FROM {STATE_TABLE} WHERE n <= 0").fetchall()
