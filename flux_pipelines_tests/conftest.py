@@ -28,6 +28,17 @@ pytest_plugins = ["flux_pipelines_tests.oidc", "flux_pipelines_tests.receivers"]
 DAY = dt.date(2026, 1, 5)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding slow tests first (stable: each file's tests stay together, in order).
+
+    The suite runs whole files per xdist worker (``--dist loadfile``), handed out in this
+    order (``--no-loadscope-reorder`` in pyproject.toml; xdist would otherwise hand out the
+    files with the most tests first, leaving a long few-test file to start last and keep
+    one worker busy alone at the end)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 def contract_doc(
     properties: list[dict[str, Any]],
     *,
