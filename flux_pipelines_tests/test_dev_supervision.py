@@ -117,9 +117,13 @@ def test_run_dev_stops_everything_and_exits_1_when_a_service_dies(
     report = tmp_path / "dispositions"
     web_pid = tmp_path / "web.pid"
     monkeypatch.setattr(
+        dev, "code_server_command", lambda socket_path: script("import time; time.sleep(60)")
+    )
+    monkeypatch.setattr(dev, "code_server_serving", lambda socket_path: True)
+    monkeypatch.setattr(
         dev,
         "webserver_command",
-        lambda host, port: script(
+        lambda host, port, workspace: script(
             "import os, pathlib, signal, time\n"
             f"pathlib.Path({str(web_pid)!r}).write_text(str(os.getpid()))\n"
             "time.sleep(60)\n"
@@ -128,7 +132,7 @@ def test_run_dev_stops_everything_and_exits_1_when_a_service_dies(
     monkeypatch.setattr(
         dev,
         "daemon_command",
-        lambda: script(
+        lambda workspace: script(
             "import pathlib, signal, time\n"
             "ignored = [s.name for s in (signal.SIGINT, signal.SIGTERM)"
             " if signal.getsignal(s) is signal.SIG_IGN]\n"
@@ -159,13 +163,15 @@ def test_run_dev_exits_0_on_sigterm_with_every_service_stopped(
         f"import os, pathlib, time\npathlib.Path({str(pids)!r}, str(os.getpid())).touch()\n"
         "time.sleep(60)\n"
     )
-    monkeypatch.setattr(dev, "webserver_command", lambda host, port: service)
-    monkeypatch.setattr(dev, "daemon_command", lambda: service)
+    monkeypatch.setattr(dev, "code_server_command", lambda socket_path: service)
+    monkeypatch.setattr(dev, "code_server_serving", lambda socket_path: True)
+    monkeypatch.setattr(dev, "webserver_command", lambda host, port, workspace: service)
+    monkeypatch.setattr(dev, "daemon_command", lambda workspace: service)
     monkeypatch.setattr(dev, "metrics_command", lambda home, host, port: service)
     monkeypatch.delenv("DAGSTER_PG_HOST", raising=False)
 
     def stop_when_all_started() -> None:
-        wait_for(lambda: len(list(pids.iterdir())) == 3)
+        wait_for(lambda: len(list(pids.iterdir())) == 4)
         os.kill(os.getpid(), signal.SIGTERM)
 
     stopper = threading.Thread(target=stop_when_all_started)
@@ -180,3 +186,41 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_run_dev_starts_nothing_else_when_the_code_server_dies_before_serving(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    own_signals: None,
+) -> None:
+    """Definitions that fail to load: the code server exits, flux dev says so and exits 1
+    without starting a webserver or daemon that would only show a broken location."""
+    started = tmp_path / "started"
+    others = script(f"import pathlib\npathlib.Path({str(started)!r}).touch()\n")
+    monkeypatch.setattr(dev, "code_server_command", lambda socket_path: script("exit(4)"))
+    monkeypatch.setattr(dev, "webserver_command", lambda host, port, workspace: others)
+    monkeypatch.setattr(dev, "daemon_command", lambda workspace: others)
+    monkeypatch.delenv("DAGSTER_PG_HOST", raising=False)
+
+    code = run_dev(tmp_path / "flux", "127.0.0.1", 3999, None)
+
+    assert code == 1
+    assert "dagster code-server exited with code 4 before serving" in capsys.readouterr().err
+    assert not started.exists()
+
+
+def test_the_served_workspace_names_the_project_location_at_the_socket(tmp_path: Path) -> None:
+    import yaml
+
+    module, location = dev.workspace_location()
+    assert (module, location) == ("flux_pipelines.definitions", "flux")
+    served = yaml.safe_load(dev.write_served_workspace(tmp_path, tmp_path / "s.sock").read_text())
+    assert served == {
+        "load_from": [
+            {"grpc_server": {"socket": str(tmp_path / "s.sock"), "location_name": "flux"}}
+        ]
+    }
+    command = dev.code_server_command(tmp_path / "s.sock")
+    assert command[command.index("-m") + 1] == module
+    assert command[command.index("--socket") + 1] == str(tmp_path / "s.sock")

@@ -290,11 +290,14 @@ def test_json_mode_turns_console_handlers_json_and_names_agencies_by_id(
 def test_flux_dev_asks_dagsters_own_services_for_the_same_format(
     monkeypatch: pytest.MonkeyPatch, mode: str, json_flag: bool
 ) -> None:
-    from flux_pipelines.cli.dev import daemon_command, webserver_command
+    from flux_pipelines.cli.dev import code_server_command, daemon_command, webserver_command
 
     monkeypatch.setenv("FLUX_LOG_FORMAT", mode)
-    webserver, daemon = webserver_command("127.0.0.1", 3000), daemon_command()
-    for command in (webserver, daemon):
+    workspace = Path("workspace.yaml")
+    webserver, daemon = webserver_command("127.0.0.1", 3000, workspace), daemon_command(workspace)
+    code_server = code_server_command(Path("code-server.sock"))
+    assert code_server[1:3] == ["code-server", "start"]
+    for command in (webserver, daemon, code_server):
         assert (command[-2:] == ["--log-format", "json"]) is json_flag
     assert Path(webserver[0]).name == "dagster-webserver"
     assert Path(daemon[0]).name == "dagster-daemon" and daemon[1] == "run"

@@ -1,14 +1,20 @@
 """``flux dev``: Dagster's webserver and daemon on loopback, stopped cleanly by Ctrl-C or SIGTERM.
 
-Flux starts Dagster's own public commands, ``dagster-webserver`` and ``dagster-daemon run``
-(each with ``-w workspace.yaml``, each starting its own code server: definitions load twice,
-and the daemon reloads its own every 60 s, so an edited contract reaches sensors and
-schedules within a minute of a reload in the UI), every one in its own session, so a
-terminal's Ctrl-C reaches ``flux dev`` alone and ``flux dev`` decides the order of the stop.
-On Ctrl-C or SIGTERM it sends SIGTERM to each service (Dagster's services stop their code
-servers on it the way they do on Ctrl-C), then SIGTERM to anything left in their process
-groups, and SIGKILL to whatever still runs after ``STOP_TIMEOUT``. When a
-service exits on its own, ``flux dev`` stops the others and exits 1 saying which one died.
+Flux starts Dagster's own public commands, the way ``dagster dev`` does: one code server
+(``dagster code-server start`` for the code location of ``workspace.yaml``, on a Unix
+socket in a private temporary folder), then ``dagster-webserver`` and ``dagster-daemon run``
+on a workspace naming that server, so definitions load once for both; a reload in the UI
+reloads the code server, and the daemon picks the new definitions up on its next workspace
+refresh (within a minute), so an edited contract reaches sensors and schedules without a
+restart. The webserver and daemon start once the code server answers gRPC health checks
+as serving (its definitions loaded); a code server that exits first, or serves nothing
+within ``CODE_SERVER_TIMEOUT``, stops ``flux dev`` with exit code 1 and the reason. Every
+service runs in its own session, so a terminal's Ctrl-C reaches ``flux dev`` alone and
+``flux dev`` decides the order of the stop. On Ctrl-C or SIGTERM it sends SIGTERM to each
+service (Dagster's services stop their code servers on it the way they do on Ctrl-C), then
+SIGTERM to anything left in their process groups, and SIGKILL to whatever still runs after
+``STOP_TIMEOUT``. When a service exits on its own, ``flux dev`` stops the others and exits 1
+saying which one died.
 
 Signal dispositions: a script's background job (``cmd &``) starts with SIGINT ignored, and a
 child inherits an ignored signal across exec; Dagster's services then ignore SIGTERM too
@@ -29,6 +35,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -37,12 +44,14 @@ from types import FrameType
 
 import psutil
 import typer
+import yaml
 
 from flux_pipelines.errors import ConfigurationError
 from flux_pipelines.home import PROJECT_ROOT
 from flux_pipelines.instance.config import prepare_dagster_home
 
 STOP_TIMEOUT = 60.0
+CODE_SERVER_TIMEOUT = 300.0  # definitions load in seconds here; give a slow VM minutes
 POLL_SECONDS = 0.5
 METRICS_PORT_ENV = "FLUX_DEV_METRICS_PORT"
 DEFAULT_METRICS_PORT = 9464
@@ -69,21 +78,88 @@ def log_format_args() -> list[str]:
     return ["--log-format", "json"] if json_logs() else []
 
 
-def webserver_command(host: str, port: int) -> list[str]:
+def workspace_location() -> tuple[str, str]:
+    """(module, location name) of the project's ``workspace.yaml``: the code location
+    ``flux dev`` serves is the one the workspace file names, not a second copy of it."""
+    path = PROJECT_ROOT / "workspace.yaml"
+    try:
+        entry = yaml.safe_load(path.read_text(encoding="utf-8"))["load_from"][0]["python_module"]
+        return str(entry["module_name"]), str(entry["location_name"])
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
+        raise ConfigurationError(
+            f"{path}: flux dev needs one python_module entry with module_name and "
+            f"location_name under load_from ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def code_server_command(socket_path: Path) -> list[str]:
+    module, location = workspace_location()
     return [
-        dagster_script("dagster-webserver"),
-        "-w", str(PROJECT_ROOT / "workspace.yaml"),
-        "-h", host, "-p", str(port),
-        "--code-server-log-level", CODE_SERVER_LOG_LEVEL,
+        dagster_script("dagster"), "code-server", "start",
+        "-m", module, "--location-name", location,
+        "--socket", str(socket_path),
+        "--log-level", CODE_SERVER_LOG_LEVEL,
         *log_format_args(),
     ]  # fmt: skip
 
 
-def daemon_command() -> list[str]:
+def write_served_workspace(folder: Path, socket_path: Path) -> Path:
+    """A workspace file naming the running code server (the webserver's and daemon's -w)."""
+    _, location = workspace_location()
+    served = {
+        "load_from": [{"grpc_server": {"socket": str(socket_path), "location_name": location}}]
+    }
+    path = folder / "workspace.yaml"
+    path.write_text(yaml.safe_dump(served), encoding="utf-8")
+    return path
+
+
+def code_server_serving(socket_path: Path) -> bool:
+    """Whether the code server answers the standard gRPC health check as serving (it
+    serves once its definitions are loaded)."""
+    if not socket_path.exists():
+        return False
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    request = health_pb2.HealthCheckRequest(service="DagsterApi")
+    try:
+        with grpc.insecure_channel(f"unix:{socket_path}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=2)
+    except grpc.RpcError:  # not listening yet, or going away: not serving
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def wait_for_code_server(
+    service: Service, socket_path: Path, stop: threading.Event, timeout: float
+) -> str | None:
+    """Until the code server serves or a stop is requested (None), or why it never will."""
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        if service.process.poll() is not None:
+            return f"{service.name} exited with code {service.process.returncode} before serving"
+        if code_server_serving(socket_path):
+            return None
+        if time.monotonic() > deadline:
+            return f"{service.name} did not serve its definitions within {timeout:.0f}s"
+        stop.wait(0.2)
+    return None
+
+
+def webserver_command(host: str, port: int, workspace: Path) -> list[str]:
+    return [
+        dagster_script("dagster-webserver"),
+        "-w", str(workspace),
+        "-h", host, "-p", str(port),
+        *log_format_args(),
+    ]  # fmt: skip
+
+
+def daemon_command(workspace: Path) -> list[str]:
     return [
         dagster_script("dagster-daemon"), "run",
-        "-w", str(PROJECT_ROOT / "workspace.yaml"),
-        "--code-server-log-level", CODE_SERVER_LOG_LEVEL,
+        "-w", str(workspace),
         *log_format_args(),
     ]  # fmt: skip
 
@@ -146,39 +222,44 @@ def run_dev(home: Path, host: str, port: int, metrics_port: int | str | None = "
     service died on its own or had to be killed."""
     if metrics_port == "env":
         metrics_port = metrics_port_setting()
-    commands = {
-        "dagster-webserver": webserver_command(host, port),
-        "dagster-daemon": daemon_command(),
-    }
     info = prepare_dagster_home(home)
     typer.echo(info.describe())
     create_storage()
     typer.echo(f"FLUX_HOME={home}; UI on http://{host}:{port} (Ctrl-C stops everything)")
     stop = install_stop_handlers()  # before any child starts: they inherit default dispositions
     services: list[Service] = []
-    died: Service | None = None
-    try:
-        if metrics_port is not None:
-            services.append(
-                Service.start(
-                    "flux metrics", metrics_command(home, host, int(metrics_port)), essential=False
+    failure: str | None = None
+    with tempfile.TemporaryDirectory(prefix="flux-dev-") as scratch:
+        socket_path = Path(scratch) / "code-server.sock"
+        workspace = write_served_workspace(Path(scratch), socket_path)
+        try:
+            if metrics_port is not None:
+                services.append(
+                    Service.start(
+                        "flux metrics",
+                        metrics_command(home, host, int(metrics_port)),
+                        essential=False,
+                    )
                 )
-            )
-            typer.echo(
-                f"metrics on http://{host}:{metrics_port}/metrics (/healthz, /readyz; "
-                f"{METRICS_PORT_ENV}=off: none)"
-            )
-        for name, command in commands.items():
-            services.append(Service.start(name, command))
-        died = supervise(services, stop)
-    finally:
-        clean = shut_down(services)
-    if died is not None:
-        typer.echo(
-            f"{died.name} exited on its own with code {died.process.returncode}; "
-            "stopped the other services",
-            err=True,
-        )
+                typer.echo(
+                    f"metrics on http://{host}:{metrics_port}/metrics (/healthz, /readyz; "
+                    f"{METRICS_PORT_ENV}=off: none)"
+                )
+            code_server = Service.start("dagster code-server", code_server_command(socket_path))
+            services.append(code_server)
+            failure = wait_for_code_server(code_server, socket_path, stop, CODE_SERVER_TIMEOUT)
+            if failure is None and not stop.is_set():
+                services.append(
+                    Service.start("dagster-webserver", webserver_command(host, port, workspace))
+                )
+                services.append(Service.start("dagster-daemon", daemon_command(workspace)))
+                died = supervise(services, stop)
+                if died is not None:
+                    failure = f"{died.name} exited on its own with code {died.process.returncode}"
+        finally:
+            clean = shut_down(services)
+    if failure is not None:
+        typer.echo(f"{failure}; stopped the other services", err=True)
         return 1
     return 0 if clean else 1
 
