@@ -311,8 +311,16 @@ def test_runs_that_cannot_be_classified_are_refused(
                 else:
                     launcher._launch_container_with_command(run, IMAGE, [])  # type: ignore[attr-defined]
             # Terminate and health checks read the same context for its namespace or client
-            # only: a run in flight stays stoppable whatever became of its classification.
-            assert build(run) is not None
+            # only: a run in flight stays stoppable whatever became of its classification,
+            # and what they get holds no mount of the home at all.
+            looked_up = build(run)
+            if isinstance(launcher, FluxK8sRunLauncher):
+                mounts = looked_up.run_k8s_config.container_config.get("volume_mounts") or []
+                home = run_launcher_config()["flux_home_volume"]
+                assert not [m for m in mounts if m["name"] == home], mounts
+            else:
+                volumes = looked_up.container_kwargs.get("volumes") or []
+                assert not [v for v in volumes if v.startswith(HOST_DIR)], volumes
 
 
 def test_every_asset_of_the_code_location_is_classified(k8s: dg.DagsterInstance) -> None:

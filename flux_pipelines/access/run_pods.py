@@ -22,10 +22,13 @@ carries no selection). Anything not classified here (a new cross-agency asset, a
 other than the purge, an agency missing from the registry) is refused, never given the
 whole home: ``ConfigurationError`` naming the run and what to declare here.
 
-Mounts are derived when a launcher creates the run's container (launch, and resume after a
-worker crash), never when it only looks a run up (terminate, health checks, debug info
-read the namespace or the Docker client): a run in flight stays stoppable and monitored
-even if its agency has since left the registry (``CreatesRunContainers``).
+Launchers also read a run's container context when they only look a run up (terminate,
+health checks, debug info read its namespace or Docker client). A run that cannot be
+classified is refused only when its container is being created (launch, and resume after
+a worker crash: ``CreatesRunContainers``); a lookup gets no mount of the home at all
+(``mounts_for_lookup``), so a run in flight stays stoppable and monitored even if its
+agency has since left the registry, and a container created through any other path gets
+the run's own mounts or none: never the whole home.
 """
 
 from __future__ import annotations
@@ -94,6 +97,18 @@ class CreatesRunContainers:
 
     def is_creating_container_for(self, run: dg.DagsterRun) -> bool:
         return getattr(self._creating, "run_id", None) == run.run_id
+
+    def mounts_for_lookup(
+        self, run: dg.DagsterRun, instance: dg.DagsterInstance
+    ) -> tuple[RunMount, ...]:
+        """``mounts_for_run``; for a run that cannot be classified, refused while its
+        container is created, no mount of the home for any other read."""
+        try:
+            return mounts_for_run(run, instance)
+        except ConfigurationError:
+            if self.is_creating_container_for(run):
+                raise
+            return ()
 
 
 def absolute_setting(path: str, setting: str, where: str) -> str:

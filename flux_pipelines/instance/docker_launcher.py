@@ -23,12 +23,7 @@ from dagster import DagsterRun, Field, StringSource
 from dagster_docker import DockerRunLauncher
 from dagster_docker.container_context import DockerContainerContext
 
-from flux_pipelines.access.run_pods import (
-    CreatesRunContainers,
-    RunMount,
-    absolute_setting,
-    mounts_for_run,
-)
+from flux_pipelines.access.run_pods import CreatesRunContainers, RunMount, absolute_setting
 from flux_pipelines.errors import ConfigurationError
 
 HOME_SETTINGS = {
@@ -107,14 +102,14 @@ class FluxDockerRunLauncher(CreatesRunContainers, DockerRunLauncher):
             super()._launch_container_with_command(run, docker_image, command)  # type: ignore[no-untyped-call]
 
     def get_container_context(self, dagster_run: DagsterRun) -> DockerContainerContext:
-        """dagster-docker's context (launcher and code location merged); for the container
-        being created, its volumes the run's own mounts of the home plus the launcher's
-        volumes elsewhere. Terminate and health checks use only its client settings."""
+        """dagster-docker's context (launcher and code location merged), its volumes the
+        run's own mounts of the home (``mounts_for_lookup``: an unclassifiable run is
+        refused when its container is created, and given none when it is only looked up,
+        as terminate and health checks do for the client) plus the launcher's volumes
+        elsewhere."""
         context = super().get_container_context(dagster_run)
-        if not self.is_creating_container_for(dagster_run):
-            return context
         where = {"host_dir": self.flux_home_host_dir, "home": self.flux_home_path}
         kept = other_volumes(context.container_kwargs, **where)
-        binds = docker_binds(mounts_for_run(dagster_run, self._instance), **where)
+        binds = docker_binds(self.mounts_for_lookup(dagster_run, self._instance), **where)
         kwargs = {**context.container_kwargs, "volumes": [*kept, *binds]}
         return context._replace(container_kwargs=kwargs)

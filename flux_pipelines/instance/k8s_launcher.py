@@ -1,7 +1,7 @@
 """dagster-k8s's run launcher, giving each run pod only the folders of the home its run needs.
 
 The chart's K8sRunLauncher gives every run pod one static mount list. This one replaces,
-for every run pod it creates (launch, resume), each mount of the FLUX_HOME volume (from the
+for every run it launches or looks up, each mount of the FLUX_HOME volume (from the
 launcher's config, the code location or a ``dagster-k8s/config`` run tag) with sub-path
 mounts of exactly ``access/run_pods.mounts_for_run``: an agency's run reaches no other
 agency's folders, a cross-agency run reads the agencies' published copies read-only, and a
@@ -22,12 +22,7 @@ from dagster import DagsterRun, Field, StringSource
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
 
-from flux_pipelines.access.run_pods import (
-    CreatesRunContainers,
-    RunMount,
-    absolute_setting,
-    mounts_for_run,
-)
+from flux_pipelines.access.run_pods import CreatesRunContainers, RunMount, absolute_setting
 from flux_pipelines.errors import ConfigurationError
 
 HOME_SETTINGS = {
@@ -101,19 +96,18 @@ class FluxK8sRunLauncher(CreatesRunContainers, K8sRunLauncher):
             super()._launch_k8s_job_with_args(job_name, args, run)
 
     def get_container_context_for_run(self, dagster_run: DagsterRun) -> K8sContainerContext:
-        """dagster-k8s's context (launcher, code location, run tags merged); for the pod
-        being created, every mount of the home replaced by the run's own
-        (``mounts_for_run``). Terminate and health checks read only its namespace."""
+        """dagster-k8s's context (launcher, code location, run tags merged), every mount of
+        the home replaced by the run's own (``mounts_for_lookup``: an unclassifiable run is
+        refused when its pod is created, and given no home mount when it is only looked up,
+        as terminate and health checks do for its namespace)."""
         context = super().get_container_context_for_run(dagster_run)
-        if not self.is_creating_container_for(dagster_run):
-            return context
         config = context.run_k8s_config
         volumes = config.pod_spec_config.get("volumes") or []
         home = home_volume_names(volumes, self.flux_home_volume)
         kept = [m for m in config.container_config.get("volume_mounts") or []
                 if m.get("name") not in home]  # fmt: skip
         mounts = k8s_volume_mounts(
-            mounts_for_run(dagster_run, self._instance),
+            self.mounts_for_lookup(dagster_run, self._instance),
             volume=self.flux_home_volume,
             home=self.flux_home_path,
         )
